@@ -1,0 +1,1 @@
+"""One module per CLI command; ``gossipnet.cli`` parses flags and dispatches here."""

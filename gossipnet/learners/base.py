@@ -1,0 +1,89 @@
+"""The interface between a node and whatever it trains.
+
+The node never asks which learner it holds: a convnet on an image shard and an
+island of evolving policies look the same from here. A learner is not
+thread-safe; the node calls it from one worker thread at a time (training,
+absorbing and snapshotting are serialised there), so the event loop never
+blocks on numpy work.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Scalar = int | float | str | bool
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a learner offers its peers: named arrays plus a few scalars.
+
+    ``fingerprint`` names the architecture (convnet spec hash) or the task and
+    genome layout; peers merge only snapshots whose fingerprint equals their own.
+    ``age`` is how much training the snapshot embodies (images seen, or
+    environment steps) and weights age-weighted merges.
+    ``meta`` holds small, untrusted claims (for example migrants' fitness);
+    it travels inside the signed manifest, so keep it to a few hundred bytes.
+    """
+
+    kind: str
+    fingerprint: str
+    age: float
+    tensors: dict[str, np.ndarray]
+    meta: dict[str, Scalar] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AbsorbResult:
+    """The outcome of merging one peer's snapshot: accepted, or rejected with a reason."""
+
+    accepted: bool
+    reason: str = "ok"
+    detail: str = ""
+
+
+class Learner(abc.ABC):
+    """A trainable thing that can share what it learned and merge what peers learned."""
+
+    kind: str = "abstract"
+
+    @property
+    @abc.abstractmethod
+    def fingerprint(self) -> str:
+        """Hash of what must match for two learners' snapshots to merge."""
+
+    @property
+    @abc.abstractmethod
+    def step(self) -> int:
+        """Monotonic count of training steps (batches, or generations) since creation."""
+
+    @abc.abstractmethod
+    def train(self, budget: int) -> dict[str, float]:
+        """Train for ``budget`` steps; return this chunk's metrics (loss, images/s, ...)."""
+
+    @abc.abstractmethod
+    def snapshot(self) -> Snapshot:
+        """What to offer peers now."""
+
+    @abc.abstractmethod
+    def absorb(self, snapshot: Snapshot, peer: str) -> AbsorbResult:
+        """Merge a peer's verified snapshot, or reject it with a reason; never raise on bad data."""
+
+    @abc.abstractmethod
+    def evaluate(self) -> dict[str, float]:
+        """Held-out evaluation (test accuracy, or mean episode return)."""
+
+    @abc.abstractmethod
+    def metrics(self) -> dict[str, Scalar]:
+        """Current scalars for the status page and /metrics."""
+
+    @abc.abstractmethod
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Everything needed to resume (model, optimiser, counters) as named arrays."""
+
+    @abc.abstractmethod
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Resume from ``state_dict()``; raise ``UserError`` if it does not fit."""
