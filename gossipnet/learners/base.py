@@ -80,6 +80,16 @@ class Learner(abc.ABC):
     def metrics(self) -> dict[str, Scalar]:
         """Current scalars for the status page and /metrics."""
 
+    def visuals(self) -> dict[str, np.ndarray | list[str]]:
+        """Arrays the progress PNG can draw, beyond the metrics history.
+
+        A convnet offers ``filters`` (first-layer kernels, (n, c, h, w)), ``samples``
+        (a few test images, (k, c, h, w)), ``sample_labels``, ``sample_preds`` and
+        ``classes``; an island may offer ``rollout`` frames ((t, h, w, 3) uint8).
+        Empty by default: the page then shows curves only.
+        """
+        return {}
+
     @abc.abstractmethod
     def state_dict(self) -> dict[str, np.ndarray]:
         """Everything needed to resume (model, optimiser, counters) as named arrays."""
