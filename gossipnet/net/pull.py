@@ -1,0 +1,96 @@
+"""Pulling a peer's snapshot blob over HTTP, bounded in size, time and concurrency.
+
+Bulk payloads never travel in UDP (DESIGN.md section 3): a signed manifest names the
+blob's sha256 and size, and the receiver fetches it from the announcing node's HTTP
+server. Every limit is enforced while streaming, before the bytes are trusted: the
+declared size is checked against our cap before the request, the body is read in
+chunks and abandoned the moment it exceeds the declared size, and the hash is checked
+before anyone parses a byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass
+
+import aiohttp
+
+
+class PullError(Exception):
+    """A pull failed; ``reason`` is a short counter name, the message says more."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class PullLimits:
+    max_bytes: int = 64 * 1024 * 1024  # a 10 MB model in float32 with ample margin
+    timeout_s: float = 30.0
+    max_concurrent: int = 2
+    chunk_bytes: int = 256 * 1024
+
+
+class BlobPuller:
+    """Fetches blobs with one shared aiohttp session and a concurrency cap."""
+
+    def __init__(self, limits: PullLimits | None = None):
+        self.limits = limits or PullLimits()
+        self._session: aiohttp.ClientSession | None = None
+        self._slots = asyncio.Semaphore(self.limits.max_concurrent)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.limits.timeout_s),
+                auto_decompress=False,  # never let a peer's gzip inflate past our caps
+            )
+        return self._session
+
+    async def fetch(self, url: str, sha256: bytes, size: int) -> bytes:
+        """The blob at ``url``, whose bytes must hash to ``sha256`` and number exactly ``size``."""
+        if size <= 0 or size > self.limits.max_bytes:
+            raise PullError("too_large", f"declared size {size} outside 1..{self.limits.max_bytes}")
+        async with self._slots:
+            try:
+                return await asyncio.wait_for(
+                    self._fetch(url, sha256, size), timeout=self.limits.timeout_s
+                )
+            except asyncio.TimeoutError:
+                raise PullError("timeout", f"{url} took over {self.limits.timeout_s} s") from None
+            except aiohttp.ClientError as exc:
+                raise PullError("unreachable", f"{url}: {exc}") from None
+            except OSError as exc:
+                raise PullError("unreachable", f"{url}: {exc}") from None
+
+    async def _fetch(self, url: str, sha256: bytes, size: int) -> bytes:
+        async with self._client().get(url) as resp:
+            if resp.status == 404:
+                raise PullError("gone", f"{url}: the peer no longer offers this snapshot")
+            if resp.status != 200:
+                raise PullError("http_error", f"{url}: HTTP {resp.status}")
+            if resp.content_length is not None and resp.content_length != size:
+                raise PullError(
+                    "size_mismatch", f"{url}: {resp.content_length} bytes offered, {size} announced"
+                )
+            digest = hashlib.sha256()
+            parts: list[bytes] = []
+            received = 0
+            async for chunk in resp.content.iter_chunked(self.limits.chunk_bytes):
+                received += len(chunk)
+                if received > size:
+                    raise PullError("size_mismatch", f"{url}: more than the {size} bytes announced")
+                digest.update(chunk)
+                parts.append(chunk)
+            if received != size:
+                raise PullError("size_mismatch", f"{url}: {received} bytes, {size} announced")
+            if digest.digest() != sha256:
+                raise PullError("hash_mismatch", f"{url}: content does not match the signed manifest")
+            return b"".join(parts)
