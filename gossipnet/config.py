@@ -1,0 +1,167 @@
+"""A node's settings: one frozen dataclass, filled from defaults, a TOML file, then flags.
+
+The CLI and the TOML file only fill these in; the node reads nothing else. Every key
+of the TOML file is a field name below (dashes or underscores), so ``gossipnet run
+--config node.toml`` and the flags of ``gossipnet run --help`` say the same things.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gossipnet.errors import UserError
+
+DEFAULT_UDP_PORT = 7946  # memberlist's default gossip port: familiar to ops people
+DEFAULT_HTTP_PORT = 8080
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything one node needs to run. Times are seconds."""
+
+    state_dir: Path = field(default_factory=lambda: Path("~/.gossipnet/node").expanduser())
+    # Network. ``host`` is the address sockets bind to; ``interface`` pins mDNS and is
+    # what peers are told to use (defaults to ``host`` unless that is a wildcard).
+    host: str = "0.0.0.0"
+    interface: str | None = None
+    udp_port: int = DEFAULT_UDP_PORT
+    http_port: int = DEFAULT_HTTP_PORT
+    peers: tuple[str, ...] = ()  # static seeds, "HOST:UDP_PORT", for where mDNS cannot reach
+    mdns: bool = True
+    preset: str = "lan"  # membership/gossip timing preset: "lan" or "local"
+    # Swarm credentials (see docs/SECURITY.md).
+    swarm_token: str | None = None
+    cert: str | None = None
+    allow: tuple[str, ...] = ()
+    insecure_open: bool = False
+    # What to train.
+    learner: str = "convnet"  # "convnet" or "evolution"
+    dataset: str = "embedded"
+    data_dir: str | None = None
+    net: str | None = None
+    shards: int = 1
+    shard: int = 0
+    alpha: float | None = None  # Dirichlet label skew; None = IID shards
+    task: str = "cartpole"
+    algo: str = "cmaes"
+    seed: int | None = None  # None: derived from the node id, so nodes differ
+    # Merging.
+    merge: str = "average"  # "average" (age-weighted) or "clipped" (ClippedGossip)
+    clip_radius: float = 1.0
+    # Cadence.
+    train_chunk: int = 20  # steps per worker call between absorbs and snapshots
+    gossip_interval: float = 5.0
+    checkpoint_interval: float = 60.0
+    eval_interval: float = 30.0
+    max_steps: int | None = None  # stop training (but keep serving) after this many steps
+
+    def validate(self) -> "NodeConfig":
+        """Raise UserError naming the first setting that cannot work."""
+        for name in ("udp_port", "http_port"):
+            port = getattr(self, name)
+            if not 0 <= port <= 65535:
+                raise UserError(f"--{name.replace('_', '-')} {port} is not a port (0-65535; 0 picks a free one)")
+        if self.learner not in ("convnet", "evolution"):
+            raise UserError(f"learner {self.learner!r} unknown: use 'convnet' or 'evolution'")
+        if self.merge not in ("average", "clipped"):
+            raise UserError(f"--merge {self.merge!r} unknown: use 'average' or 'clipped'")
+        if self.preset not in ("lan", "local"):
+            raise UserError(f"--preset {self.preset!r} unknown: use 'lan' or 'local'")
+        if self.shards < 1 or not 0 <= self.shard < self.shards:
+            raise UserError(f"--shard {self.shard} must be in 0..{self.shards - 1} (--shards {self.shards})")
+        if self.alpha is not None and self.alpha <= 0:
+            raise UserError(f"--alpha {self.alpha} must be positive (smaller = more label skew)")
+        if self.clip_radius <= 0:
+            raise UserError(f"--clip-radius {self.clip_radius} must be positive")
+        for name in ("gossip_interval", "checkpoint_interval", "eval_interval"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"--{name.replace('_', '-')} must be positive seconds")
+        if self.train_chunk < 1:
+            raise UserError("--train-chunk must be at least 1 step")
+        for peer in self.peers:
+            parse_hostport(peer, what="--peer")
+        return self
+
+    @property
+    def advertised_host(self) -> str:
+        """The address peers should use to reach us."""
+        if self.interface:
+            return self.interface
+        return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+
+
+def parse_hostport(text: str, *, what: str) -> tuple[str, int]:
+    """'HOST:PORT' -> (host, port), with an error that says the expected form."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise UserError(f"{what} {text!r} is not HOST:PORT (for example 192.168.1.20:{DEFAULT_UDP_PORT})")
+    return host.strip("[]"), int(port)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(NodeConfig)}
+
+
+def load_toml(path: str | os.PathLike) -> dict:
+    """Read a config file into field overrides, rejecting unknown keys by name."""
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise UserError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"config file {path} is not valid TOML: {exc}") from None
+    out = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in _FIELDS:
+            known = ", ".join(sorted(_FIELDS))
+            raise UserError(f"config file {path}: unknown setting {key!r}; known settings: {known}")
+        out[name] = value
+    return out
+
+
+def build_config(file_values: dict, flag_values: dict) -> NodeConfig:
+    """Defaults, overridden by the file, overridden by flags that were given (not None)."""
+    merged = {**file_values, **{k: v for k, v in flag_values.items() if v is not None}}
+    kwargs = {}
+    for name, value in merged.items():
+        if name not in _FIELDS:
+            raise UserError(f"unknown setting {name!r}")
+        if name == "state_dir":
+            value = Path(str(value)).expanduser()
+        elif name in ("peers", "allow"):
+            if isinstance(value, str):
+                value = (value,)
+            value = tuple(str(v) for v in value)
+        kwargs[name] = value
+    try:
+        cfg = NodeConfig(**kwargs)
+    except TypeError as exc:
+        raise UserError(f"bad settings: {exc}") from None
+    _check_types(cfg)
+    return cfg.validate()
+
+
+def _check_types(cfg: NodeConfig) -> None:
+    for name, f in _FIELDS.items():
+        value = getattr(cfg, name)
+        kind = str(f.type)
+        expected: tuple[type, ...]
+        if kind.startswith("int"):
+            expected = (int,)
+        elif kind.startswith("float"):
+            expected = (int, float)
+        elif kind.startswith("bool"):
+            expected = (bool,)
+        elif kind.startswith("str"):
+            expected = (str,)
+        else:
+            continue
+        if value is None and "None" in kind:
+            continue
+        if not isinstance(value, expected) or (expected == (int,) and isinstance(value, bool)):
+            raise UserError(f"setting {name!r} should be {kind}, got {value!r}")
