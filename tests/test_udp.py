@@ -1,0 +1,271 @@
+"""The UDP endpoint: bounded queue, size limits, counters, and the seeded fault layer.
+
+Everything runs on 127.0.0.1 in the test's own process.
+"""
+
+import asyncio
+import socket
+import statistics
+import time
+
+import pytest
+
+from gossipnet.errors import UserError
+from gossipnet.net.udp import (
+    MAX_DATAGRAM,
+    DropReason,
+    FaultConfig,
+    FaultPlan,
+    UdpClosed,
+    UdpConfig,
+    UdpEndpoint,
+)
+
+LOCAL = ("127.0.0.1", 0)
+
+
+async def wait_until(predicate, timeout=3.0):
+    """Poll ``predicate`` until true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.005)
+
+
+async def drain(endpoint, quiet=0.15):
+    """Receive until nothing arrives for ``quiet`` seconds."""
+    got = []
+    while True:
+        try:
+            async with asyncio.timeout(quiet):
+                got.append(await endpoint.recv())
+        except TimeoutError:
+            return got
+
+
+async def test_datagrams_round_trip_and_are_counted():
+    async with await UdpEndpoint.bind(LOCAL) as a, await UdpEndpoint.bind(LOCAL) as b:
+        await a.send(b"hello", b.local_address)
+        async with asyncio.timeout(2):
+            data, addr = await b.recv()
+        assert data == b"hello"
+        assert addr == a.local_address
+        assert a.stats().datagrams_out == 1 and a.stats().bytes_out == 5
+        assert b.stats().datagrams_in == 1 and b.stats().bytes_in == 5
+        assert all(n == 0 for n in b.stats().dropped.values())
+
+
+async def test_receive_queue_overflow_drops_newest_and_counts():
+    config = UdpConfig(queue_size=5)
+    async with await UdpEndpoint.bind(LOCAL, config) as rx, await UdpEndpoint.bind(LOCAL) as tx:
+        for i in range(20):
+            await tx.send(b"%d" % i, rx.local_address)
+        await wait_until(lambda: rx.stats().datagrams_in == 20)
+        assert rx.queued == 5
+        assert rx.stats().dropped[DropReason.QUEUE_FULL] == 15
+        got = [(await rx.recv())[0] for _ in range(5)]
+        assert got == [b"0", b"1", b"2", b"3", b"4"]  # tail drop keeps the oldest
+        # Room again: the next datagram is accepted.
+        await tx.send(b"late", rx.local_address)
+        async with asyncio.timeout(2):
+            assert (await rx.recv())[0] == b"late"
+
+
+async def test_oversize_and_empty_datagrams_are_dropped_and_counted():
+    async with await UdpEndpoint.bind(LOCAL) as rx:
+        raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            raw.sendto(b"x" * (MAX_DATAGRAM + 1), rx.local_address)
+            raw.sendto(b"", rx.local_address)
+            raw.sendto(b"y" * MAX_DATAGRAM, rx.local_address)
+        finally:
+            raw.close()
+        async with asyncio.timeout(2):
+            data, _ = await rx.recv()
+        assert data == b"y" * MAX_DATAGRAM
+        stats = rx.stats()
+        assert stats.datagrams_in == 3
+        assert stats.dropped[DropReason.OVERSIZE] == 1
+        assert stats.dropped[DropReason.EMPTY] == 1
+        assert rx.queued == 0
+
+
+async def test_send_rejects_bad_data_and_addresses_and_the_socket_survives():
+    async with await UdpEndpoint.bind(LOCAL) as a, await UdpEndpoint.bind(LOCAL) as b:
+        with pytest.raises(ValueError, match="1..1400 bytes"):
+            await a.send(b"z" * (MAX_DATAGRAM + 1), b.local_address)
+        with pytest.raises(ValueError, match="1..1400 bytes"):
+            await a.send(b"", b.local_address)
+        with pytest.raises(TypeError):
+            await a.send("text", b.local_address)
+        for bad in [("127.0.0.1",), ("localhost", 9), ("127.0.0.1", 0), ("127.0.0.1", 70000),
+                    ("127.0.0.1", "9"), ["127.0.0.1", 9], ("::1", 9), None]:
+            with pytest.raises(ValueError):
+                await a.send(b"x", bad)
+        # asyncio closes a datagram transport on a TypeError from sendto; ours is still open.
+        await a.send(b"still here", b.local_address)
+        async with asyncio.timeout(2):
+            assert (await b.recv())[0] == b"still here"
+
+
+async def test_refused_send_is_counted_not_raised():
+    async with await UdpEndpoint.bind(LOCAL) as a:
+        # Broadcast without SO_BROADCAST: the kernel refuses (EACCES) and nothing leaves the host.
+        await a.send(b"x", ("255.255.255.255", 9))
+        assert a.stats().socket_errors == 1
+        assert a.stats().datagrams_out == 0
+
+
+async def test_close_wakes_a_waiting_recv_and_ends_iteration():
+    ep = await UdpEndpoint.bind(LOCAL)
+    waiter = asyncio.create_task(ep.recv())
+    await asyncio.sleep(0.01)
+    await ep.close()
+    with pytest.raises(UdpClosed):
+        async with asyncio.timeout(2):
+            await waiter
+    assert [item async for item in ep] == []
+    with pytest.raises(UdpClosed):
+        await ep.send(b"x", ("127.0.0.1", 9))
+    await ep.close()  # idempotent
+
+
+async def test_bind_to_a_port_in_use_is_a_user_error():
+    async with await UdpEndpoint.bind(LOCAL) as a:
+        with pytest.raises(UserError, match="choose another --port"):
+            await UdpEndpoint.bind(a.local_address)
+    with pytest.raises(UserError, match="--interface"):
+        await UdpEndpoint.bind(("203.0.113.7", 0))  # TEST-NET-3: no interface here has it
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"drop": 1.5}, "drop probability"),
+        ({"duplicate": -0.1}, "duplicate probability"),
+        ({"delay_min": 0.2, "delay_max": 0.1}, "swap them"),
+        ({"reorder_delay": -1}, "cannot be negative"),
+    ],
+)
+def test_bad_fault_config_is_a_user_error(kwargs, fragment):
+    with pytest.raises(UserError, match=fragment):
+        FaultConfig(**kwargs)
+
+
+def test_bad_udp_config_is_a_user_error():
+    with pytest.raises(UserError, match="max_datagram"):
+        UdpConfig(max_datagram=0)
+    with pytest.raises(UserError, match="queue_size"):
+        UdpConfig(queue_size=0)
+
+
+# -- the fault layer's statistics (sans I/O) --
+
+N = 20_000
+
+
+def fates(config, n=N):
+    plan = FaultPlan(config)
+    return [plan.fate() for _ in range(n)]
+
+
+def test_fault_plan_drops_the_configured_share():
+    outcomes = fates(FaultConfig(drop=0.2, seed=1))
+    share = sum(1 for f in outcomes if not f) / N
+    assert 0.18 < share < 0.22  # 5 sigma of a binomial(20000, 0.2) is about 0.014
+
+
+def test_fault_plan_duplicates_the_configured_share():
+    outcomes = fates(FaultConfig(duplicate=0.1, seed=2))
+    assert all(len(f) in (1, 2) for f in outcomes)
+    share = sum(1 for f in outcomes if len(f) == 2) / N
+    assert 0.09 < share < 0.11
+
+
+def test_fault_plan_delays_are_uniform_in_range():
+    delays = [d for f in fates(FaultConfig(delay_min=0.01, delay_max=0.03, seed=3)) for d in f]
+    assert min(delays) >= 0.01 and max(delays) <= 0.03
+    assert abs(statistics.fmean(delays) - 0.02) < 0.0005
+    assert abs(statistics.pstdev(delays) - 0.02 / 12**0.5) < 0.0005  # uniform's sd = width/sqrt(12)
+
+
+def test_fault_plan_holds_back_the_reordered_share():
+    delays = [f[0] for f in fates(FaultConfig(reorder=0.25, reorder_delay=0.05, seed=4))]
+    share = sum(1 for d in delays if d == 0.05) / N
+    assert set(delays) == {0.0, 0.05}
+    assert 0.23 < share < 0.27
+
+
+def test_fault_plan_is_reproducible_from_its_seed():
+    config = FaultConfig.flaky_lan(seed=7)
+    assert fates(config, 500) == fates(config, 500)
+    assert fates(config, 500) != fates(FaultConfig.flaky_lan(seed=8), 500)
+
+
+def test_no_faults_means_every_datagram_is_delivered_at_once():
+    assert all(f == [0.0] for f in fates(FaultConfig(seed=5), 1000))
+
+
+# -- the fault layer on real sockets --
+
+
+async def send_numbered(tx, addr, n, gap_every=50):
+    for i in range(n):
+        await tx.send(i.to_bytes(4, "big"), addr)
+        if i % gap_every == gap_every - 1:
+            await asyncio.sleep(0.002)  # let the receiver's reader keep up
+
+
+def numbers(received):
+    return [int.from_bytes(data, "big") for data, _ in received]
+
+
+async def test_receive_faults_drop_and_count_on_sockets():
+    config = UdpConfig.faulty(FaultConfig.lossy(0.3, seed=11))
+    async with await UdpEndpoint.bind(LOCAL, config) as rx, await UdpEndpoint.bind(LOCAL) as tx:
+        await send_numbered(tx, rx.local_address, 1000)
+        await wait_until(lambda: rx.stats().datagrams_in == 1000)
+        got = numbers(await drain(rx))
+        dropped = rx.stats().dropped[DropReason.FAULT]
+        assert len(got) + dropped == 1000
+        assert 250 < dropped < 350
+        assert got == sorted(got)  # loss alone never reorders
+
+
+async def test_send_faults_duplicate_and_reorder_on_sockets():
+    faults = FaultConfig(duplicate=0.2, reorder=0.2, reorder_delay=0.03, seed=12)
+    async with await UdpEndpoint.bind(LOCAL, UdpConfig(send_faults=faults)) as tx, \
+            await UdpEndpoint.bind(LOCAL) as rx:
+        await send_numbered(tx, rx.local_address, 500)
+        got = numbers(await drain(rx))
+        assert set(got) == set(range(500))  # nothing lost
+        assert 560 < len(got) < 640  # about 20% duplicated
+        assert tx.stats().datagrams_out == len(got)
+        assert got != sorted(got)  # held-back datagrams were overtaken
+
+
+async def test_receive_delay_holds_datagrams_back():
+    config = UdpConfig.faulty(FaultConfig(delay_min=0.08, delay_max=0.1, seed=13))
+    async with await UdpEndpoint.bind(LOCAL, config) as rx, await UdpEndpoint.bind(LOCAL) as tx:
+        start = time.monotonic()
+        await tx.send(b"slow", rx.local_address)
+        async with asyncio.timeout(2):
+            await rx.recv()
+        assert 0.08 <= time.monotonic() - start < 1.0
+
+
+async def test_close_cancels_delayed_deliveries():
+    config = UdpConfig(send_faults=FaultConfig(delay_min=0.2, delay_max=0.2, seed=14),
+                       recv_faults=FaultConfig(delay_min=0.2, delay_max=0.2, seed=15))
+    rx = await UdpEndpoint.bind(LOCAL)
+    async with await UdpEndpoint.bind(LOCAL, config) as slow:
+        await slow.send(b"never", rx.local_address)
+        await rx.send(b"held", slow.local_address)
+        await wait_until(lambda: slow.stats().datagrams_in == 1)
+        await slow.close()
+        await asyncio.sleep(0.3)
+        assert slow.queued == 0
+        assert slow.stats().datagrams_out == 0
+    assert rx.queued == 0
+    await rx.close()
