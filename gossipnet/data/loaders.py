@@ -1,0 +1,47 @@
+"""``load_dataset``: one entry point from a data set's name to a normalised ``Dataset``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gossipnet.data import cifar10
+from gossipnet.data.dataset import Dataset
+from gossipnet.data.mnist import EMBEDDED_DIR, FASHION_CLASSES, MNIST_CLASSES, WHERE, read_idx_set
+from gossipnet.data.normalize import to_dataset
+from gossipnet.errors import UserError
+
+DATASET_NAMES = ("embedded", "fashion-mnist", "mnist", "cifar10")
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | Path | None = None,
+    *,
+    download: bool = False,
+    cache_dir: str | Path | None = None,
+) -> Dataset:
+    """Load a data set by name: float32 NCHW, normalised with training statistics.
+
+    ``embedded`` (a Fashion-MNIST subset shipped in the package) needs nothing.
+    ``fashion-mnist`` and ``mnist`` need ``data_dir`` holding the four IDX files.
+    ``cifar10`` reads ``data_dir`` if given, else the archive in ``cache_dir``
+    (default ``~/.cache/gossipnet``), downloading it there first if ``download``.
+    """
+    if name not in DATASET_NAMES:
+        raise UserError(f"unknown data set {name!r}; choose one of {', '.join(DATASET_NAMES)}")
+    if name == "embedded":
+        if data_dir is not None:
+            raise UserError("the embedded data set ships inside gossipnet; do not pass a data directory")
+        return to_dataset(name, read_idx_set(EMBEDDED_DIR, name, FASHION_CLASSES))
+    if name == "cifar10":
+        if data_dir is None:
+            data_dir = cifar10.cached_archive(cache_dir, fetch=download)
+        return to_dataset(name, cifar10.read_cifar10(data_dir))
+    if data_dir is None:
+        raise UserError(
+            f"{name} needs a data directory holding its four IDX files "
+            f"(train-images-idx3-ubyte.gz and friends), from {WHERE[name]}; "
+            "or use the embedded data set, which needs none"
+        )
+    classes = FASHION_CLASSES if name == "fashion-mnist" else MNIST_CLASSES
+    return to_dataset(name, read_idx_set(data_dir, name, classes))
