@@ -43,10 +43,14 @@ MAX_BATCH_BYTES = 64 << 20
 # In label order; the same as batches.meta.txt of the official release.
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
-GET_IT = (
-    f"download {URL} (sha256 {SHA256}), or run with download enabled "
-    f"(gossipnet caches it in {default_cache_dir()})"
-)
+
+
+def how_to_get() -> str:
+    """The fix every "CIFAR-10 not found / corrupt" error ends with."""
+    return (
+        f"download {URL} (sha256 {SHA256}), or run with download enabled "
+        f"(gossipnet caches it in {default_cache_dir()})"
+    )
 
 
 def decode_batch(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -56,7 +60,7 @@ def decode_batch(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
     if len(data) % RECORD_BYTES:
         raise UserError(
             f"{name}: {len(data):,} bytes is not a whole number of {RECORD_BYTES}-byte CIFAR-10 records "
-            f"({len(data) % RECORD_BYTES} bytes left over): truncated or not the binary version; {GET_IT}"
+            f"({len(data) % RECORD_BYTES} bytes left over): truncated or not the binary version; {how_to_get()}"
         )
     records = np.frombuffer(data, dtype=np.uint8).reshape(-1, RECORD_BYTES)
     labels = records[:, 0].copy()
@@ -64,7 +68,7 @@ def decode_batch(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
     if bad.size:
         raise UserError(
             f"{name}: record {bad[0]} has label {labels[bad[0]]}, CIFAR-10 labels are 0 to 9; "
-            f"the file is corrupt or not CIFAR-10 binary; {GET_IT}"
+            f"the file is corrupt or not CIFAR-10 binary; {how_to_get()}"
         )
     images = records[:, 1:].reshape(-1, CHANNELS, SIDE, SIDE).copy()
     return images, labels
@@ -91,7 +95,7 @@ def read_cifar10(source: str | Path) -> RawData:
     if source.is_file():
         return _from_files(_read_tar(source), str(source))
     if not source.is_dir():
-        raise UserError(f"CIFAR-10 data directory {source} does not exist; {GET_IT}")
+        raise UserError(f"CIFAR-10 data directory {source} does not exist; {how_to_get()}")
     for folder in (source, source / SUBDIR):
         present = [f for f in (*TRAIN_FILES, TEST_FILE) if (folder / f).is_file()]
         if present:
@@ -100,7 +104,7 @@ def read_cifar10(source: str | Path) -> RawData:
         return read_cifar10(source / ARCHIVE_NAME)
     raise UserError(
         f"{source} holds no CIFAR-10 binary files: expected {', '.join(TRAIN_FILES)} and {TEST_FILE} "
-        f"(in it or in {SUBDIR}/), or {ARCHIVE_NAME}; {GET_IT}"
+        f"(in it or in {SUBDIR}/), or {ARCHIVE_NAME}; {how_to_get()}"
     )
 
 
@@ -117,7 +121,7 @@ def cached_archive(cache_dir: str | Path | None = None, *, fetch: bool = False) 
     if not fetch:
         raise UserError(
             f"CIFAR-10 is not in the cache ({dest}); pass a data directory holding {SUBDIR}/ "
-            f"or {ARCHIVE_NAME}, or enable download; {GET_IT}"
+            f"or {ARCHIVE_NAME}, or enable download; {how_to_get()}"
         )
     return download(
         URL,
@@ -132,7 +136,7 @@ def _read_dir(folder: Path, present: list[str]) -> dict[str, bytes]:
     wanted = (*TRAIN_FILES, TEST_FILE)
     missing = [f for f in wanted if f not in present]
     if missing:
-        raise UserError(f"{folder}: CIFAR-10 files missing: {', '.join(missing)}; {GET_IT}")
+        raise UserError(f"{folder}: CIFAR-10 files missing: {', '.join(missing)}; {how_to_get()}")
     files: dict[str, bytes] = {}
     for name in (*wanted, META_FILE):
         path = folder / name
@@ -164,12 +168,12 @@ def _read_tar(path: Path) -> dict[str, bytes]:
                 stream = tar.extractfile(member)
                 files[base] = stream.read() if stream else b""
                 if len(files[base]) != member.size:
-                    raise UserError(f"{path}: truncated archive (member {member.name} ends early); {GET_IT}")
+                    raise UserError(f"{path}: truncated archive (member {member.name} ends early); {how_to_get()}")
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-        raise UserError(f"{path}: corrupt or unreadable archive ({exc or type(exc).__name__}); {GET_IT}") from None
+        raise UserError(f"{path}: corrupt or unreadable archive ({exc or type(exc).__name__}); {how_to_get()}") from None
     missing = [f for f in (*TRAIN_FILES, TEST_FILE) if f not in files]
     if missing:
-        raise UserError(f"{path}: archive lacks {', '.join(missing)}; is it {ARCHIVE_NAME}? {GET_IT}")
+        raise UserError(f"{path}: archive lacks {', '.join(missing)}; is it {ARCHIVE_NAME}? {how_to_get()}")
     return files
 
 
