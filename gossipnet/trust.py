@@ -532,13 +532,11 @@ def load_credentials(
 def credentials_from_args(args, identity: Identity, now_ms: int) -> Credentials:
     """``load_credentials`` from ``gossipnet run`` flags; the token may also come from
     $GOSSIPNET_SWARM_TOKEN, which, unlike argv, other local users cannot see in ``ps``."""
-    token = getattr(args, "swarm_token", None) or os.environ.get(TOKEN_ENV) or None
-    return load_credentials(
-        identity,
-        now_ms,
-        swarm_token=token,
-        cert=getattr(args, "cert", None),
-        allow=getattr(args, "allow", None),
-        insecure_open=bool(getattr(args, "insecure_open", False)),
-        swarm_name=getattr(args, "swarm_name", None),
-    )
+    token = getattr(args, "swarm_token", None)
+    cert = getattr(args, "cert", None)
+    allow = getattr(args, "allow", None)
+    insecure_open = bool(getattr(args, "insecure_open", False))
+    if not (token or cert or allow or insecure_open):
+        token = os.environ.get(TOKEN_ENV) or None
+    return load_credentials(identity, now_ms, swarm_token=token, cert=cert, allow=allow,
+                            insecure_open=insecure_open, swarm_name=getattr(args, "swarm_name", None))
