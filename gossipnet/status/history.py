@@ -2,9 +2,9 @@
 
 A node runs for days; its history must not grow without bound, yet the page
 should still show the whole run. So the most recent points stay at full
-resolution and older ones are merged pairwise whenever the buffer fills: the
-far past ends up coarse, the last minutes stay sharp, and memory stays at
-``max_points`` rows whatever the uptime.
+resolution and older ones are averaged into evenly sized buckets that double
+in size whenever the older half fills: the last minutes stay sharp, the whole
+run stays covered, and memory stays at ``max_points`` rows whatever the uptime.
 
 The node appends from its event loop while the PNG is rendered in a worker
 thread, so every access takes a lock and readers get copies (``to_arrays``).
@@ -56,7 +56,13 @@ class HistoryArrays:
 
 
 class MetricsHistory:
-    """Metric points and events, bounded in memory, with a version that changes on every append."""
+    """Metric points and events, bounded in memory, with a version that changes on every append.
+
+    The newest ``max_points // 2`` points are kept as recorded. Older points are
+    averaged in buckets of ``stride`` consecutive points; when the older half
+    fills up, neighbouring buckets merge and the stride doubles, so the past stays
+    evenly covered at a resolution that coarsens with the length of the run.
+    """
 
     def __init__(self, max_points: int = 2048, max_events: int = 1024, max_metrics: int = 32) -> None:
         if max_points < 16 or max_events < 1 or max_metrics < 1:
@@ -64,13 +70,15 @@ class MetricsHistory:
         self.max_points = max_points
         self.max_events = max_events
         self.max_metrics = max_metrics
+        self._recent_cap = max_points // 2
+        self._older_cap = (max_points - self._recent_cap) & ~1  # even, so buckets merge in pairs
         self._lock = threading.Lock()
-        self._t: list[float] = []
-        self._step: list[int] = []
-        self._peers: list[float] = []
-        self._weight: list[int] = []  # how many original points each row averages
-        self._rows: list[list[float]] = []  # one value per name, NaN if absent
         self._names: list[str] = []
+        # a point is [t, step, peers_alive, weight, values-per-name]; weight = original points averaged
+        self._recent: deque[list] = deque()
+        self._older: list[list] = []
+        self._bucket: list | None = None  # older points being averaged into the next bucket
+        self._stride = 1
         self._events: deque[tuple[float, str, str]] = deque(maxlen=max_events)
         self._version = 0
 
@@ -80,7 +88,7 @@ class MetricsHistory:
         return self._version
 
     def __len__(self) -> int:
-        return len(self._t)
+        return len(self._older) + (self._bucket is not None) + len(self._recent)
 
     def record(self, now: float, step: int, values: dict[str, float], peers_alive: int) -> None:
         """Append one point; non-finite or non-numeric values are stored as missing.
@@ -89,24 +97,16 @@ class MetricsHistory:
         for a handful of curves, not an arbitrary key-value store.
         """
         with self._lock:
-            for name in values:
-                name = str(name)[:_MAX_NAME]
+            clean = {str(k)[:_MAX_NAME]: _as_float(v) for k, v in values.items()}
+            for name in clean:
                 if name not in self._names and len(self._names) < self.max_metrics:
                     self._names.append(name)
-                    for row in self._rows:
-                        row.append(math.nan)
-            row = [math.nan] * len(self._names)
-            for name, value in values.items():
-                name = str(name)[:_MAX_NAME]
-                if name in self._names:
-                    row[self._names.index(name)] = _as_float(value)
-            self._t.append(float(now))
-            self._step.append(int(step))
-            self._peers.append(float(peers_alive))
-            self._weight.append(1)
-            self._rows.append(row)
-            if len(self._t) > self.max_points:
-                self._compact()
+                    for point in self._points():
+                        point[4].append(math.nan)
+            row = [clean.get(name, math.nan) for name in self._names]
+            self._recent.append([float(now), int(step), float(peers_alive), 1, row])
+            while len(self._recent) > self._recent_cap:
+                self._age(self._recent.popleft())
             self._version += 1
 
     def event(self, now: float, kind: str, detail: str = "") -> None:
@@ -115,36 +115,30 @@ class MetricsHistory:
             self._events.append((float(now), str(kind)[:_MAX_NAME], str(detail)[:_MAX_DETAIL]))
             self._version += 1
 
-    def _compact(self) -> None:
-        """Merge the oldest half of the points pairwise (weighted means; last step kept)."""
-        half = (len(self._t) // 2) & ~1
-        t, step, peers, weight, rows = [], [], [], [], []
-        for i in range(0, half, 2):
-            w0, w1 = self._weight[i], self._weight[i + 1]
-            w = w0 + w1
-            t.append((self._t[i] * w0 + self._t[i + 1] * w1) / w)
-            step.append(self._step[i + 1])
-            peers.append((self._peers[i] * w0 + self._peers[i + 1] * w1) / w)
-            weight.append(w)
-            rows.append([_mean2(a, w0, b, w1) for a, b in zip(self._rows[i], self._rows[i + 1])])
-        self._t[:half] = t
-        self._step[:half] = step
-        self._peers[:half] = peers
-        self._weight[:half] = weight
-        self._rows[:half] = rows
+    def _points(self) -> list[list]:
+        return self._older + ([self._bucket] if self._bucket is not None else []) + list(self._recent)
+
+    def _age(self, point: list) -> None:
+        """Move a point out of the recent window into the averaged past."""
+        self._bucket = point if self._bucket is None else _merge(self._bucket, point)
+        if self._bucket[3] >= self._stride:
+            self._older.append(self._bucket)
+            self._bucket = None
+            if len(self._older) >= self._older_cap:
+                self._older = [_merge(a, b) for a, b in zip(self._older[0::2], self._older[1::2])]
+                self._stride *= 2
 
     def to_arrays(self) -> HistoryArrays:
         """A copy of everything, for plotting off the event loop."""
         with self._lock:
-            n, m = len(self._t), len(self._names)
-            values = np.array(self._rows, dtype=np.float64).reshape(n, m)
+            points = self._points()
             events = list(self._events)
             return HistoryArrays(
-                t=np.array(self._t, dtype=np.float64),
-                step=np.array(self._step, dtype=np.int64),
-                peers_alive=np.array(self._peers, dtype=np.float64),
+                t=np.array([p[0] for p in points], dtype=np.float64),
+                step=np.array([p[1] for p in points], dtype=np.int64),
+                peers_alive=np.array([p[2] for p in points], dtype=np.float64),
                 names=tuple(self._names),
-                values=values,
+                values=np.array([p[4] for p in points], dtype=np.float64).reshape(len(points), len(self._names)),
                 event_t=np.array([e[0] for e in events], dtype=np.float64),
                 event_kind=tuple(e[1] for e in events),
                 event_detail=tuple(e[2] for e in events),
@@ -153,17 +147,18 @@ class MetricsHistory:
     def state_dict(self) -> dict[str, np.ndarray]:
         """Named numeric arrays (no pickle, no object dtype) for a safetensors checkpoint."""
         with self._lock:
-            n, m = len(self._t), len(self._names)
+            points = self._points()
+            n, m = len(points), len(self._names)
             events = list(self._events)
             names_data, names_off = _pack_strings(self._names)
             kind_data, kind_off = _pack_strings([e[1] for e in events])
             detail_data, detail_off = _pack_strings([e[2] for e in events])
             return {
-                "t": np.array(self._t, dtype=np.float64),
-                "step": np.array(self._step, dtype=np.int64),
-                "peers_alive": np.array(self._peers, dtype=np.float64),
-                "weight": np.array(self._weight, dtype=np.int64),
-                "values": np.array(self._rows, dtype=np.float64).reshape(n, m),
+                "t": np.array([p[0] for p in points], dtype=np.float64),
+                "step": np.array([p[1] for p in points], dtype=np.int64),
+                "peers_alive": np.array([p[2] for p in points], dtype=np.float64),
+                "weight": np.array([p[3] for p in points], dtype=np.int64),
+                "values": np.array([p[4] for p in points], dtype=np.float64).reshape(n, m),
                 "names_data": names_data,
                 "names_offsets": names_off,
                 "event_t": np.array([e[0] for e in events], dtype=np.float64),
@@ -174,7 +169,11 @@ class MetricsHistory:
             }
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        """Restore from ``state_dict()``; raise ``UserError`` naming the bad entry if it does not fit."""
+        """Restore from ``state_dict()``; raise ``UserError`` naming the bad entry if it does not fit.
+
+        The points are replayed through the same ageing as live ones, so a
+        history saved with a larger ``max_points`` is folded down to fit.
+        """
         try:
             t = _column(state, "t", np.float64)
             n = t.shape[0]
@@ -190,22 +189,38 @@ class MetricsHistory:
             details = _unpack_strings(state, "event_detail")
             if not (len(kinds) == len(details) == event_t.shape[0]):
                 raise ValueError("event arrays differ in length")
-            if n > self.max_points or len(names) > self.max_metrics or (weight < 1).any():
-                raise ValueError("more points or metrics than this history holds, or a weight below 1")
+            if len(names) > self.max_metrics or (weight < 1).any():
+                raise ValueError("more metrics than this history holds, or a weight below 1")
         except (KeyError, ValueError, UnicodeDecodeError) as exc:
             raise UserError(
                 f"the checkpoint's metrics history is unreadable ({exc}); "
                 "delete the checkpoint or start without it to begin a fresh history"
             ) from exc
         with self._lock:
-            self._t = t.tolist()
-            self._step = step.tolist()
-            self._peers = peers.tolist()
-            self._weight = weight.tolist()
             self._names = list(names)
-            self._rows = values.tolist()
+            self._recent, self._older, self._bucket = deque(), [], None
+            # the stride that the saved buckets were made with, so new buckets match them
+            self._stride = int(weight.max()) if n else 1
+            rows = values.tolist()
+            for i in range(n):
+                point = [float(t[i]), int(step[i]), float(peers[i]), int(weight[i]), rows[i]]
+                if weight[i] > 1 or i < n - self._recent_cap:
+                    self._older.append(point)
+                    if len(self._older) >= self._older_cap:
+                        self._older = [_merge(a, b) for a, b in zip(self._older[0::2], self._older[1::2])]
+                        self._stride *= 2
+                else:
+                    self._recent.append(point)
             self._events = deque(zip(event_t.tolist(), kinds, details), maxlen=self.max_events)
             self._version += 1
+
+
+def _merge(a: list, b: list) -> list:
+    """One point averaging two consecutive ones (weighted by how many originals each holds)."""
+    wa, wb = a[3], b[3]
+    w = wa + wb
+    return [(a[0] * wa + b[0] * wb) / w, b[1], (a[2] * wa + b[2] * wb) / w, w,
+            [_mean2(x, wa, y, wb) for x, y in zip(a[4], b[4])]]
 
 
 def _as_float(value: object) -> float:
