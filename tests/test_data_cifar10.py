@@ -6,6 +6,7 @@ import io
 import socket
 import tarfile
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -205,9 +206,27 @@ class _NoLengthHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _TrickleHandler(http.server.BaseHTTPRequestHandler):
+    """Sends one byte every 20 ms for at most 5 s: alive, but never done in time."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        try:
+            for _ in range(250):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.02)
+        except OSError:
+            pass  # the client gave up, as it should
+
+    def log_message(self, *args):
+        pass
+
+
 @contextmanager
-def local_server(directory: Path | None = None):
-    """An HTTP server on 127.0.0.1 serving ``directory`` (or an endless-ish body)."""
+def local_server(directory: Path | None = None, handler=_NoLengthHandler):
+    """An HTTP server on 127.0.0.1 serving ``directory``, or answering with ``handler``."""
     if directory is not None:
 
         class Handler(http.server.SimpleHTTPRequestHandler):
@@ -218,7 +237,7 @@ def local_server(directory: Path | None = None):
                 pass
 
     else:
-        Handler = _NoLengthHandler
+        Handler = handler
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -291,3 +310,18 @@ def test_oversized_download_is_cut_off(tmp_path, served_archive):
         with pytest.raises(UserError, match="sent more than the 1,000 bytes"):
             download(f"{base}/x", cache / "b", sha256=digest, max_bytes=1000)
     assert list(cache.iterdir()) == []
+
+
+def test_trickling_server_is_given_up_on_at_the_deadline(tmp_path):
+    with local_server(handler=_TrickleHandler) as base:
+        started = time.monotonic()
+        with pytest.raises(UserError, match=r"took longer than 0.3 s"):
+            download(f"{base}/slow", tmp_path / "a", sha256="0" * 64, max_bytes=10_000, deadline=0.3)
+        assert time.monotonic() - started < 3
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_damaged_cached_archive_says_to_delete_it(tmp_path):
+    (tmp_path / cifar10.ARCHIVE_NAME).write_bytes(b"\x1f\x8b" + bytes(100))
+    with pytest.raises(UserError, match=r"cached copy is damaged: delete .*cifar-10-binary.tar.gz"):
+        load_dataset("cifar10", cache_dir=tmp_path)

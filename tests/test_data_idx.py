@@ -1,6 +1,7 @@
 """The IDX reader: round trips, and a clear UserError for every kind of bad file."""
 
 import gzip
+import os
 import struct
 
 import numpy as np
@@ -170,3 +171,10 @@ def test_writer_rejects_what_idx_cannot_store():
         encode_idx(np.zeros(3, dtype=np.uint16))
     with pytest.raises(ValueError, match="1 to"):
         encode_idx(np.zeros(()))
+
+
+def test_fifo_is_refused_instead_of_blocking(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(UserError, match="not a regular file"):
+        read_idx(fifo)

@@ -95,7 +95,8 @@ def read_cifar10(source: str | Path) -> RawData:
     if source.is_file():
         return _from_files(_read_tar(source), str(source))
     if not source.is_dir():
-        raise UserError(f"CIFAR-10 data directory {source} does not exist; {how_to_get()}")
+        what = "is not a regular file or directory" if source.exists() else "does not exist"
+        raise UserError(f"CIFAR-10 data directory {source} {what}; {how_to_get()}")
     for folder in (source, source / SUBDIR):
         present = [f for f in (*TRAIN_FILES, TEST_FILE) if (folder / f).is_file()]
         if present:

@@ -11,6 +11,7 @@ import hashlib
 import http.client
 import os
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -33,12 +34,15 @@ def download(
     sha256: str,
     max_bytes: int,
     timeout: float = 30.0,
+    deadline: float = 3600.0,
     manual_hint: str = "",
 ) -> Path:
     """Fetch ``url`` into ``dest`` unless it is there already; return ``dest``.
 
     Raises ``UserError`` when offline, on an HTTP error, when the body exceeds
-    ``max_bytes``, or when its sha256 differs from ``sha256``. ``manual_hint``
+    ``max_bytes``, when the whole transfer takes longer than ``deadline``
+    seconds (``timeout`` bounds each socket wait; a server that trickles bytes
+    would otherwise never be given up on), or when its sha256 differs from ``sha256``. ``manual_hint``
     is appended to errors to say how to get the file by hand.
     """
     dest = Path(dest)
@@ -53,7 +57,7 @@ def download(
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            digest, size = _fetch(url, out, max_bytes, timeout, hint)
+            digest, size = _fetch(url, out, max_bytes, timeout, deadline, hint)
         if digest != sha256.lower():
             raise UserError(
                 f"download of {url} failed its checksum: sha256 {digest}, expected {sha256.lower()} "
@@ -65,8 +69,9 @@ def download(
     return dest
 
 
-def _fetch(url: str, out, max_bytes: int, timeout: float, hint: str) -> tuple[str, int]:
+def _fetch(url: str, out, max_bytes: int, timeout: float, deadline: float, hint: str) -> tuple[str, int]:
     digest, size = hashlib.sha256(), 0
+    give_up = time.monotonic() + deadline
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             declared = response.headers.get("Content-Length")
@@ -75,11 +80,17 @@ def _fetch(url: str, out, max_bytes: int, timeout: float, hint: str) -> tuple[st
                     f"{url} offers {int(declared):,} bytes, more than the {max_bytes:,} expected; "
                     f"refusing to download{hint}"
                 )
-            while chunk := response.read(CHUNK):
+            # read1: whatever has arrived, so the deadline is checked even when bytes trickle
+            while chunk := response.read1(CHUNK):
                 size += len(chunk)
                 if size > max_bytes:
                     raise UserError(
                         f"{url} sent more than the {max_bytes:,} bytes expected; download discarded{hint}"
+                    )
+                if time.monotonic() > give_up:
+                    raise UserError(
+                        f"download of {url} took longer than {deadline:g} s ({size:,} bytes so far); "
+                        f"try again later{hint}"
                     )
                 digest.update(chunk)
                 out.write(chunk)

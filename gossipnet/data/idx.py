@@ -47,6 +47,9 @@ def read_idx(path: str | Path, *, max_bytes: int = MAX_DATA_BYTES) -> np.ndarray
     trailing bytes, corrupt gzip) raises ``UserError`` naming the file.
     """
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        # A FIFO or device would block or never end; data sets are regular files.
+        raise UserError(f"{path}: not a regular file, expected an IDX file")
     try:
         raw = path.open("rb")
     except FileNotFoundError:

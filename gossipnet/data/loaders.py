@@ -34,9 +34,14 @@ def load_dataset(
             raise UserError("the embedded data set ships inside gossipnet; do not pass a data directory")
         return to_dataset(name, read_idx_set(EMBEDDED_DIR, name, FASHION_CLASSES))
     if name == "cifar10":
-        if data_dir is None:
-            data_dir = cifar10.cached_archive(cache_dir, fetch=download)
-        return to_dataset(name, cifar10.read_cifar10(data_dir))
+        if data_dir is not None:
+            return to_dataset(name, cifar10.read_cifar10(data_dir))
+        archive = cifar10.cached_archive(cache_dir, fetch=download)
+        try:
+            raw = cifar10.read_cifar10(archive)
+        except UserError as exc:
+            raise UserError(f"{exc}. The cached copy is damaged: delete {archive} and download again") from None
+        return to_dataset(name, raw)
     if data_dir is None:
         raise UserError(
             f"{name} needs a data directory holding its four IDX files "
