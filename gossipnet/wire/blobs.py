@@ -139,7 +139,8 @@ def encode_blob(tensors: Mapping[str, np.ndarray], *, kind: str = "weights", age
         arr = np.asarray(arr)
         if arr.dtype.kind != "f":
             raise TypeError(f"tensor {name!r} has dtype {arr.dtype}; only floating point is sent")
-        cast = np.ascontiguousarray(arr, dtype=dtype)
+        with np.errstate(over="ignore"):  # overflow to inf is caught just below, with a name
+            cast = arr.astype(dtype, order="C")  # (ascontiguousarray would make 0-d arrays 1-d)
         if not np.isfinite(cast).all():
             raise ValueError(f"tensor {name!r} has NaN/Inf values (after casting to {dtype})")
         out[name] = cast
