@@ -1,0 +1,422 @@
+"""mDNS discovery: advertise this node as ``_gossipnet._udp.local.`` and report peers of our swarm.
+
+Everything a TXT record says is a hint: it only tells membership where to send a
+first ping. Trust comes from signed envelopes (DESIGN.md section 3). So TXT values
+are parsed with hard limits, peers of other swarms or protocol versions are
+ignored and counted, and nothing here ever raises because of what a peer sent.
+
+python-zeroconf's ``AsyncZeroconf`` is pinned to one interface address (the node's
+``--interface ADDR``); the browser's state changes arrive as callbacks on the event
+loop, and each added or updated service is resolved with ``AsyncServiceInfo``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import errno
+import ipaddress
+import logging
+import re
+import socket
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from zeroconf import (
+    BadTypeInNameException,
+    Error as ZeroconfError,
+    IPVersion,
+    NonUniqueNameException,
+    NotRunningException,
+    ServiceStateChange,
+)
+from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+
+from gossipnet.errors import UserError
+
+log = logging.getLogger(__name__)
+
+SERVICE_TYPE = "_gossipnet._udp.local."
+MDNS_GROUP_V4 = "224.0.0.251"  # RFC 6762 section 3
+MDNS_PORT = 5353
+
+# TXT keys; short because every announcement repeats them.
+TXT_SWARM, TXT_NODE, TXT_UDP, TXT_HTTP, TXT_LEARNER, TXT_PROTO = "swarm", "node", "udp", "http", "learner", "proto"
+
+MAX_NODE_ID = 128  # same bound as membership's node ids (64 hex chars of a key fit twice)
+MAX_TXT_VALUE = 255  # RFC 6763 section 6.1: one TXT string is at most 255 bytes
+MAX_TXT_KEYS = 32  # we publish 6; keep a few unknown ones, drop the rest
+MAX_PEERS = 1024  # far above a LAN swarm; bounds memory against a flood of fake services
+_LEARNER_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+_INSTANCE_UNSAFE = re.compile(r"[^A-Za-z0-9-]")
+
+
+class RejectReason(enum.Enum):
+    """Why a discovered service was not reported as a peer; counted."""
+
+    SELF = "self"  # our own advertisement, seen through multicast loopback
+    OTHER_SWARM = "other_swarm"
+    OTHER_PROTOCOL = "other_protocol"  # protocol version differs: we could not talk anyway
+    BAD_TXT = "bad_txt"  # missing or malformed TXT values, or a malformed service name
+    NO_ADDRESS = "no_address"  # no usable address of our IP version
+    UNRESOLVED = "unresolved"  # SRV/TXT/A did not arrive in time
+    TOO_MANY = "too_many"  # MAX_PEERS reached
+
+
+@dataclass(frozen=True)
+class Advertisement:
+    """What this node publishes. ``swarm_id`` is the swarm's id as hex (the envelope's 8 bytes)."""
+
+    swarm_id: str
+    node_id: str
+    udp_port: int
+    http_port: int
+    learner: str
+    protocol: int
+
+    def __post_init__(self) -> None:
+        if not self.swarm_id or len(self.swarm_id) > 64 or not all(c in "0123456789abcdef" for c in self.swarm_id):
+            raise UserError(f"swarm id {self.swarm_id!r} is not lowercase hex (at most 64 chars); use bytes.hex()")
+        if not _valid_node_id(self.node_id):
+            raise UserError(f"node id {self.node_id!r} must be 1..{MAX_NODE_ID} printable ASCII characters")
+        for name in ("udp_port", "http_port"):
+            if not 1 <= getattr(self, name) <= 65535:
+                raise UserError(f"advertised {name} {getattr(self, name)} must be 1..65535: bind first, then advertise the real port")
+        if not _LEARNER_RE.fullmatch(self.learner):
+            raise UserError(f"learner kind {self.learner!r} must be a short lowercase word like 'convnet'")
+        if not 0 <= self.protocol <= 255:
+            raise UserError(f"protocol version {self.protocol} must be 0..255 (the envelope's version byte)")
+
+    def txt(self) -> dict[str, str]:
+        return {
+            TXT_SWARM: self.swarm_id,
+            TXT_NODE: self.node_id,
+            TXT_UDP: str(self.udp_port),
+            TXT_HTTP: str(self.http_port),
+            TXT_LEARNER: self.learner,
+            TXT_PROTO: str(self.protocol),
+        }
+
+    def instance_name(self) -> str:
+        """A DNS-SD instance name unique per node and port: two daemons on one host both fit."""
+        safe = _INSTANCE_UNSAFE.sub("", self.node_id)[:32] or "node"
+        return f"gossipnet-{safe}-{self.udp_port}"
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A node of our swarm as mDNS describes it; every field is an unverified hint."""
+
+    name: str  # mDNS service instance name, the key for updates and removals
+    node_id: str
+    address: str
+    udp_port: int
+    http_port: int
+    learner: str
+    protocol: int
+    txt: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def udp_addr(self) -> tuple[str, int]:
+        return (self.address, self.udp_port)
+
+
+class EventKind(enum.Enum):
+    ADDED = "added"
+    UPDATED = "updated"
+    REMOVED = "removed"
+
+
+@dataclass(frozen=True)
+class PeerEvent:
+    kind: EventKind
+    peer: Peer
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    """Timings and bounds of discovery."""
+
+    resolve_timeout: float = 3.0  # seconds to wait for SRV/TXT/A (zeroconf's own default)
+    stop_timeout: float = 2.0  # seconds to wait for goodbyes to be sent on stop
+    event_queue: int = 256  # events buffered for ``events()``; oldest dropped, counted
+
+    @classmethod
+    def lan(cls) -> DiscoveryConfig:
+        return cls()
+
+    @classmethod
+    def local(cls) -> DiscoveryConfig:
+        """Loopback tests: everything answers in milliseconds."""
+        return cls(resolve_timeout=1.0, stop_timeout=1.0)
+
+
+def _valid_node_id(value: object) -> bool:
+    return (isinstance(value, str) and 1 <= len(value) <= MAX_NODE_ID
+            and value.isascii() and value.isprintable())
+
+
+def _port(value: str | None) -> int | None:
+    if value is None or not value.isdigit() or len(value) > 5:
+        return None
+    port = int(value)
+    return port if 1 <= port <= 65535 else None
+
+
+class Discovery:
+    """Advertise this node and browse for peers of its swarm on one interface.
+
+    ``await start()`` then either pass ``on_event`` (called on the event loop, must not block)
+    or iterate ``events()``; ``peers()`` is the current view; ``await stop()`` says goodbye.
+    """
+
+    def __init__(
+        self,
+        advert: Advertisement,
+        interface: str,
+        on_event: Callable[[PeerEvent], None] | None = None,
+        config: DiscoveryConfig | None = None,
+    ) -> None:
+        try:
+            self._ip = ipaddress.ip_address(interface)
+        except ValueError:
+            raise UserError(f"--interface {interface!r} is not an IP address; give this host's address "
+                            f"on the LAN, e.g. --interface 192.168.1.20") from None
+        self.advert = advert
+        self.interface = interface
+        self.config = config or DiscoveryConfig()
+        self._on_event = on_event
+        self._events: asyncio.Queue[PeerEvent | None] = asyncio.Queue()
+        self._peers: dict[str, Peer] = {}
+        self._pending: dict[str, asyncio.Task] = {}
+        self.rejected: dict[RejectReason, int] = {r: 0 for r in RejectReason}
+        self.events_dropped = 0
+        self._zc: AsyncZeroconf | None = None
+        self._browser: AsyncServiceBrowser | None = None
+        self._info: AsyncServiceInfo | None = None
+        self._stopping = False
+
+    # -- lifecycle --
+
+    async def start(self) -> None:
+        """Join mDNS on the interface, browse, and register (probing for name conflicts, ~1 s).
+
+        Raises UserError if the interface has no such address, has no multicast route,
+        or another node already advertises our instance name.
+        """
+        if self._zc is not None:
+            raise RuntimeError("Discovery.start() called twice")
+        self._check_multicast_route()
+        version = IPVersion.V6Only if self._ip.version == 6 else IPVersion.V4Only
+        try:
+            self._zc = AsyncZeroconf(interfaces=[self.interface], ip_version=version)
+            await self._zc.zeroconf.async_wait_for_start()
+        except (OSError, RuntimeError, NotRunningException) as exc:
+            await self._close_quietly()
+            raise UserError(f"mDNS could not start on --interface {self.interface}: {exc}; "
+                            f"check the address belongs to this host and the interface is up") from exc
+        if not self._zc.zeroconf.engine.senders:
+            await self._close_quietly()
+            raise UserError(f"mDNS could not join the multicast group on --interface {self.interface}: "
+                            f"no interface here has that address or it lacks multicast; check `ip addr`")
+        self._browser = AsyncServiceBrowser(self._zc.zeroconf, SERVICE_TYPE, handlers=[self._on_state_change])
+        self._info = AsyncServiceInfo(
+            SERVICE_TYPE,
+            f"{self.advert.instance_name()}.{SERVICE_TYPE}",
+            port=self.advert.udp_port,
+            properties=self.advert.txt(),
+            parsed_addresses=[self.interface],
+        )
+        try:
+            await self._zc.async_register_service(self._info, allow_name_change=False)
+        except NonUniqueNameException as exc:
+            self._info = None
+            await self.stop()
+            raise UserError(f"another node on this LAN already advertises {self.advert.instance_name()!r}: "
+                            f"is the same node identity (state dir) running twice? Give each node its own "
+                            f"state dir or UDP port") from exc
+        except ZeroconfError as exc:
+            self._info = None
+            await self.stop()
+            raise UserError(f"mDNS registration failed on --interface {self.interface}: {exc!r}") from exc
+
+    async def stop(self) -> None:
+        """Withdraw our service (goodbye packets), stop browsing, close sockets; idempotent."""
+        if self._zc is None or self._stopping:
+            return
+        self._stopping = True
+        if self._browser is not None:
+            await self._browser.async_cancel()
+        for task in self._pending.values():
+            task.cancel()
+        await asyncio.gather(*self._pending.values(), return_exceptions=True)
+        self._pending.clear()
+        if self._info is not None:
+            try:
+                goodbyes = await self._zc.async_unregister_service(self._info)
+                async with asyncio.timeout(self.config.stop_timeout):
+                    await goodbyes
+            except (TimeoutError, ZeroconfError, OSError) as exc:
+                log.warning("mDNS goodbye on %s not fully sent: %r", self.interface, exc)
+        await self._close_quietly()
+        self._events.put_nowait(None)  # ends events(); the queue is unbounded for this one sentinel
+
+    async def __aenter__(self) -> Discovery:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # -- results --
+
+    def peers(self) -> dict[str, Peer]:
+        """Current peers by service name (a copy)."""
+        return dict(self._peers)
+
+    async def events(self) -> AsyncIterator[PeerEvent]:
+        """Peer events until ``stop()``; use this or ``on_event``, not both."""
+        while True:
+            event = await self._events.get()
+            if event is None:
+                return
+            yield event
+
+    # -- internals --
+
+    def _check_multicast_route(self) -> None:
+        """Refuse early, with the fix, when the kernel has no route for mDNS from this address.
+
+        A connected UDP socket only looks the route up; nothing is sent.
+        """
+        if self._ip.version != 4:
+            return
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind((self.interface, 0))
+            except OSError as exc:
+                if exc.errno == errno.EADDRNOTAVAIL:
+                    raise UserError(f"--interface {self.interface} is not an address of this host; "
+                                    f"pick one from `ip -4 addr`") from None
+                raise UserError(f"cannot use --interface {self.interface}: {exc.strerror}") from None
+            try:
+                probe.connect((MDNS_GROUP_V4, MDNS_PORT))
+            except OSError as exc:
+                raise UserError(f"no multicast route from --interface {self.interface} ({exc.strerror}); "
+                                f"add one, e.g. `ip route add 224.0.0.0/4 dev <its interface>`") from None
+
+    async def _close_quietly(self) -> None:
+        zc, self._zc = self._zc, None
+        if zc is None:
+            return
+        try:
+            await zc.async_close()
+        except (ZeroconfError, OSError, RuntimeError) as exc:
+            log.debug("closing zeroconf: %r", exc)
+        self._zc = None
+
+    def _on_state_change(self, zeroconf: object, service_type: str, name: str,
+                         state_change: ServiceStateChange) -> None:
+        """Browser callback, on the event loop: never raises, never blocks."""
+        if self._stopping:
+            return
+        if state_change is ServiceStateChange.Removed:
+            task = self._pending.pop(name, None)
+            if task is not None:
+                task.cancel()
+            peer = self._peers.pop(name, None)
+            if peer is not None:
+                self._emit(PeerEvent(EventKind.REMOVED, peer))
+            return
+        if name in self._pending:
+            self._pending[name].cancel()
+        task = asyncio.get_running_loop().create_task(self._resolve(name), name=f"mdns-resolve {name}")
+        self._pending[name] = task
+        task.add_done_callback(lambda t, name=name: self._pending.pop(name, None) if self._pending.get(name) is t else None)
+
+    async def _resolve(self, name: str) -> None:
+        if self._zc is None:
+            return
+        if self._info is not None and name.lower() == self._info.name.lower():
+            self._reject(RejectReason.SELF, name)
+            return
+        try:
+            info = AsyncServiceInfo(SERVICE_TYPE, name)
+        except (BadTypeInNameException, ZeroconfError, ValueError):
+            self._reject(RejectReason.BAD_TXT, name)
+            return
+        try:
+            found = await info.async_request(self._zc.zeroconf, int(self.config.resolve_timeout * 1000))
+        except (ZeroconfError, OSError) as exc:
+            log.debug("resolving %s: %r", name, exc)
+            found = False
+        if not found:
+            self._reject(RejectReason.UNRESOLVED, name)
+            return
+        peer, reason = self._peer_from(name, info)
+        if peer is None:
+            self._reject(reason, name)
+            # A known peer whose advertisement turned bad, or moved swarm, is gone for us.
+            old = self._peers.pop(name, None)
+            if old is not None:
+                self._emit(PeerEvent(EventKind.REMOVED, old))
+            return
+        old = self._peers.get(name)
+        if old is None and len(self._peers) >= MAX_PEERS:
+            self._reject(RejectReason.TOO_MANY, name)
+            return
+        self._peers[name] = peer
+        if old is None:
+            self._emit(PeerEvent(EventKind.ADDED, peer))
+        elif old != peer:
+            self._emit(PeerEvent(EventKind.UPDATED, peer))
+
+    def _peer_from(self, name: str, info: AsyncServiceInfo) -> tuple[Peer | None, RejectReason | None]:
+        """Parse a resolved service into a Peer, or say why not. Pure function of the records."""
+        try:
+            props = info.decoded_properties
+        except (UnicodeDecodeError, ValueError):
+            return None, RejectReason.BAD_TXT
+        txt = {k: v for k, v in list(props.items())[:MAX_TXT_KEYS]
+               if isinstance(k, str) and isinstance(v, str) and len(k) <= MAX_TXT_VALUE and len(v) <= MAX_TXT_VALUE}
+        if txt.get(TXT_SWARM) != self.advert.swarm_id:
+            return None, RejectReason.OTHER_SWARM
+        node_id = txt.get(TXT_NODE)
+        if not _valid_node_id(node_id):
+            return None, RejectReason.BAD_TXT
+        if node_id == self.advert.node_id:
+            return None, RejectReason.SELF
+        proto = txt.get(TXT_PROTO, "")
+        if not proto.isdigit() or len(proto) > 3:
+            return None, RejectReason.BAD_TXT
+        if int(proto) != self.advert.protocol:
+            return None, RejectReason.OTHER_PROTOCOL
+        udp_port, http_port = _port(txt.get(TXT_UDP)), _port(txt.get(TXT_HTTP))
+        learner = txt.get(TXT_LEARNER, "")
+        if udp_port is None or http_port is None or not _LEARNER_RE.fullmatch(learner):
+            return None, RejectReason.BAD_TXT
+        version = IPVersion.V6Only if self._ip.version == 6 else IPVersion.V4Only
+        usable = [a for a in info.parsed_scoped_addresses(version)
+                  if not (ip := ipaddress.ip_address(a.split("%")[0])).is_multicast and not ip.is_unspecified]
+        if not usable:
+            return None, RejectReason.NO_ADDRESS
+        return Peer(name, node_id, usable[0], udp_port, http_port, learner, int(proto),
+                    MappingProxyType(txt)), None
+
+    def _reject(self, reason: RejectReason, name: str) -> None:
+        self.rejected[reason] += 1
+        log.debug("mDNS service %s ignored: %s", name, reason.value)
+
+    def _emit(self, event: PeerEvent) -> None:
+        if self._on_event is not None:
+            try:
+                self._on_event(event)
+            except Exception:  # a broken callback must not kill the zeroconf listener
+                log.exception("discovery on_event callback failed for %s", event)
+            return
+        if self._events.qsize() >= self.config.event_queue:
+            self._events.get_nowait()
+            self.events_dropped += 1
+        self._events.put_nowait(event)

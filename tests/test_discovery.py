@@ -1,0 +1,307 @@
+"""mDNS discovery: TXT hints parsed defensively, and real nodes finding each other in a LanBox.
+
+zeroconf never runs in the pytest process (that is the real network namespace): the
+integration tests run each node as a child process inside a LanBox host.
+"""
+
+import json
+import signal
+import time
+
+import pytest
+from hypothesis import given, settings, strategies as st
+from zeroconf.asyncio import AsyncServiceInfo
+
+from gossipnet.errors import UserError
+from gossipnet.net.discovery import (
+    SERVICE_TYPE,
+    Advertisement,
+    Discovery,
+    RejectReason,
+)
+from tests.conftest import skip_or_fail
+from tests.lanbox import LanBox, lanbox_available
+
+SWARM = "ab" * 8
+ADVERT = Advertisement(SWARM, "node-self", 7001, 8001, "convnet", 1)
+
+
+def good_txt(**changes):
+    txt = {"swarm": SWARM, "node": "node-peer", "udp": "7002", "http": "8002", "learner": "convnet", "proto": "1"}
+    txt.update(changes)
+    return {k: v for k, v in txt.items() if v is not None}
+
+
+def service(properties, addresses=("198.18.0.2",)):
+    name = f"gossipnet-peer-7002.{SERVICE_TYPE}"
+    return name, AsyncServiceInfo(SERVICE_TYPE, name, port=7002, properties=properties,
+                                  parsed_addresses=list(addresses))
+
+
+def parse(properties, addresses=("198.18.0.2",)):
+    discovery = Discovery(ADVERT, "127.0.0.1")  # no sockets until start()
+    return discovery._peer_from(*service(properties, addresses))
+
+
+# -- TXT records are hints: parsed with limits, never trusted --
+
+
+def test_a_well_formed_peer_of_our_swarm_is_reported():
+    peer, reason = parse(good_txt())
+    assert reason is None
+    assert (peer.node_id, peer.address, peer.udp_port, peer.http_port) == ("node-peer", "198.18.0.2", 7002, 8002)
+    assert peer.udp_addr == ("198.18.0.2", 7002)
+    assert peer.txt["learner"] == "convnet"
+
+
+@pytest.mark.parametrize(
+    "changes, reason",
+    [
+        ({"swarm": "cd" * 8}, RejectReason.OTHER_SWARM),
+        ({"swarm": None}, RejectReason.OTHER_SWARM),
+        ({"node": "node-self"}, RejectReason.SELF),
+        ({"proto": "2"}, RejectReason.OTHER_PROTOCOL),
+        ({"proto": "one"}, RejectReason.BAD_TXT),
+        ({"node": None}, RejectReason.BAD_TXT),
+        ({"node": "x" * 129}, RejectReason.BAD_TXT),
+        ({"node": "tab\there"}, RejectReason.BAD_TXT),
+        ({"udp": "0"}, RejectReason.BAD_TXT),
+        ({"udp": "65536"}, RejectReason.BAD_TXT),
+        ({"udp": "-1"}, RejectReason.BAD_TXT),
+        ({"http": "80x"}, RejectReason.BAD_TXT),
+        ({"http": None}, RejectReason.BAD_TXT),
+        ({"learner": "Conv Net!"}, RejectReason.BAD_TXT),
+    ],
+)
+def test_foreign_or_malformed_txt_is_rejected_with_a_reason(changes, reason):
+    assert parse(good_txt(**changes)) == (None, reason)
+
+
+def test_a_peer_without_a_usable_address_is_rejected():
+    assert parse(good_txt(), addresses=()) == (None, RejectReason.NO_ADDRESS)
+    assert parse(good_txt(), addresses=("224.0.0.251",)) == (None, RejectReason.NO_ADDRESS)
+    assert parse(good_txt(), addresses=("0.0.0.0",)) == (None, RejectReason.NO_ADDRESS)
+
+
+def test_non_utf8_txt_is_rejected():
+    props = {k.encode(): v.encode() for k, v in good_txt().items()}
+    props[b"node"] = b"\xff\xfe"
+    assert parse(props) == (None, RejectReason.BAD_TXT)
+
+
+txt_values = st.one_of(st.none(), st.text(max_size=40), st.sampled_from(["7002", "0", "65535", SWARM, "1"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["swarm", "node", "udp", "http", "learner", "proto", "x"]),
+                       txt_values, max_size=7))
+def test_arbitrary_txt_never_raises_and_yields_a_valid_peer_or_a_reason(props):
+    try:
+        name, info = service(props)
+    except ValueError:
+        return  # zeroconf itself cannot encode it (lone surrogates): no peer could send it either
+    peer, reason = Discovery(ADVERT, "127.0.0.1")._peer_from(name, info)
+    assert (peer is None) != (reason is None)
+    if peer is not None:
+        assert 1 <= peer.udp_port <= 65535 and 1 <= peer.http_port <= 65535
+        assert props.get("swarm") == SWARM and peer.node_id != ADVERT.node_id
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from([b"swarm", b"node", b"udp", b"http", b"learner", b"proto", b"\xff"]),
+                       st.one_of(st.none(), st.binary(max_size=40)), max_size=7))
+def test_arbitrary_txt_bytes_never_raise(props):
+    peer, reason = parse(props)
+    assert (peer is None) != (reason is None)
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"swarm_id": "XYZ"}, "lowercase hex"),
+        ({"node_id": ""}, "node id"),
+        ({"udp_port": 0}, "bind first"),
+        ({"learner": "Big Learner"}, "lowercase word"),
+        ({"protocol": 300}, "0..255"),
+    ],
+)
+def test_bad_advertisement_is_a_user_error(kwargs, fragment):
+    fields = dict(swarm_id=SWARM, node_id="n", udp_port=1, http_port=2, learner="convnet", protocol=1)
+    fields.update(kwargs)
+    with pytest.raises(UserError, match=fragment):
+        Advertisement(**fields)
+
+
+async def test_interface_that_is_not_an_address_is_a_user_error():
+    with pytest.raises(UserError, match="not an IP address"):
+        Discovery(ADVERT, "eth0")
+    # 203.0.113.7 (TEST-NET-3) is on no interface: refused before any socket joins mDNS.
+    with pytest.raises(UserError, match="not an address of this host"):
+        await Discovery(ADVERT, "203.0.113.7").start()
+
+
+# -- real nodes in a LAN in a box --
+
+# argv: address node_id swarm udp_port [iterate]; prints JSON lines: events, rejection counts, errors.
+NODE = """
+import asyncio, json, signal, sys
+from gossipnet.errors import UserError
+from gossipnet.net.discovery import Advertisement, Discovery, DiscoveryConfig
+
+address, node, swarm, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+iterate = len(sys.argv) > 5
+
+def say(**fields):
+    print(json.dumps(fields), flush=True)
+
+def emit(ev):
+    p = ev.peer
+    say(event=ev.kind.value, node=p.node_id, address=p.address, udp=p.udp_port, http=p.http_port)
+
+async def main():
+    d = Discovery(Advertisement(swarm, node, port, port + 1000, "convnet", 1), address,
+                  on_event=None if iterate else emit, config=DiscoveryConfig.local())
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    try:
+        await d.start()
+    except UserError as exc:
+        say(error=str(exc))
+        sys.exit(2)
+    say(ready=True)
+
+    async def consume():
+        async for ev in d.events():
+            emit(ev)
+
+    consumer = asyncio.create_task(consume()) if iterate else None
+    seen = None
+    async with asyncio.timeout(60):
+        while not stop.is_set():
+            rejected = {r.value: n for r, n in d.rejected.items() if n}
+            if rejected != seen:
+                say(rejected=rejected)
+                seen = rejected
+            await asyncio.sleep(0.05)
+    await d.stop()
+    if consumer:
+        await asyncio.wait_for(consumer, 5)
+    say(stopped=True)
+
+asyncio.run(main())
+"""
+
+# argv: address; advertises services of another swarm and with broken TXT, as a rogue would.
+ROGUE = """
+import asyncio, signal, sys
+from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
+
+address = sys.argv[1]
+T = "_gossipnet._udp.local."
+SWARM = "ab" * 8
+
+async def main():
+    zc = AsyncZeroconf(interfaces=[address])
+    good = {"swarm": SWARM, "node": "rogue", "udp": "7009", "http": "8009", "learner": "convnet", "proto": "1"}
+    services = {
+        "other-swarm": dict(good, swarm="cd" * 8, node="stranger"),
+        "bad-port": dict(good, udp="99999"),
+        "no-node": {k: v for k, v in good.items() if k != "node"},
+    }
+    for name, props in services.items():
+        info = AsyncServiceInfo(T, f"{name}.{T}", port=7009, properties=props, parsed_addresses=[address])
+        await zc.async_register_service(info)
+    print('{"ready": true}', flush=True)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await asyncio.wait_for(stop.wait(), 60)
+    await zc.async_close()
+
+asyncio.run(main())
+"""
+
+
+@pytest.fixture
+def need_lanbox():
+    ok, reason = lanbox_available()
+    if not ok:
+        skip_or_fail(reason)
+
+
+def records(proc):
+    return [json.loads(line) for line in proc.stdout().splitlines() if line.startswith("{")]
+
+
+def wait_for_record(proc, predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for rec in records(proc):
+            if predicate(rec):
+                return rec
+        if proc.returncode is not None:
+            break
+        time.sleep(0.05)
+    raise AssertionError(f"no matching record within {timeout} s; stdout:\n{proc.stdout()}\n"
+                         f"stderr:\n{proc.stderr()[-3000:]}")
+
+
+def start_node(lan, host, node, port, address=None, swarm=SWARM, iterate=False):
+    argv = [address or lan.address(host), node, swarm, str(port)] + (["iterate"] if iterate else [])
+    return lan.spawn_python(host, NODE, *argv)
+
+
+@pytest.mark.netns
+def test_nodes_on_different_hosts_find_each_other_and_ignore_strangers(need_lanbox):
+    with LanBox(hosts=3) as lan:
+        a = start_node(lan, 0, "node-a", 7001)
+        b = start_node(lan, 1, "node-b", 7002)
+        rogue = lan.spawn_python(2, ROGUE, lan.address(2))
+        for proc in (a, b, rogue):
+            wait_for_record(proc, lambda r: "ready" in r or "error" in r)
+
+        seen_b = wait_for_record(a, lambda r: r.get("event") == "added")
+        assert seen_b == {"event": "added", "node": "node-b", "address": lan.address(1), "udp": 7002, "http": 8002}
+        seen_a = wait_for_record(b, lambda r: r.get("event") == "added")
+        assert (seen_a["node"], seen_a["address"], seen_a["udp"]) == ("node-a", lan.address(0), 7001)
+
+        # The rogue's services arrive and are counted, never reported.
+        rejected = wait_for_record(a, lambda r: r.get("rejected", {}).get("other_swarm", 0) >= 1
+                                   and r["rejected"].get("bad_txt", 0) >= 2)["rejected"]
+        assert rejected.get("self", 0) >= 1  # our own advertisement comes back and is ignored
+
+        b.kill(signal.SIGTERM)
+        assert b.wait(10) == 0
+        gone = wait_for_record(a, lambda r: r.get("event") == "removed", timeout=5)
+        assert gone["node"] == "node-b"
+
+        added = [r["node"] for r in records(a) if r.get("event") == "added"]
+        assert added == ["node-b"]  # never the stranger or the rogue
+
+
+@pytest.mark.netns
+def test_two_nodes_on_one_host_pinned_to_loopback_find_each_other(need_lanbox):
+    # A node without --interface advertises 127.0.0.1: discovery must work on loopback alone.
+    with LanBox(hosts=1) as lan:
+        a = start_node(lan, 0, "node-a", 7001, address="127.0.0.1", iterate=True)
+        b = start_node(lan, 0, "node-b", 7002, address="127.0.0.1")
+        for proc in (a, b):
+            wait_for_record(proc, lambda r: "ready" in r)
+        seen = wait_for_record(a, lambda r: r.get("event") == "added")
+        assert (seen["node"], seen["address"], seen["udp"]) == ("node-b", "127.0.0.1", 7002)
+        b.kill(signal.SIGTERM)
+        assert b.wait(10) == 0
+        assert wait_for_record(a, lambda r: r.get("event") == "removed", timeout=5)["node"] == "node-b"
+        a.kill(signal.SIGTERM)
+        assert a.wait(10) == 0
+        assert any(r.get("stopped") for r in records(a))  # the events() iterator ended cleanly
+
+
+@pytest.mark.netns
+def test_the_same_node_started_twice_is_a_clear_error(need_lanbox):
+    with LanBox(hosts=2) as lan:
+        first = start_node(lan, 0, "node-a", 7001)
+        wait_for_record(first, lambda r: "ready" in r)
+        twin = start_node(lan, 1, "node-a", 7001)
+        error = wait_for_record(twin, lambda r: "error" in r)["error"]
+        assert "running twice" in error
+        assert twin.wait(10) == 2
