@@ -1,0 +1,417 @@
+"""SWIM failure detection with Lifeguard's refinements, as a sans-IO state machine.
+
+``Membership`` never touches a socket or a clock: the node calls ``tick(now)``
+and ``handle(...)`` and performs the ``Outgoing`` sends they return (h11's
+style; memberlist's probe loop in ``state.go`` with the goroutines unrolled
+into deadlines).  ``next_deadline()`` says when ``tick`` next has work.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from gossipnet.membership import codec
+from gossipnet.membership.codec import BadBody, Update, packed_size
+from gossipnet.membership.config import MembershipConfig, push_pull_scale, retransmit_limit
+from gossipnet.membership.table import Table
+from gossipnet.membership.types import (Addr, MemberEvent, MemberView, Outgoing, Reject,
+                                        State)
+from gossipnet.wire.types import MsgType
+
+MAX_RELAYS = 256  # indirect probes we run for others at once; more are refused
+MAX_SEEDS = 256
+
+
+@dataclass
+class _Probe:
+    target: str
+    addr: Addr
+    seq: int
+    timeout_at: float
+    deadline: float
+    relays: set[str] = field(default_factory=set)
+    nacks: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _Relay:
+    """An indirect probe we run on someone else's behalf (PING_REQ)."""
+
+    origin_id: str
+    origin_addr: Addr
+    origin_seq: int
+    target: str
+    nack_at: float  # Lifeguard: NACK at 80% of the probe timeout, before the origin gives up
+    deadline: float
+    nack: bool
+
+
+class Membership:
+    """Who is in the swarm, and the datagrams that keep that knowledge fresh."""
+
+    def __init__(self, self_id: str, self_addr: Addr, meta: dict[str, Any] | None = None,
+                 config: MembershipConfig | None = None, rng: random.Random | None = None,
+                 incarnation: int = 0) -> None:
+        try:
+            codec.node_id(self_id)
+            self_addr = codec.addr(self_addr)
+            meta = codec.meta(meta or {})
+            codec.incarnation(incarnation)
+        except BadBody as exc:
+            raise ValueError(f"bad local identity for membership: {exc}") from None
+        self.config = config or MembershipConfig.lan()
+        self.rng = rng or random.Random()
+        self.counters: Counter[str] = Counter()
+        self._t = Table(self_id, self_addr, meta, self.config, self.rng, incarnation,
+                        self.counters)
+        self._seq = self.rng.randrange(codec.MAX_SEQ)
+        self._probe: _Probe | None = None
+        self._last_seq = -1
+        self._order: list[str] = []
+        self._relays: dict[int, _Relay] = {}
+        self._seeds: dict[Addr, tuple[float, float]] = {}  # addr -> (due, backoff)
+        self._sync_replied: dict[str, float] = {}
+        self._started = False
+        self._next_probe = self._next_sync = self._next_reconnect = self._next_reap = 0.0
+
+    # ------------------------------------------------------------ reading
+
+    @property
+    def self_id(self) -> str:
+        return self._t.self_id
+
+    @property
+    def self_addr(self) -> Addr:
+        return self._t.self_addr
+
+    @property
+    def incarnation(self) -> int:
+        """Ours; it grows on refutation, so persist it and start above it next time."""
+        return self._t.incarnation
+
+    @property
+    def awareness(self) -> int:
+        return self._t.awareness.score
+
+    def members(self) -> list[MemberView]:
+        """Ourselves first, then every member and tombstone."""
+        return [self._t.self_view()] + [m.view() for m in self._t.members.values()]
+
+    def member(self, node_id: str) -> MemberView | None:
+        if node_id == self.self_id:
+            return self._t.self_view()
+        m = self._t.members.get(node_id)
+        return m.view() if m else None
+
+    def alive_peers(self) -> list[MemberView]:
+        return [m.view() for m in self._t.members.values() if m.state == State.ALIVE]
+
+    def drain_events(self) -> list[MemberEvent]:
+        events, self._t.events = self._t.events, []
+        return events
+
+    def next_deadline(self) -> float | None:
+        """The earliest time ``tick`` has something to do (None before the first tick)."""
+        if not self._started or self._t.leaving:
+            return None
+        times = [self._next_probe, self._next_sync, self._next_reconnect, self._next_reap]
+        if self._probe:
+            times.append(self._probe.deadline)
+            if not self._probe.relays:
+                times.append(self._probe.timeout_at)
+        times += [r.nack_at if r.nack else r.deadline for r in self._relays.values()]
+        times += [m.suspicion.deadline for m in self._t.suspects.values()]
+        times += [due for due, _ in self._seeds.values()]
+        return min(times)
+
+    # ------------------------------------------------------------ inputs
+
+    def add_seed(self, addr: Addr, now: float | None = None) -> None:
+        """A static --peer: join it by full sync until it answers."""
+        try:
+            addr = codec.addr(addr)
+        except BadBody as exc:
+            raise ValueError(f"bad seed address {addr!r}: {exc}") from None
+        if addr != self._t.self_addr and addr not in self._seeds and len(self._seeds) < MAX_SEEDS:
+            self._seeds[addr] = (now if now is not None else 0.0, self.config.join_retry_interval)
+
+    def discovered(self, node_id: str | None, addr: Addr, now: float) -> None:
+        """mDNS (or the CLI) saw a node; join it unless we already know it alive there."""
+        if node_id == self.self_id:
+            return
+        m = self._t.members.get(node_id) if node_id else None
+        if m is not None and m.state == State.ALIVE and m.addr == tuple(addr):
+            return
+        self.add_seed(addr, now)
+
+    def leave(self, now: float) -> list[Outgoing]:
+        """Graceful goodbye: tell some peers directly; they gossip it on."""
+        if self._t.leaving:
+            return []
+        self._t.leaving = True
+        peers = self.alive_peers()
+        peers = self.rng.sample(peers, min(len(peers), self.config.leave_fanout))
+        body = {"i": self._t.incarnation}
+        return [self._out(p.addr, MsgType.LEAVE, dict(body)) for p in peers]
+
+    def tick(self, now: float) -> list[Outgoing]:
+        """Advance timers to ``now``; return what to send."""
+        if self._t.leaving:
+            return []
+        out: list[Outgoing] = []
+        if not self._started:
+            self._started = True
+            # Stagger nodes started together, as memberlist's randomised first tick.
+            self._next_probe = now + self.rng.uniform(0, self.config.probe_interval)
+            self._next_sync = now + self.config.push_pull_interval
+            self._next_reconnect = now + self.config.reconnect_interval
+            self._next_reap = now + self.config.push_pull_interval
+        for addr, (due, backoff) in list(self._seeds.items()):
+            known = self._t.members.get(self._t.by_addr.get(addr, ""))
+            if known is not None and known.state == State.ALIVE:
+                del self._seeds[addr]  # joined through someone else
+            elif now >= due:
+                self.counters["joins_sent"] += 1
+                out += self._sync(addr, MsgType.SYNC)
+                self._seeds[addr] = (now + backoff,
+                                     min(2 * backoff, self.config.push_pull_interval))
+        out += self._advance_probe(now)
+        for seq, relay in list(self._relays.items()):
+            if relay.nack and now >= relay.nack_at:
+                relay.nack = False
+                out.append(self._out(relay.origin_addr, MsgType.NACK, {"q": relay.origin_seq}))
+            if now >= relay.deadline:
+                del self._relays[seq]
+                self.counters["relay_timeouts"] += 1
+        self._t.expire_suspicions(now)
+        if now >= self._next_sync:
+            self._next_sync = now + push_pull_scale(self.config.push_pull_interval,
+                                                    self._t.num_nodes())
+            peers = self.alive_peers()
+            if peers:
+                self.counters["syncs_started"] += 1
+                out += self._sync(self.rng.choice(peers).addr, MsgType.SYNC)
+        if now >= self._next_reconnect:
+            self._next_reconnect = now + self.config.reconnect_interval
+            out += self._reconnect()
+        if now >= self._next_reap:
+            self._next_reap = now + self.config.push_pull_interval
+            self._reap(now)
+        return out
+
+    def handle(self, sender_id: str, sender_addr: Addr, msg_type: MsgType, body: Any,
+               now: float) -> list[Outgoing]:
+        """One authenticated datagram body; returns the replies.  Never raises on bad input."""
+        if self._t.leaving:
+            return self._reject(Reject.LEAVING)
+        try:
+            msg = codec.parse(msg_type, body)
+            codec.node_id(sender_id)
+            sender_addr = codec.addr(sender_addr)
+        except BadBody:
+            return self._reject(Reject.MALFORMED)
+        if sender_id == self.self_id:
+            return self._reject(Reject.MALFORMED)
+        if isinstance(msg, codec.Ping) and msg.target != self.self_id:
+            return self._reject(Reject.WRONG_TARGET)  # memberlist: a ping for a previous owner
+        self.counters[f"received.{msg_type.name.lower()}"] += 1
+        self._seeds.pop(sender_addr, None)
+        if isinstance(msg, codec.Sync):
+            for u in msg.entries:
+                self._t.apply(u, sender_id, now, from_sync=True)
+        elif not isinstance(msg, (codec.Nack, codec.Leave)):
+            for u in msg.updates:
+                self._t.apply(u, sender_id, now, from_sync=False)
+        out: list[Outgoing] = []
+        if sender_id not in self._t.members and not isinstance(msg, codec.Sync):
+            # It knows us, we do not know it (we reaped it, or it joined via a peer):
+            # a full sync tells us its address and meta.
+            self.add_seed(sender_addr, now)
+        if isinstance(msg, codec.Ping):
+            out.append(self._gossip(sender_addr, MsgType.ACK, {"q": msg.seq}, sender_id))
+        elif isinstance(msg, codec.Ack):
+            out += self._on_ack(sender_id, msg, now)
+        elif isinstance(msg, codec.PingReq):
+            out += self._on_ping_req(sender_id, sender_addr, msg, now)
+        elif isinstance(msg, codec.Nack):
+            p = self._probe
+            if p and msg.seq == p.seq and sender_id in p.relays:
+                p.nacks.add(sender_id)
+                self.counters["nacks_received"] += 1
+            elif msg.seq == self._last_seq:
+                self.counters["late_nacks"] += 1
+            else:
+                self._reject(Reject.UNEXPECTED)
+        elif isinstance(msg, codec.Sync) and msg.reply:
+            last = self._sync_replied.get(sender_id)
+            if last is None or now - last >= self.config.probe_interval:
+                self._sync_replied[sender_id] = now
+                out += self._sync(sender_addr, MsgType.SYNC_REPLY)
+        elif isinstance(msg, codec.Leave):
+            self._t.dead(sender_id, msg.incarnation, sender_id, True, now)
+        return out
+
+    # ------------------------------------------------------------ probing
+
+    def _next_target(self) -> str | None:
+        """memberlist's round robin over a shuffled list, skipping the dead."""
+        for _ in range(2):
+            while self._order:
+                node_id = self._order.pop()
+                m = self._t.members.get(node_id)
+                if m is not None and m.state in (State.ALIVE, State.SUSPECT):
+                    return node_id
+            self._order = [m.node_id for m in self._t.members.values()
+                           if m.state in (State.ALIVE, State.SUSPECT)]
+            self.rng.shuffle(self._order)
+        return None
+
+    def _advance_probe(self, now: float) -> list[Outgoing]:
+        out: list[Outgoing] = []
+        p = self._probe
+        if p and not p.relays and now >= p.timeout_at and now < p.deadline:
+            out += self._indirect(p)
+        if p and now >= p.deadline:
+            self._probe = None
+            self._last_seq = p.seq
+            self._probe_failed(p, now)
+        if self._probe is None and now >= self._next_probe:
+            aw = self._t.awareness
+            self._next_probe = now + aw.scale(self.config.probe_interval)
+            target = self._next_target()
+            if target is not None:
+                m = self._t.members[target]
+                self._probe = _Probe(target, m.addr, self._next_seq(),
+                                     now + aw.scale(self.config.probe_timeout), self._next_probe)
+                self.counters["probes"] += 1
+                out.append(self._gossip(m.addr, MsgType.PING,
+                                        {"q": self._probe.seq, "t": target}, target))
+        return out
+
+    def _indirect(self, p: _Probe) -> list[Outgoing]:
+        helpers = [m for m in self._t.members.values()
+                   if m.state == State.ALIVE and m.node_id != p.target]
+        helpers = self.rng.sample(helpers, min(len(helpers), self.config.indirect_checks))
+        out = []
+        for h in helpers:
+            p.relays.add(h.node_id)
+            self.counters["ping_reqs_sent"] += 1
+            out.append(self._gossip(h.addr, MsgType.PING_REQ,
+                                    {"q": p.seq, "t": p.target, "a": list(p.addr), "k": True},
+                                    h.node_id))
+        if not helpers:
+            p.relays.add("")  # nobody to ask: do not try again this round
+        return out
+
+    def _probe_failed(self, p: _Probe, now: float) -> None:
+        self.counters["probes_failed"] += 1
+        helpers = len(p.relays - {""})
+        # Lifeguard (memberlist probeNode): missing NACKs mean *we* may be the slow one.
+        self._t.awareness.apply(helpers - len(p.nacks) if helpers else 1)
+        m = self._t.members.get(p.target)
+        if m is not None and m.state == State.ALIVE:
+            self._t.suspect(p.target, m.incarnation, self.self_id, now)
+
+    def _on_ack(self, sender_id: str, msg: codec.Ack, now: float) -> list[Outgoing]:
+        p = self._probe
+        if p and msg.seq == p.seq and (sender_id == p.target or sender_id in p.relays):
+            self._probe = None
+            self._last_seq = p.seq
+            if sender_id == p.target and not p.relays:
+                self._t.awareness.apply(-1)
+                self.counters["probes_acked"] += 1
+            else:
+                self.counters["probes_acked_indirect"] += 1
+            return []
+        relay = self._relays.get(msg.seq)
+        if relay and sender_id == relay.target:
+            del self._relays[msg.seq]
+            self.counters["relays_acked"] += 1
+            return [self._gossip(relay.origin_addr, MsgType.ACK, {"q": relay.origin_seq},
+                                 relay.origin_id)]
+        if msg.seq == self._last_seq:
+            self.counters["late_acks"] += 1  # another path answered first, or after the deadline
+        else:
+            self._reject(Reject.UNEXPECTED)
+        return []
+
+    def _on_ping_req(self, sender_id: str, sender_addr: Addr, msg: codec.PingReq,
+                     now: float) -> list[Outgoing]:
+        if msg.target == self.self_id or msg.target == sender_id:
+            self._reject(Reject.MALFORMED)
+            return []
+        if len(self._relays) >= MAX_RELAYS:
+            self.counters["relays_refused"] += 1
+            return []
+        seq = self._next_seq()
+        # memberlist handleIndirectPing: the unscaled probe timeout.
+        timeout = self.config.probe_timeout
+        self._relays[seq] = _Relay(sender_id, sender_addr, msg.seq, msg.target,
+                                   now + 0.8 * timeout, now + timeout, msg.nack)
+        return [self._gossip(msg.target_addr, MsgType.PING, {"q": seq, "t": msg.target},
+                             msg.target)]
+
+    # ------------------------------------------------------------ sync
+
+    def _sync(self, addr: Addr, msg_type: MsgType) -> list[Outgoing]:
+        """Our full state in as many datagrams as it takes; only the first asks for a reply."""
+        rows = self._t.entries()
+        out: list[Outgoing] = []
+        limit = self.config.max_body_bytes
+        while rows:
+            base: dict[str, Any] = {"m": []}
+            if msg_type == MsgType.SYNC:
+                base["r"] = not out
+            room = limit - packed_size(base)
+            chunk, used = [], 0
+            while rows and len(chunk) < codec.MAX_ENTRIES:
+                size = packed_size(rows[0]) + (2 if len(chunk) == 15 else 0)
+                if used + size > room and chunk:
+                    break
+                chunk.append(rows.pop(0))
+                used += size
+            base["m"] = chunk
+            out.append(self._out(addr, msg_type, base))
+        return out
+
+    def _reconnect(self) -> list[Outgoing]:
+        """Serf's reconnect: sync with a random dead member, more often the more are dead."""
+        dead = [m for m in self._t.members.values() if m.state == State.DEAD]
+        if not dead or self.rng.random() > len(dead) / self._t.num_nodes():
+            return []
+        self.counters["reconnects"] += 1
+        return self._sync(self.rng.choice(dead).addr, MsgType.SYNC)
+
+    def _reap(self, now: float) -> None:
+        for m in list(self._t.members.values()):
+            if m.state in (State.DEAD, State.LEFT) and now - m.since >= self.config.tombstone_time:
+                self._t.remove(m.node_id)
+                self._sync_replied.pop(m.node_id, None)
+                self.counters["reaped"] += 1
+
+    # ------------------------------------------------------------ sending
+
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) & codec.MAX_SEQ
+        return self._seq
+
+    def _out(self, addr: Addr, msg_type: MsgType, body: dict[str, Any]) -> Outgoing:
+        self.counters[f"sent.{msg_type.name.lower()}"] += 1
+        return Outgoing(addr, msg_type, body)
+
+    def _gossip(self, addr: Addr, msg_type: MsgType, body: dict[str, Any],
+                to: str | None) -> Outgoing:
+        """``body`` plus as many piggy-backed updates as fit, news about ``to`` first."""
+        first = self._t.view_update(to) if to else None
+        limit = retransmit_limit(self.config, self._t.num_nodes())
+        body["u"] = []
+        body["u"] = self._t.broadcasts.take(body, self.config.max_body_bytes, limit, first)
+        self.counters["updates_sent"] += len(body["u"])
+        return self._out(addr, msg_type, body)
+
+    def _reject(self, reason: Reject) -> list[Outgoing]:
+        self.counters[f"rejected.{reason.value}"] += 1
+        return []
