@@ -107,8 +107,17 @@ def _series(h: HistoryArrays, name: str) -> np.ndarray | None:
     return None
 
 
-def _minutes(h: HistoryArrays, t: np.ndarray) -> np.ndarray:
-    return (t - h.t[0]) / 60.0 if len(h.t) else t
+def _time_unit(h: HistoryArrays) -> tuple[float, str]:
+    """Seconds, minutes or hours, whichever keeps the axis numbers readable for this span."""
+    span = float(h.t[-1] - h.t[0]) if len(h.t) else 0.0
+    if span < 120:
+        return 1.0, "seconds"
+    return (60.0, "minutes") if span < 3 * 3600 else (3600.0, "hours")
+
+
+def _elapsed(h: HistoryArrays, t: np.ndarray) -> np.ndarray:
+    """Elapsed time since the first point, in the unit ``_time_unit`` picks."""
+    return (t - h.t[0]) / _time_unit(h)[0] if len(h.t) else t
 
 
 def _waiting(ax) -> None:
@@ -143,11 +152,11 @@ def _loss_panel(ax, h: HistoryArrays) -> None:
     ax.set_title("training loss", fontsize=10)
     if not len(h.t):
         return _waiting(ax)
-    x = _minutes(h, h.t)
+    x = _elapsed(h, h.t)
     if not _plot_finite(ax, x, _series(h, "loss"), "loss", color="tab:blue"):
         return _waiting(ax)
-    _mark_events(ax, _minutes(h, h.events("merge")), "merges", "tab:purple")
-    ax.set_xlabel("minutes", fontsize=8)
+    _mark_events(ax, _elapsed(h, h.events("merge")), "merges", "tab:purple")
+    ax.set_xlabel(_time_unit(h)[1], fontsize=8)
     ax.legend(fontsize=7, loc="upper right")
     ax.tick_params(labelsize=8)
 
@@ -156,14 +165,14 @@ def _accuracy_panel(ax, h: HistoryArrays) -> None:
     ax.set_title("accuracy", fontsize=10)
     if not len(h.t):
         return _waiting(ax)
-    x = _minutes(h, h.t)
+    x = _elapsed(h, h.t)
     drew = _plot_finite(ax, x, _series(h, "train_accuracy"), "train", color="tab:orange")
     drew = _plot_finite(ax, x, _series(h, "test_accuracy"), "test", color="tab:green") or drew
     if not drew:
         return _waiting(ax)
-    _mark_events(ax, _minutes(h, h.events("merge")), "merges", "tab:purple")
+    _mark_events(ax, _elapsed(h, h.events("merge")), "merges", "tab:purple")
     ax.set_ylim(0.0, 1.0)
-    ax.set_xlabel("minutes", fontsize=8)
+    ax.set_xlabel(_time_unit(h)[1], fontsize=8)
     ax.legend(fontsize=7, loc="lower right")
     ax.tick_params(labelsize=8)
 
@@ -193,8 +202,8 @@ def _peers_panel(ax, h: HistoryArrays, evolution: bool) -> None:
         x, unit = h.step.astype(np.float64), "generation"
         to_x = lambda t: np.interp(t, h.t, x)  # noqa: E731
     else:
-        x, unit = _minutes(h, h.t), "minutes"
-        to_x = lambda t: _minutes(h, t)  # noqa: E731
+        x, unit = _elapsed(h, h.t), _time_unit(h)[1]
+        to_x = lambda t: _elapsed(h, t)  # noqa: E731
     ax.step(x, h.peers_alive, where="post", color="tab:gray", linewidth=1.4)
     ax.set_ylim(bottom=0, top=max(1.0, float(np.max(h.peers_alive))) * 1.25)
     ax.yaxis.get_major_locator().set_params(integer=True)
