@@ -47,13 +47,21 @@ def balanced_subset(labels: np.ndarray, per_class: int, rng: np.random.Generator
     return np.sort(np.concatenate(picks))
 
 
+def select(
+    train_labels: np.ndarray, test_labels: np.ndarray, train_per_class: int, test_per_class: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The source indices of the subset: training split first, then test, from one generator."""
+    rng = np.random.default_rng(seed)
+    return balanced_subset(train_labels, train_per_class, rng), balanced_subset(test_labels, test_per_class, rng)
+
+
 def build(source: Path, train_per_class: int, test_per_class: int, seed: int) -> dict[str, bytes]:
     """File name -> bytes of every generated file (README and COPYRIGHT included)."""
-    rng = np.random.default_rng(seed)
     arrays = {stem: read_idx(source / f"{stem}.gz") for stem in FILES}
     raw_sha = {stem: hashlib.sha256(encode_idx(a)).hexdigest() for stem, a in arrays.items()}
-    train = balanced_subset(arrays["train-labels-idx1-ubyte"], train_per_class, rng)
-    test = balanced_subset(arrays["t10k-labels-idx1-ubyte"], test_per_class, rng)
+    train, test = select(
+        arrays["train-labels-idx1-ubyte"], arrays["t10k-labels-idx1-ubyte"], train_per_class, test_per_class, seed
+    )
     chosen = {"train": train, "t10k": test}
     out: dict[str, bytes] = {}
     for stem, array in arrays.items():

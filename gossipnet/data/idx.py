@@ -62,7 +62,10 @@ def read_idx(path: str | Path, *, max_bytes: int = MAX_DATA_BYTES) -> np.ndarray
         compressed = raw.read(2) == GZIP_MAGIC
         raw.seek(0)
         if not compressed:
-            return _read_stream(raw, path, max_bytes, compressed=False)
+            try:
+                return _read_stream(raw, path, max_bytes, compressed=False)
+            except OSError as exc:
+                raise UserError(f"{path}: read failed ({exc.strerror or exc})") from None
         with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
             try:
                 return _read_stream(stream, path, max_bytes, compressed=True)
@@ -76,6 +79,8 @@ def read_idx(path: str | Path, *, max_bytes: int = MAX_DATA_BYTES) -> np.ndarray
                     f"{path}: corrupt gzip data ({exc or type(exc).__name__}); "
                     "download the file again"
                 ) from None
+            except OSError as exc:
+                raise UserError(f"{path}: read failed ({exc.strerror or exc})") from None
 
 
 def _read_stream(stream: BinaryIO, path: Path, max_bytes: int, *, compressed: bool) -> np.ndarray:
