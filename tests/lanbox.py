@@ -156,19 +156,18 @@ class Process:
                 raise LanBoxError(f"{text!r} not printed within {timeout} s; stderr:\n{self.stderr()[-3000:]}")
             time.sleep(0.02)
 
-    def _terminate_group(self, grace: float) -> None:
+    def _signal_group(self, sig: int) -> None:
+        """Signal the process and everything it started (spawn gives each its own session).
+
+        Skipped once the process is reaped, when its pid could belong to someone else; its
+        leftover children die with the namespace (``ip netns pids``) in ``close()``.
+        """
         if self._popen.poll() is not None:
             return
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(self.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                self._popen.wait(wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        try:
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            pass
 
 
 class LanBox:
@@ -178,10 +177,11 @@ class LanBox:
     ...     p = lan.spawn_python(0, "print('hi')")
     """
 
-    def __init__(self, hosts: int = 3, workdir: str | Path | None = None) -> None:
+    def __init__(self, hosts: int = 3, workdir: str | Path | None = None, grace: float = 2.0) -> None:
         if not 1 <= hosts <= MAX_HOSTS:
             raise ValueError(f"hosts must be 1..{MAX_HOSTS}, got {hosts}")
         self.hosts = hosts
+        self.grace = grace  # seconds processes get between SIGTERM and SIGKILL on close()
         self.id = f"{PREFIX}{os.getpid()}-{secrets.token_hex(3)}"
         self.switch = f"{self.id}-sw"
         self.names = [f"{self.id}-h{i}" for i in range(hosts)]
@@ -230,8 +230,21 @@ class LanBox:
         if self._closed:
             return
         self._closed = True
+        # SIGTERM first so processes can say goodbye; SIGKILL whatever is left after the grace.
         for proc in self._processes:
-            proc._terminate_group(grace=2)
+            proc._signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + self.grace
+        for proc in self._processes:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for proc in self._processes:
+            proc._signal_group(signal.SIGKILL)
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass  # stuck in the kernel; deleting the namespace below still goes ahead
         for ns in reversed(self._created):
             _delete_namespace(ns)
         self._created.clear()

@@ -131,6 +131,20 @@ async def test_close_wakes_a_waiting_recv_and_ends_iteration():
     await ep.close()  # idempotent
 
 
+async def test_a_crashed_reader_surfaces_in_recv_instead_of_hanging(monkeypatch):
+    async with await UdpEndpoint.bind(LOCAL) as rx, await UdpEndpoint.bind(LOCAL) as tx:
+        def broken(data, addr):
+            raise RuntimeError("bug in the reader")
+
+        monkeypatch.setattr(rx, "_accept", broken)
+        await tx.send(b"boom", rx.local_address)
+        with pytest.raises(UdpClosed) as info:
+            async with asyncio.timeout(2):
+                await rx.recv()
+        assert isinstance(info.value.__cause__, RuntimeError)
+    assert rx._stream._transport.is_closing()  # close() still released the socket
+
+
 async def test_bind_to_a_port_in_use_is_a_user_error():
     async with await UdpEndpoint.bind(LOCAL) as a:
         with pytest.raises(UserError, match="choose another --port"):

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import enum
 import errno
+import functools
 import ipaddress
 import logging
 import re
@@ -49,6 +50,7 @@ MAX_NODE_ID = 128  # same bound as membership's node ids (64 hex chars of a key 
 MAX_TXT_VALUE = 255  # RFC 6763 section 6.1: one TXT string is at most 255 bytes
 MAX_TXT_KEYS = 32  # we publish 6; keep a few unknown ones, drop the rest
 MAX_PEERS = 1024  # far above a LAN swarm; bounds memory against a flood of fake services
+MAX_PENDING = 64  # services being resolved at once; a flood beyond this is counted and skipped
 _LEARNER_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 _INSTANCE_UNSAFE = re.compile(r"[^A-Za-z0-9-]")
 
@@ -62,7 +64,7 @@ class RejectReason(enum.Enum):
     BAD_TXT = "bad_txt"  # missing or malformed TXT values, or a malformed service name
     NO_ADDRESS = "no_address"  # no usable address of our IP version
     UNRESOLVED = "unresolved"  # SRV/TXT/A did not arrive in time
-    TOO_MANY = "too_many"  # MAX_PEERS reached
+    TOO_MANY = "too_many"  # MAX_PEERS known or MAX_PENDING being resolved
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,7 @@ class Discovery:
         self._zc: AsyncZeroconf | None = None
         self._browser: AsyncServiceBrowser | None = None
         self._info: AsyncServiceInfo | None = None
+        self._announcing: asyncio.Future | None = None
         self._stopping = False
 
     # -- lifecycle --
@@ -206,8 +209,8 @@ class Discovery:
         Raises UserError if the interface has no such address, has no multicast route,
         or another node already advertises our instance name.
         """
-        if self._zc is not None:
-            raise RuntimeError("Discovery.start() called twice")
+        if self._zc is not None or self._stopping:
+            raise RuntimeError("Discovery.start() called twice; make a new Discovery to start again")
         self._check_multicast_route()
         version = IPVersion.V6Only if self._ip.version == 6 else IPVersion.V4Only
         try:
@@ -230,7 +233,8 @@ class Discovery:
             parsed_addresses=[self.interface],
         )
         try:
-            await self._zc.async_register_service(self._info, allow_name_change=False)
+            # Returns once probing found no conflict; the announcements go on in the background.
+            self._announcing = await self._zc.async_register_service(self._info, allow_name_change=False)
         except NonUniqueNameException as exc:
             self._info = None
             await self.stop()
@@ -244,23 +248,25 @@ class Discovery:
 
     async def stop(self) -> None:
         """Withdraw our service (goodbye packets), stop browsing, close sockets; idempotent."""
-        if self._zc is None or self._stopping:
+        if self._stopping:
             return
         self._stopping = True
-        if self._browser is not None:
-            await self._browser.async_cancel()
-        for task in self._pending.values():
-            task.cancel()
-        await asyncio.gather(*self._pending.values(), return_exceptions=True)
-        self._pending.clear()
-        if self._info is not None:
-            try:
-                goodbyes = await self._zc.async_unregister_service(self._info)
-                async with asyncio.timeout(self.config.stop_timeout):
-                    await goodbyes
-            except (TimeoutError, ZeroconfError, OSError) as exc:
-                log.warning("mDNS goodbye on %s not fully sent: %r", self.interface, exc)
-        await self._close_quietly()
+        if self._zc is not None:
+            if self._browser is not None:
+                await self._browser.async_cancel()
+            pending = [*self._pending.values(), *([self._announcing] if self._announcing else [])]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            self._pending.clear()
+            if self._info is not None:
+                try:
+                    goodbyes = await self._zc.async_unregister_service(self._info)
+                    async with asyncio.timeout(self.config.stop_timeout):
+                        await goodbyes
+                except (TimeoutError, ZeroconfError, OSError) as exc:
+                    log.warning("mDNS goodbye on %s not fully sent: %r", self.interface, exc)
+            await self._close_quietly()
         self._events.put_nowait(None)  # ends events(); the queue is unbounded for this one sentinel
 
     async def __aenter__(self) -> Discovery:
@@ -315,7 +321,6 @@ class Discovery:
             await zc.async_close()
         except (ZeroconfError, OSError, RuntimeError) as exc:
             log.debug("closing zeroconf: %r", exc)
-        self._zc = None
 
     def _on_state_change(self, zeroconf: object, service_type: str, name: str,
                          state_change: ServiceStateChange) -> None:
@@ -330,11 +335,21 @@ class Discovery:
             if peer is not None:
                 self._emit(PeerEvent(EventKind.REMOVED, peer))
             return
-        if name in self._pending:
-            self._pending[name].cancel()
+        previous = self._pending.get(name)
+        if previous is not None:
+            previous.cancel()  # resolve again: the records changed
+        elif len(self._pending) >= MAX_PENDING:
+            self._reject(RejectReason.TOO_MANY, name)
+            return
         task = asyncio.get_running_loop().create_task(self._resolve(name), name=f"mdns-resolve {name}")
         self._pending[name] = task
-        task.add_done_callback(lambda t, name=name: self._pending.pop(name, None) if self._pending.get(name) is t else None)
+        task.add_done_callback(functools.partial(self._resolved, name))
+
+    def _resolved(self, name: str, task: asyncio.Task) -> None:
+        if self._pending.get(name) is task:
+            del self._pending[name]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("resolving mDNS service %s failed", name, exc_info=task.exception())
 
     async def _resolve(self, name: str) -> None:
         if self._zc is None:

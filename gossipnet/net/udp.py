@@ -203,7 +203,9 @@ class UdpEndpoint:
         self._stats = UdpStats()
         self._queue: collections.deque[tuple[bytes, tuple]] = collections.deque()
         self._readable = asyncio.Event()
-        self._closed = False
+        self._closed = False  # no more send/recv (close() called, or the socket died)
+        self._shut = False  # close() has run
+        self._failure: Exception | None = None  # why the reader stopped, if it crashed
         self._send_faults = FaultPlan(config.send_faults) if config.send_faults else None
         self._recv_faults = FaultPlan(config.recv_faults) if config.recv_faults else None
         self._timers: set[asyncio.TimerHandle] = set()
@@ -281,7 +283,7 @@ class UdpEndpoint:
             if self._queue:
                 return self._queue.popleft()
             if self._closed:
-                raise UdpClosed("recv on a closed UDP endpoint")
+                raise UdpClosed("recv on a closed UDP endpoint") from self._failure
             self._readable.clear()
             await self._readable.wait()
 
@@ -297,8 +299,9 @@ class UdpEndpoint:
 
     async def close(self) -> None:
         """Stop reading, cancel pending fault-layer deliveries, close the socket; idempotent."""
-        if self._closed:
+        if self._shut:
             return
+        self._shut = True
         self._closed = True
         self._readable.set()  # wake recv() waiters so they see the closed flag
         for timer in self._timers:
@@ -344,6 +347,15 @@ class UdpEndpoint:
             pass
 
     async def _read_loop(self) -> None:
+        try:
+            await self._read_datagrams()
+        except Exception as exc:  # a bug here must not leave recv() waiting forever
+            log.exception("UDP reader on %s failed", self.local_address)
+            self._failure = exc
+            self._closed = True
+            self._readable.set()
+
+    async def _read_datagrams(self) -> None:
         while True:
             try:
                 data, addr = await self._stream.recv()
