@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import sys
 import time
@@ -57,6 +58,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--peer", action="append", default=[], metavar="HOST:HTTP_PORT",
                    help="a node's status address (repeatable), e.g. 192.168.1.20:8730")
     p.add_argument("--no-mdns", action="store_true", help="do not browse mDNS; use only --peer addresses")
+    p.add_argument("--interface", default=None, metavar="ADDR",
+                   help="browse mDNS on this address's interface only (default: all interfaces)")
     p.add_argument("--mdns-wait", type=float, default=2.0, metavar="SECONDS",
                    help="how long to listen for mDNS announcements (default 2)")
     p.add_argument("--no-follow", action="store_true",
@@ -84,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     rounds = 0
     while True:
         reports = asyncio.run(survey(seeds, mdns=not args.no_mdns, mdns_wait=args.mdns_wait,
-                                     follow=not args.no_follow, timeout=args.timeout))
+                                     follow=not args.no_follow, timeout=args.timeout,
+                                     interface=args.interface, swarm=args.swarm))
         if args.swarm is not None:
             reports = [r for r in reports if r.status is None or r.status["node"]["swarm"] == args.swarm]
         if args.json:
@@ -130,11 +134,12 @@ def _peer_url(text: Any) -> str | None:
 
 
 async def survey(seeds: Iterable[str], *, mdns: bool = True, mdns_wait: float = 2.0, follow: bool = True,
-                 timeout: float = 3.0, max_bytes: int = MAX_RESPONSE_BYTES) -> list[NodeReport]:
+                 timeout: float = 3.0, max_bytes: int = MAX_RESPONSE_BYTES, interface: str | None = None,
+                 swarm: str | None = None) -> list[NodeReport]:
     """Ask every node we can find for its status; one report per node (or per unreachable address)."""
     pending: dict[str, str | None] = {url: None for url in seeds}
     if mdns:
-        for url in await mdns_urls(mdns_wait):
+        for url in await mdns_urls(mdns_wait, interface, swarm):
             pending.setdefault(url, None)
     asked: dict[str, NodeReport] = {}
     connector = aiohttp.TCPConnector(limit=32)
@@ -214,15 +219,74 @@ class _Bad(Exception):
     """A response we refuse to read further."""
 
 
-async def mdns_urls(wait: float) -> list[str]:
-    """Status URLs of nodes announcing themselves by mDNS within ``wait`` seconds."""
+async def mdns_urls(wait: float, interface: str | None = None, swarm: str | None = None) -> list[str]:
+    """Status URLs of gossipnet nodes that answer mDNS within ``wait`` seconds.
+
+    Browse only: unlike a node's ``Discovery`` this registers nothing. TXT
+    records are hints from strangers: only a valid HTTP port and address are
+    taken from them, at most ``MAX_NODES`` services are resolved.
+    """
+    from zeroconf import Error as ZeroconfError
+    from zeroconf import InterfaceChoice, IPVersion, ServiceStateChange
+    from zeroconf.asyncio import AsyncServiceBrowser, AsyncZeroconf
+
+    from gossipnet.net.discovery import SERVICE_TYPE
+
+    version = IPVersion.V4Only
+    if interface is not None:
+        try:
+            version = IPVersion.V6Only if ipaddress.ip_address(interface).version == 6 else IPVersion.V4Only
+        except ValueError:
+            raise UserError(f"--interface {interface!r} is not an IP address; give this host's LAN "
+                            "address, e.g. --interface 192.168.1.20") from None
+    names: set[str] = set()
+
+    def on_change(zeroconf, service_type: str, name: str, state_change: ServiceStateChange) -> None:
+        if state_change is ServiceStateChange.Removed:
+            names.discard(name)
+        elif len(names) < MAX_NODES:
+            names.add(name)
+
     try:
-        from gossipnet.net import discovery
-    except ImportError:
-        raise UserError("mDNS discovery is not available in this installation; "
-                        "use --no-mdns with --peer HOST:HTTP_PORT") from None
-    found = await discovery.browse_status_urls(wait)
-    return [u for u in (_peer_url(x) for x in found) if u]
+        azc = AsyncZeroconf(interfaces=[interface] if interface else InterfaceChoice.Default, ip_version=version)
+    except (OSError, ZeroconfError) as exc:
+        where = f"--interface {interface}" if interface else "this host's interfaces"
+        raise UserError(f"mDNS could not start on {where} ({exc}); use --no-mdns with "
+                        "--peer HOST:HTTP_PORT, or pick another --interface") from None
+    try:
+        browser = AsyncServiceBrowser(azc.zeroconf, SERVICE_TYPE, handlers=[on_change])
+        await asyncio.sleep(wait)
+        await browser.async_cancel()
+        found = await asyncio.gather(*(_resolve(azc.zeroconf, n, version, swarm) for n in sorted(names)))
+    finally:
+        await azc.async_close()
+    return sorted({u for u in found if u})
+
+
+async def _resolve(zc, name: str, version, swarm: str | None) -> str | None:
+    from zeroconf import BadTypeInNameException
+    from zeroconf import Error as ZeroconfError
+    from zeroconf.asyncio import AsyncServiceInfo
+
+    from gossipnet.net.discovery import SERVICE_TYPE, TXT_HTTP, TXT_SWARM
+
+    try:
+        info = AsyncServiceInfo(SERVICE_TYPE, name)
+        if not await info.async_request(zc, 1500):
+            return None
+        txt = info.decoded_properties
+    except (BadTypeInNameException, ZeroconfError, OSError, ValueError):
+        return None
+    port = txt.get(TXT_HTTP)
+    if not isinstance(port, str) or not port.isdigit() or not 1 <= int(port) <= 65535:
+        return None
+    if swarm is not None and txt.get(TXT_SWARM) != swarm:
+        return None
+    for address in info.parsed_addresses(version):
+        ip = ipaddress.ip_address(address)
+        if not (ip.is_multicast or ip.is_unspecified or ip.is_link_local):
+            return _base(URL.build(scheme="http", host=address, port=int(port)))
+    return None
 
 
 # ---- the table ---------------------------------------------------------------
@@ -235,7 +299,8 @@ def format_table(reports: list[NodeReport]) -> str:
     if not reports:
         return "no nodes found (is mDNS blocked? try --peer HOST:HTTP_PORT)"
     rows = [_row(r) for r in reports]
-    widths = [max(len(c), *(len(row[i]) for row in rows if len(row) == len(_COLUMNS) or i < 2)) for i, c in enumerate(_COLUMNS)]
+    widths = [max([len(c)] + [len(row[i]) for row in rows if len(row) == len(_COLUMNS) or i < 2])
+              for i, c in enumerate(_COLUMNS)]
     widths = [min(w, 40) for w in widths]
     lines = ["  ".join(c.ljust(w) for c, w in zip(_COLUMNS, widths)).rstrip()]
     for row in rows:
