@@ -53,7 +53,8 @@ def test_key_file_readable_by_others_is_refused_with_the_fix(tmp_path, mode):
         load_or_create_identity(tmp_path)
 
 
-@pytest.mark.parametrize("content", [b"", b"garbage", b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"])
+@pytest.mark.parametrize(
+    "content", [b"", b"garbage", b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"])
 def test_corrupt_key_file_is_refused_with_the_fix(tmp_path, content):
     path = tmp_path / "node.key"
     path.write_bytes(content)
@@ -146,7 +147,8 @@ def test_swarm_ids_differ_by_credentials_and_mode():
         OpenPolicy("lab2").swarm_id,
     }
     assert len(ids) == 6
-    assert AllowlistPolicy(frozenset({a.pubkey, b.pubkey})).swarm_id == AllowlistPolicy(frozenset({b.pubkey, a.pubkey})).swarm_id
+    ab, ba = AllowlistPolicy(frozenset({a.pubkey, b.pubkey})), AllowlistPolicy(frozenset({b.pubkey, a.pubkey}))
+    assert ab.swarm_id == ba.swarm_id
 
 
 def test_no_credentials_refuses_to_start_and_says_how_to_join():

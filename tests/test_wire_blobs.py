@@ -11,9 +11,11 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gossipnet.trust import Identity, Swarm, load_credentials
 from gossipnet.wire import MAX_UDP_BODY, Accepted, MsgType, Receiver, Sealer
 from gossipnet.wire.blobs import (
     CODEC_RAW,
@@ -29,8 +31,6 @@ from gossipnet.wire.blobs import (
     spec_of,
 )
 from gossipnet.wire.body import encode_body
-from gossipnet.trust import Identity, Swarm, load_credentials
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 NOW = 1_800_000_000_000
 
@@ -55,7 +55,8 @@ def raw_blob(tensors: dict[str, np.ndarray], header_extra: dict | None = None) -
              np.dtype(np.int64): "I64", np.dtype(np.int32): "I32", np.dtype(np.uint8): "U8"}
     for name, arr in tensors.items():
         data = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<")).tobytes()
-        header[name] = {"dtype": names[arr.dtype], "shape": list(arr.shape), "data_offsets": [offset, offset + len(data)]}
+        header[name] = {"dtype": names[arr.dtype], "shape": list(arr.shape),
+                        "data_offsets": [offset, offset + len(data)]}
         offset += len(data)
         chunks.append(data)
     header.update(header_extra or {})
@@ -90,7 +91,8 @@ def test_blob_round_trips_in_every_codec(dtype, compress):
     assert isinstance(out, dict) and gate.counters["accepted"] == 1
     for name, arr in tensors.items():
         assert out[name].dtype == np.float32 and out[name].shape == arr.shape
-        np.testing.assert_allclose(out[name], arr, rtol=1e-3 if dtype == "float16" else 0, atol=1e-3 if dtype == "float16" else 0)
+        tol = 1e-3 if dtype == "float16" else 0
+        np.testing.assert_allclose(out[name], arr, rtol=tol, atol=tol)
 
 
 @settings(max_examples=40, deadline=None)

@@ -309,7 +309,7 @@ def _mutated(prefix_len: int, tail: bytes) -> bytes:
     return _VALID[:prefix_len] + tail
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.binary(max_size=1600)
     | st.builds(lambda tail: b"GSN\x01" + tail, st.binary(max_size=1500))
@@ -323,7 +323,7 @@ def test_arbitrary_bytes_never_raise_only_rejections(data):
     assert sum(receiver.counters.values()) == 1
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(st.data())
 def test_a_bit_flip_anywhere_is_rejected_and_the_original_still_accepted(data):
     sealer = Sealer(_IDENT, _CREDS, 3)

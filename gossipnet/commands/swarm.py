@@ -11,7 +11,7 @@ import argparse
 import time
 from datetime import UTC, datetime
 
-from gossipnet.trust import create_swarm, load_or_create_identity, load_swarm, parse_pubkey, node_id_of
+from gossipnet.trust import create_swarm, load_or_create_identity, load_swarm, node_id_of, parse_pubkey
 
 DEFAULT_STATE_DIR = "~/.gossipnet/node"
 

@@ -116,6 +116,8 @@ class Sealer:
                 f"{MsgType(msg_type).name} body is {len(body)} bytes, {len(body) - self.max_body} over "
                 f"the {self.limits.plane} limit of {self.max_body}; send fewer items per message"
             )
+        if not 0 <= now_ms <= U64_MAX:
+            raise ValueError(f"timestamp {now_ms} ms is outside u64; pass wall-clock milliseconds")
         self.seq += 1
         head = HEADER.pack(MAGIC, VERSION, int(msg_type), self._flags, self.credentials.swarm_id,
                            self.identity.pubkey, self.incarnation, self.seq, int(now_ms), len(body))
