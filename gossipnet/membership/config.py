@@ -27,6 +27,13 @@ class MembershipConfig:
     suspicion_mult: int = 4
     # ... and at most 6x that, shrinking with independent confirmations (Lifeguard).
     suspicion_max_timeout_mult: int = 6
+    # memberlist DefaultLANConfig: besides piggy-backing on probes, send pending
+    # rumours every 200 ms to 3 random peers, so news outruns the suspicion timers.
+    gossip_interval: float = 0.2
+    gossip_nodes: int = 3
+    # memberlist GossipToTheDeadTime: keep gossiping to a dead node this long, so a
+    # node wrongly declared dead hears it and refutes.
+    gossip_to_the_dead_time: float = 30.0
     # memberlist DefaultLANConfig: push-pull full state sync every 30 s.
     push_pull_interval: float = 30.0
     # memberlist DefaultLANConfig: Lifeguard local health multiplier (max 8).
@@ -51,21 +58,21 @@ class MembershipConfig:
 
     def __post_init__(self) -> None:
         positive = ("probe_interval", "probe_timeout", "push_pull_interval", "join_retry_interval",
-                    "reconnect_interval")
+                    "reconnect_interval", "gossip_interval")
         for name in positive:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"MembershipConfig.{name} must be a positive number, got {value!r}")
         if self.probe_timeout >= self.probe_interval:
             raise ValueError("MembershipConfig.probe_timeout must be shorter than probe_interval")
-        for name in ("indirect_checks", "leave_fanout"):
+        for name in ("indirect_checks", "leave_fanout", "gossip_nodes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"MembershipConfig.{name} must be >= 0")
         for name in ("retransmit_mult", "suspicion_mult", "suspicion_max_timeout_mult",
                      "awareness_max_multiplier"):
             if getattr(self, name) < 1:
                 raise ValueError(f"MembershipConfig.{name} must be >= 1")
-        for name in ("dead_node_reclaim_time", "tombstone_time"):
+        for name in ("dead_node_reclaim_time", "tombstone_time", "gossip_to_the_dead_time"):
             if getattr(self, name) < 0:
                 raise ValueError(f"MembershipConfig.{name} must be >= 0")
         if self.max_body_bytes < 256:
@@ -86,6 +93,8 @@ class MembershipConfig:
             suspicion_mult=3,
             push_pull_interval=15.0,
             reconnect_interval=15.0,
+            gossip_interval=0.1,
+            gossip_to_the_dead_time=15.0,
         )
 
     def with_(self, **changes: object) -> MembershipConfig:

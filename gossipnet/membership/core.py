@@ -76,6 +76,8 @@ class Membership:
         self._sync_replied: dict[str, float] = {}
         self._started = False
         self._next_probe = self._next_sync = self._next_reconnect = self._next_reap = 0.0
+        self._next_gossip = 0.0
+        self._gossip_seqs: dict[int, None] = {}  # recent gossip pings, oldest first
 
     # ------------------------------------------------------------ reading
 
@@ -118,6 +120,8 @@ class Membership:
         if not self._started or self._t.leaving:
             return None
         times = [self._next_probe, self._next_sync, self._next_reconnect, self._next_reap]
+        if len(self._t.broadcasts):
+            times.append(self._next_gossip)
         if self._probe:
             times.append(self._probe.deadline)
             if not self._probe.relays:
@@ -169,6 +173,7 @@ class Membership:
             self._next_sync = now + self.config.push_pull_interval
             self._next_reconnect = now + self.config.reconnect_interval
             self._next_reap = now + self.config.push_pull_interval
+            self._next_gossip = now
         for addr, (due, backoff) in list(self._seeds.items()):
             known = self._t.members.get(self._t.by_addr.get(addr, ""))
             if known is not None and known.state == State.ALIVE:
@@ -187,6 +192,9 @@ class Membership:
                 del self._relays[seq]
                 self.counters["relay_timeouts"] += 1
         self._t.expire_suspicions(now)
+        if now >= self._next_gossip:
+            self._next_gossip = now + self.config.gossip_interval
+            out += self._gossip_round(now)
         if now >= self._next_sync:
             self._next_sync = now + push_pull_scale(self.config.push_pull_interval,
                                                     self._t.num_nodes())
@@ -332,7 +340,9 @@ class Membership:
             self.counters["relays_acked"] += 1
             return [self._gossip(relay.origin_addr, MsgType.ACK, {"q": relay.origin_seq},
                                  relay.origin_id)]
-        if msg.seq == self._last_seq:
+        if msg.seq in self._gossip_seqs:
+            self.counters["gossip_acks"] += 1
+        elif msg.seq == self._last_seq:
             self.counters["late_acks"] += 1  # another path answered first, or after the deadline
         else:
             self._reject(Reject.UNEXPECTED)
@@ -353,6 +363,28 @@ class Membership:
                                    now + 0.8 * timeout, now + timeout, msg.nack)
         return [self._gossip(msg.target_addr, MsgType.PING, {"q": seq, "t": msg.target},
                              msg.target)]
+
+    def _gossip_round(self, now: float) -> list[Outgoing]:
+        """memberlist's gossip(): pending rumours to a few random peers, the recently dead too.
+
+        There is no one-way GOSSIP message type, so the carrier is a PING; its ACK
+        carries the peer's rumours back, which only speeds things up.
+        """
+        if not len(self._t.broadcasts):
+            return []
+        recent = now - self.config.gossip_to_the_dead_time
+        peers = [m for m in self._t.members.values()
+                 if m.state in (State.ALIVE, State.SUSPECT)
+                 or (m.state == State.DEAD and m.since >= recent)]
+        out = []
+        for m in self.rng.sample(peers, min(len(peers), self.config.gossip_nodes)):
+            seq = self._next_seq()
+            self._gossip_seqs[seq] = None
+            if len(self._gossip_seqs) > 64:
+                del self._gossip_seqs[next(iter(self._gossip_seqs))]
+            out.append(self._gossip(m.addr, MsgType.PING, {"q": seq, "t": m.node_id}, m.node_id))
+        self.counters["gossip_rounds"] += 1
+        return out
 
     # ------------------------------------------------------------ sync
 

@@ -106,6 +106,13 @@ class Table:
         if self.by_addr.get(m.addr) == node_id:
             del self.by_addr[m.addr]
 
+    def nudge(self) -> None:
+        """Someone holds an outdated rumour about us: repeat our current alive (no bump)."""
+        queued = self.broadcasts.about(self.self_id)
+        if queued is None or queued["i"] != self.incarnation:
+            self.broadcasts.add(self.self_update())
+            self.counters["nudges"] += 1
+
     def refute(self, incarnation: int, now: float) -> None:
         """Someone says we are not alive (or misquotes us): out-bid them."""
         self.incarnation = max(self.incarnation, incarnation) + 1
@@ -154,8 +161,12 @@ class Table:
 
     def suspect(self, node_id: str, incarnation: int, origin: str, now: float) -> None:
         if node_id == self.self_id:
-            if incarnation >= self.incarnation and not self.leaving:
+            if self.leaving:
+                return
+            if incarnation >= self.incarnation:
                 self.refute(incarnation, now)
+            else:
+                self.nudge()
             return
         m = self.members.get(node_id)
         if m is None or incarnation < m.incarnation or m.state in (State.DEAD, State.LEFT):
@@ -180,8 +191,12 @@ class Table:
 
     def dead(self, node_id: str, incarnation: int, origin: str, left: bool, now: float) -> None:
         if node_id == self.self_id:
-            if incarnation >= self.incarnation and not self.leaving:
+            if self.leaving:
+                return
+            if incarnation >= self.incarnation:
                 self.refute(incarnation, now)
+            else:
+                self.nudge()
             return
         m = self.members.get(node_id)
         if m is None or incarnation < m.incarnation or m.state in (State.DEAD, State.LEFT):

@@ -1,0 +1,291 @@
+"""An in-process swarm: many nodes, a virtual clock, a virtual network.
+
+Each ``SimNode`` runs the very ``Membership`` (and optionally ``Gossip``) code
+the daemon runs; the ``Swarm`` replaces asyncio and sockets with a priority
+queue of timed events, and the LAN with a ``Network`` that loses, delays and
+partitions datagrams.  Everything draws from one seed, so a run repeats
+exactly.  Bodies cross the virtual wire through msgpack, as they would on a
+real one, so a body that cannot be encoded or is too large shows up here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import itertools
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from gossipnet.gossip import Gossip, GossipConfig, Manifest
+from gossipnet.membership import Membership, MembershipConfig, MemberEvent, Outgoing, State
+from gossipnet.membership.types import Addr
+from gossipnet.wire.types import MsgType
+
+PORT = 7946  # memberlist's default port; every simulated host has its own address
+
+
+@dataclass
+class Network:
+    """Per-link faults: ``loss`` probability, one-way ``delay`` plus uniform ``jitter``."""
+
+    rng: random.Random
+    loss: float = 0.0
+    delay: float = 0.001
+    jitter: float = 0.001
+    links: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+    groups: list[set[str]] | None = None
+
+    def set_link(self, src: str, dst: str, loss: float | None = None,
+                 delay: float | None = None) -> None:
+        """Faults on one direction of one link (defaults to the network-wide values)."""
+        self.links[(src, dst)] = (self.loss if loss is None else loss,
+                                  self.delay if delay is None else delay)
+
+    def partition(self, *groups: set[str]) -> None:
+        """Only nodes in the same group can talk; nodes in no group talk to nobody."""
+        self.groups = [set(g) for g in groups]
+
+    def heal(self) -> None:
+        self.groups = None
+
+    def connected(self, src: str, dst: str) -> bool:
+        return self.groups is None or any(src in g and dst in g for g in self.groups)
+
+    def transit(self, src: str, dst: str) -> float | None:
+        """Delay of one datagram, or None if it is lost."""
+        if not self.connected(src, dst):
+            return None
+        loss, delay = self.links.get((src, dst), (self.loss, self.delay))
+        if self.rng.random() < loss:
+            return None
+        return delay + self.rng.uniform(0, self.jitter)
+
+
+@dataclass
+class SimNode:
+    node_id: str
+    addr: Addr
+    membership: Membership
+    gossip: Gossip | None = None
+    up: bool = True
+    boots: int = 1
+    # A stand-in learner: its "age" grows with simulated training time and takes
+    # the larger age on absorb, so the spread of knowledge is observable.
+    age: float = 0.0
+    step: int = 0
+    events: list[MemberEvent] = field(default_factory=list)
+
+    def manifest(self) -> Manifest:
+        digest = hashlib.sha256(f"{self.node_id}:{self.step}".encode()).digest()
+        return Manifest("sim", "fp0", self.age, self.step, digest, 1000, "raw",
+                        8000, f"/blob/{self.step}", {})
+
+
+class Swarm:
+    """N simulated nodes and the event loop that drives them."""
+
+    def __init__(self, n: int, seed: int = 0, config: MembershipConfig | None = None,
+                 gossip_config: GossipConfig | None = None, loss: float = 0.0,
+                 delay: float = 0.001, jitter: float = 0.001, join: str = "seed",
+                 pull_time: float = 0.5) -> None:
+        """``join``: "seed" (everyone knows node 0's address), "all" (everyone knows
+        everyone, as mDNS would give), or "none" (call ``add_seed`` yourself).
+        ``pull_time``: how long a simulated HTTP pull of a snapshot takes."""
+        self.pull_time = pull_time
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.config = config or MembershipConfig.lan()
+        self.gossip_config = gossip_config
+        self.net = Network(random.Random(self.rng.random()), loss, delay, jitter)
+        self.now = 0.0
+        self.nodes: dict[str, SimNode] = {}
+        self.by_addr: dict[Addr, str] = {}
+        self.counters: Counter[str] = Counter()
+        self.max_body = 0
+        self._queue: list[tuple[float, int, str, Any]] = []
+        self._tie = itertools.count()
+        self._wake: dict[str, float] = {}
+        for i in range(n):
+            self.add_node(f"n{i:03d}")
+        ids = list(self.nodes)
+        for node_id in ids:
+            if join == "seed" and node_id != ids[0]:
+                self.nodes[node_id].membership.add_seed(self.nodes[ids[0]].addr, self.now)
+            elif join == "all":
+                for other in ids:
+                    if other != node_id:
+                        self.nodes[node_id].membership.add_seed(self.nodes[other].addr, self.now)
+
+    # ------------------------------------------------------------ nodes
+
+    def _make_membership(self, node_id: str, addr: Addr, incarnation: int) -> Membership:
+        rng = random.Random(f"{self.seed}:{node_id}:{incarnation}")
+        return Membership(node_id, addr, {"http": 8000}, self.config, rng, incarnation)
+
+    def add_node(self, node_id: str) -> SimNode:
+        index = len(self.nodes) + 1
+        addr = (f"10.{index // 65536 % 256}.{index // 256 % 256}.{index % 256}", PORT)
+        node = SimNode(node_id, addr, self._make_membership(node_id, addr, 0))
+        if self.gossip_config is not None:
+            node.gossip = Gossip("sim", "fp0", self.gossip_config,
+                                 random.Random(f"{self.seed}:{node_id}:gossip"))
+        self.nodes[node_id] = node
+        self.by_addr[addr] = node_id
+        self._schedule(node_id, self.now)
+        return node
+
+    def crash(self, node_id: str) -> None:
+        """The process dies: no goodbye, its datagrams and timers vanish."""
+        self.nodes[node_id].up = False
+
+    def restart(self, node_id: str, seed_with: str | None = None) -> None:
+        """A fresh process with the persisted incarnation + 1 (memberlist's rejoin)."""
+        node = self.nodes[node_id]
+        incarnation = node.membership.incarnation + 1
+        node.membership = self._make_membership(node_id, node.addr, incarnation)
+        if node.gossip is not None:
+            node.gossip = Gossip("sim", "fp0", self.gossip_config,
+                                 random.Random(f"{self.seed}:{node_id}:gossip:{node.boots}"))
+        node.boots += 1
+        node.up = True
+        seed = seed_with or next(i for i in self.nodes if i != node_id)
+        node.membership.add_seed(self.nodes[seed].addr, self.now)
+        self._schedule(node_id, self.now)
+
+    def leave(self, node_id: str) -> None:
+        node = self.nodes[node_id]
+        self._send(node, node.membership.leave(self.now))
+        node.up = False
+
+    # ------------------------------------------------------------ loop
+
+    def _schedule(self, node_id: str, at: float) -> None:
+        if at < self._wake.get(node_id, float("inf")) or self._wake.get(node_id, -1.0) < self.now:
+            self._wake[node_id] = at
+            heapq.heappush(self._queue, (at, next(self._tie), "wake", node_id))
+
+    def _reschedule(self, node: SimNode) -> None:
+        times = [node.membership.next_deadline()]
+        if node.gossip is not None:
+            times.append(node.gossip.next_deadline())
+            times.append(self.now + 1.0)  # training progress
+        times = [t for t in times if t is not None]
+        if times:
+            self._schedule(node.node_id, max(min(times), self.now))
+
+    def _send(self, node: SimNode, out: list[Outgoing]) -> None:
+        for msg in out:
+            data = msgpack.packb(msg.body, use_bin_type=True)
+            self.max_body = max(self.max_body, len(data))
+            self.counters[f"sent.{msg.msg_type.name.lower()}"] += 1
+            dst = self.by_addr.get(msg.addr)
+            if dst is None:
+                self.counters["no_route"] += 1
+                continue
+            if len(data) > node.membership.config.max_body_bytes:
+                self.counters["oversize"] += 1
+            transit = self.net.transit(node.node_id, dst)
+            if transit is None:
+                self.counters["lost"] += 1
+                continue
+            heapq.heappush(self._queue, (self.now + transit, next(self._tie), "deliver",
+                                         (node.node_id, node.addr, dst, msg.msg_type, data)))
+
+    def _wake_node(self, node: SimNode) -> None:
+        out = node.membership.tick(self.now)
+        if node.gossip is not None:
+            node.age = node.age + 1.0 if self.now >= node.step + 1 else node.age
+            node.step = max(node.step, int(self.now))
+            out += node.gossip.tick(self.now, node.membership.alive_peers(), node.manifest())
+        self._send(node, out)
+        node.events += node.membership.drain_events()
+
+    def _deliver(self, src: str, src_addr: Addr, dst: str, msg_type: MsgType,
+                 data: bytes) -> None:
+        node = self.nodes[dst]
+        if not node.up or not self.nodes[src].up and msg_type != MsgType.LEAVE:
+            self.counters["to_down_node"] += 1
+            return
+        body = msgpack.unpackb(data, raw=False)
+        if msg_type == MsgType.MANIFEST:
+            if node.gossip is None:
+                return
+            pull = node.gossip.on_manifest(src, src_addr, body, self.now)
+            if pull is not None:
+                transit = self.net.transit(dst, src)
+                at = self.now + self.pull_time + (transit or 0.0)
+                heapq.heappush(self._queue, (at, next(self._tie), "pulled",
+                                             (dst, src, pull.manifest, transit is not None)))
+            return
+        self._send(node, node.membership.handle(src, src_addr, msg_type, body, self.now))
+        node.events += node.membership.drain_events()
+
+    def _pulled(self, dst: str, src: str, manifest: Manifest, ok: bool) -> None:
+        node = self.nodes[dst]
+        if not node.up or node.gossip is None:
+            return
+        ok = ok and self.nodes[src].up
+        node.gossip.pull_done(src, manifest, ok, None if ok else "unreachable", self.now)
+        if ok:
+            node.age = max(node.age, manifest.age)
+
+    def run_until(self, t: float) -> None:
+        """Process every event up to virtual time ``t``."""
+        while self._queue and self._queue[0][0] <= t:
+            at, _, kind, payload = heapq.heappop(self._queue)
+            self.now = at
+            if kind == "wake":
+                if self._wake.get(payload) != at:
+                    continue
+                del self._wake[payload]
+                node = self.nodes[payload]
+                if not node.up:
+                    continue
+                self._wake_node(node)
+                self._reschedule(node)
+            elif kind == "deliver":
+                self._deliver(*payload)
+                if self.nodes[payload[2]].up:
+                    self._reschedule(self.nodes[payload[2]])
+            else:
+                self._pulled(*payload)
+        self.now = t
+
+    def run(self, seconds: float) -> None:
+        self.run_until(self.now + seconds)
+
+    # ------------------------------------------------------------ observing
+
+    def up_ids(self) -> list[str]:
+        return [i for i, n in self.nodes.items() if n.up]
+
+    def view(self, observer: str) -> dict[str, State]:
+        return {m.node_id: m.state for m in self.nodes[observer].membership.members()
+                if m.node_id != observer}
+
+    def converged(self, among: list[str] | None = None) -> bool:
+        """Every node in ``among`` (default: all up) sees all the others alive."""
+        among = among if among is not None else self.up_ids()
+        for a in among:
+            view = self.view(a)
+            if any(view.get(b) != State.ALIVE for b in among if b != a):
+                return False
+        return True
+
+    def run_until_converged(self, limit: float, step: float = 0.5,
+                            among: list[str] | None = None) -> float | None:
+        """Run until converged; the virtual time it took, or None if ``limit`` passed."""
+        start = self.now
+        while self.now - start < limit:
+            if self.converged(among):
+                return self.now - start
+            self.run(step)
+        return self.now - start if self.converged(among) else None
+
+    def events(self, kind: str) -> list[tuple[str, MemberEvent]]:
+        return [(n.node_id, e) for n in self.nodes.values() for e in n.events
+                if e.kind.value == kind]
