@@ -1,0 +1,127 @@
+"""Episode rollouts: seeded, reproducible, and spread over a process pool.
+
+Every episode is fully determined by (genome, episode seed): the environment is
+reset with that seed and the policy is deterministic. So the result does not
+depend on how many workers share the work or in which order they finish.
+
+Workers come from the ``forkserver`` (or ``spawn``) context, never ``fork``:
+the daemon runs threads (event loop, zeroconf), and forking a threaded process
+can deadlock the child on a lock some other thread held.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from gossipnet.evo.policy import act
+from gossipnet.evo.tasks import get_task, make_env
+
+# environments are reused across calls within one process (a worker, or the
+# caller when evaluating inline): making a Box2D world costs more than a step.
+_ENV_CACHE: dict[str, list] = {}
+
+
+def _envs(env_id: str, count: int) -> list:
+    envs = _ENV_CACHE.setdefault(env_id, [])
+    while len(envs) < count:
+        envs.append(make_env(env_id))
+    return envs[:count]
+
+
+def run_episodes(
+    task_name: str, hidden: int, genomes: np.ndarray, seeds: np.ndarray
+) -> tuple[np.ndarray, int]:
+    """Run one episode per (genome, seed) pair in lockstep.
+
+    Returns ``(returns, steps)``: ``returns[i, j]`` is genome i's return on the
+    episode seeded ``seeds[j]``; ``steps`` counts environment steps taken.
+    """
+    task = get_task(task_name, hidden)
+    genomes = np.asarray(genomes, dtype=np.float32)
+    seeds = np.asarray(seeds, dtype=np.int64)
+    n_genomes, n_seeds = genomes.shape[0], seeds.shape[0]
+    rows = n_genomes * n_seeds
+    if rows == 0:
+        return np.zeros((n_genomes, n_seeds)), 0
+    owner = np.repeat(np.arange(n_genomes), n_seeds)
+    row_seed = np.tile(seeds, n_genomes)
+    envs = _envs(task.env_id, rows)
+    obs = np.stack([np.asarray(env.reset(seed=int(s))[0], dtype=np.float32) for env, s in zip(envs, row_seed)])
+    returns = np.zeros(rows)
+    active = np.ones(rows, dtype=bool)
+    steps = 0
+    # TimeLimit truncates every episode at max_episode_steps; the bound is a guard.
+    for _ in range(task.max_episode_steps + 1):
+        idx = np.flatnonzero(active)
+        if idx.size == 0:
+            break
+        actions = act(task.layout, task.action, genomes[owner[idx]], obs[idx])
+        for k, i in enumerate(idx):
+            a = int(actions[k]) if task.action.discrete else actions[k]
+            o, r, terminated, truncated, _ = envs[i].step(a)
+            obs[i] = o
+            returns[i] += float(r)
+            steps += 1
+            if terminated or truncated:
+                active[i] = False
+    return returns.reshape(n_genomes, n_seeds), steps
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+@dataclass
+class Evaluator:
+    """Scores genomes on a task, inline (``workers=0``) or across a process pool.
+
+    The pool is started lazily and shared by whoever holds this evaluator (the
+    islands benchmark gives one pool to every in-process island). Call
+    ``close()`` when done; it is also a context manager.
+    """
+
+    task_name: str
+    hidden: int
+    workers: int = 0
+    _pool: Executor | None = None
+
+    def __post_init__(self) -> None:
+        get_task(self.task_name, self.hidden)  # fail early on a bad task name
+        if self.workers < 0:
+            self.workers = os.cpu_count() or 1
+
+    def evaluate(self, genomes: np.ndarray, seeds: np.ndarray) -> tuple[np.ndarray, int]:
+        """``(returns (P, E), env_steps)`` for every genome on every seeded episode."""
+        genomes = np.ascontiguousarray(genomes, dtype=np.float32)
+        seeds = np.asarray(seeds, dtype=np.int64)
+        n = genomes.shape[0]
+        if self.workers <= 1 or n < 2:
+            return run_episodes(self.task_name, self.hidden, genomes, seeds)
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_pool_context())
+        chunks = np.array_split(np.arange(n), min(n, self.workers * 2))
+        futures = [
+            self._pool.submit(run_episodes, self.task_name, self.hidden, genomes[c], seeds)
+            for c in chunks
+            if c.size
+        ]
+        results = [f.result() for f in futures]
+        returns = np.concatenate([r for r, _ in results], axis=0)
+        return returns, sum(s for _, s in results)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> Evaluator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

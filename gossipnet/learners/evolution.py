@@ -1,0 +1,320 @@
+"""An island of evolving policies behind the ``Learner`` interface.
+
+Islands only have to share a fitness function to cooperate: a snapshot carries
+a few elite genomes (migrants) and their claimed fitness; a receiving island
+checks the genomes' shape and values, scores them itself on its own episode
+seeds, and only then lets them into its search. Claims are never believed;
+a claim well above the measured score is counted as forged.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections import deque
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from gossipnet.errors import UserError
+from gossipnet.evo.algorithm import need, rng_from_state, rng_state
+from gossipnet.evo.algorithms import ALGORITHMS, make_algorithm
+from gossipnet.evo.rollout import Evaluator
+from gossipnet.evo.tasks import TASKS, get_task
+from gossipnet.learners.base import AbsorbResult, Learner, Scalar, Snapshot
+
+KIND = "evolution"
+# evaluation episodes use their own fixed seeds, disjoint from training draws
+# (those are below 2**31), so every island's evaluate() sees the same episodes
+EVAL_SEED_BASE = 2**31
+
+
+class Reject(enum.StrEnum):
+    """Why a peer's migrants were refused (counted per reason)."""
+
+    WRONG_KIND = "wrong_kind"
+    WRONG_FINGERPRINT = "wrong_fingerprint"
+    MALFORMED = "malformed"
+    WRONG_GENOME_LENGTH = "wrong_genome_length"
+    EMPTY = "empty"
+    TOO_MANY_MIGRANTS = "too_many_migrants"
+    NON_FINITE = "non_finite"
+    ABSURD_MAGNITUDE = "absurd_magnitude"
+
+
+@dataclass(frozen=True)
+class EvolutionConfig:
+    """One island's settings. ``for_task`` gives the tuned defaults per task."""
+
+    task: str = "cartpole"
+    algo: str = "cmaes"
+    population: int = 16
+    hidden: int = 16
+    episodes: int = 2  # episodes per fitness score; all individuals of a generation share seeds
+    eval_episodes: int = 100  # gymnasium's CartPole criterion: mean of 100 episodes
+    seed: int = 0
+    workers: int = 0  # process-pool size for rollouts; 0 evaluates inline, -1 uses every core
+    migration_interval: int = 5  # generations between offers (DESIGN: islands migrate every 5)
+    migration_rate: float = 0.125  # fraction of the population offered as migrants
+    max_migrants: int = 8  # a snapshot with more genomes is refused outright
+    max_abs_gene: float = 1000.0  # policies here have weights of order 1; 1e3 is nonsense
+    forgery_margin: float = 0.1  # claim - measured > margin * task return range: forged
+    history_limit: int = 100_000  # generations kept for the status plot
+
+    @classmethod
+    def for_task(cls, task: str, algo: str = "cmaes", **overrides: object) -> EvolutionConfig:
+        """Defaults measured to work: ES needs a larger population than GA and CMA-ES."""
+        base = cls(task=task, algo=algo, population=48 if algo == "es" else 16)
+        if task in ("lunarlander", "bipedalwalker"):
+            base = replace(base, episodes=1, eval_episodes=20)
+        return replace(base, **overrides)
+
+    @property
+    def migrants_per_offer(self) -> int:
+        return max(1, min(self.max_migrants, math.ceil(self.migration_rate * self.population)))
+
+    def check(self) -> None:
+        if self.task not in TASKS:
+            raise UserError(f"unknown task {self.task!r}; choose one of: {', '.join(TASKS)}")
+        if self.algo not in ALGORITHMS:
+            raise UserError(f"unknown algorithm {self.algo!r}; choose one of: {', '.join(ALGORITHMS)}")
+        if self.population < 2:
+            raise UserError(f"--population must be at least 2, got {self.population}")
+        if self.episodes < 1 or self.eval_episodes < 1:
+            raise UserError("episodes and eval_episodes must be at least 1")
+        if self.migration_interval < 1 or not 0 < self.migration_rate <= 1 or self.max_migrants < 1:
+            raise UserError("migration interval >= 1, 0 < rate <= 1 and max_migrants >= 1 are required")
+
+
+class EvolutionLearner(Learner):
+    """One island: an ask/tell algorithm, a task, and a guarded door for migrants."""
+
+    kind = KIND
+
+    def __init__(self, config: EvolutionConfig, evaluator: Evaluator | None = None) -> None:
+        config.check()
+        self.config = config
+        self.task = get_task(config.task, config.hidden)
+        self.algo = make_algorithm(config.algo, self.task.layout, config.population, config.seed)
+        self._own_evaluator = evaluator is None
+        self.evaluator = evaluator or Evaluator(config.task, config.hidden, config.workers)
+        if (self.evaluator.task_name, self.evaluator.hidden) != (config.task, config.hidden):
+            raise ValueError("the shared evaluator is for another task or layout")
+        self.rng = np.random.default_rng([config.seed, 0xE91])  # episode seeds
+        self.env_steps = 0
+        self.eval_env_steps = 0
+        self.migrants_accepted = 0
+        self.migrants_rejected = 0
+        self.forged_claims = 0
+        self.rejections = {r: 0 for r in Reject}
+        self.forgeries: deque[tuple[str, float, float]] = deque(maxlen=16)
+        self._migrants_since_generation = 0
+        self._history: dict[str, list[float]] = {k: [] for k in ("generation", "best", "mean", "env_steps", "migrants")}
+
+    # --- Learner interface -------------------------------------------------
+
+    @property
+    def fingerprint(self) -> str:
+        return self.task.fingerprint
+
+    @property
+    def step(self) -> int:
+        return self.algo.generation
+
+    @property
+    def migration_due(self) -> bool:
+        """True on generations where this island should offer migrants."""
+        return self.algo.generation > 0 and self.algo.generation % self.config.migration_interval == 0
+
+    def train(self, budget: int) -> dict[str, float]:
+        """Run ``budget`` generations."""
+        steps_before = self.env_steps
+        for _ in range(max(0, int(budget))):
+            genomes = self.algo.ask()
+            fitness = self._score(genomes)
+            self.algo.tell(genomes, fitness)
+            self._log_generation(fitness)
+        best, mean = self._last_best_mean()
+        return {
+            "best_fitness": best,
+            "mean_fitness": mean,
+            "generation": float(self.algo.generation),
+            "env_steps": float(self.env_steps - steps_before),
+        }
+
+    def snapshot(self) -> Snapshot:
+        genomes, fitness = self.algo.elite(self.config.migrants_per_offer)
+        meta: dict[str, Scalar] = {"count": int(genomes.shape[0]), "generation": self.algo.generation, "algo": self.config.algo}
+        for i, f in enumerate(fitness):
+            meta[f"fitness_{i}"] = round(float(f), 3)
+        return Snapshot(
+            kind=KIND,
+            fingerprint=self.fingerprint,
+            age=float(self.env_steps),
+            tensors={"genomes": np.ascontiguousarray(genomes, dtype=np.float32)},
+            meta=meta,
+        )
+
+    def absorb(self, snapshot: Snapshot, peer: str) -> AbsorbResult:
+        """Check, re-score and take in a peer's migrants; never raises on bad data."""
+        try:
+            problem = self._check(snapshot)
+        except Exception as exc:  # anything odd about the object is the peer's fault
+            problem = (Reject.MALFORMED, f"{type(exc).__name__}: {exc}")
+        if problem is not None:
+            reason, detail = problem
+            self.rejections[reason] += 1
+            genomes = snapshot.tensors.get("genomes") if isinstance(getattr(snapshot, "tensors", None), dict) else None
+            count = genomes.shape[0] if isinstance(genomes, np.ndarray) and genomes.ndim == 2 else 1
+            self.migrants_rejected += count
+            return AbsorbResult(False, reason.value, detail)
+        migrants = np.array(snapshot.tensors["genomes"], dtype=np.float32)
+        measured = self._score(migrants)
+        forged = 0
+        for i, score in enumerate(measured):
+            claim = _claim(snapshot.meta, i)
+            if claim is not None and claim - score > self.config.forgery_margin * self.task.info.return_scale:
+                forged += 1
+                self.forgeries.append((peer, claim, float(score)))
+        self.forged_claims += forged
+        taken = self.algo.inject(migrants, measured)
+        self.migrants_accepted += taken
+        self._migrants_since_generation += taken
+        detail = f"{taken} of {len(measured)} migrants taken, best measured {measured.max():.1f}"
+        if forged:
+            detail += f", {forged} forged fitness claim(s)"
+        return AbsorbResult(True, "ok", detail)
+
+    def evaluate(self) -> dict[str, float]:
+        """Mean return of the best policy of the last generation over fixed evaluation episodes."""
+        genomes, _ = self.algo.elite(1)
+        if genomes.shape[0] == 0:
+            return {"eval_mean": float("nan"), "eval_episodes": 0.0, "solved": 0.0}
+        seeds = EVAL_SEED_BASE + np.arange(self.config.eval_episodes)
+        returns, steps = self.evaluator.evaluate(genomes, seeds)
+        self.eval_env_steps += steps
+        r = returns[0]
+        return {
+            "eval_mean": float(r.mean()),
+            "eval_std": float(r.std()),
+            "eval_min": float(r.min()),
+            "eval_episodes": float(r.size),
+            "solved": float(r.mean() >= self.task.info.solved_at),
+        }
+
+    def metrics(self) -> dict[str, Scalar]:
+        best, mean = self._last_best_mean()
+        out: dict[str, Scalar] = {
+            "task": self.task.name,
+            "algo": self.config.algo,
+            "population": self.config.population,
+            "best_fitness": best,
+            "mean_fitness": mean,
+            "generation": self.algo.generation,
+            "env_steps": self.env_steps,
+            "eval_env_steps": self.eval_env_steps,
+            "migrants_accepted": self.migrants_accepted,
+            "migrants_rejected": self.migrants_rejected,
+            "forged_claims": self.forged_claims,
+            "solved_at": self.task.info.solved_at,
+        }
+        for reason, count in self.rejections.items():
+            out[f"rejected_{reason.value}"] = count
+        return out
+
+    def history(self) -> dict[str, np.ndarray]:
+        """Per generation: best and mean fitness, env steps so far, migrants taken before it."""
+        return {k: np.asarray(v, dtype=np.float64) for k, v in self._history.items()}
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        state = {f"algo.{k}": v for k, v in self.algo.state_dict().items()}
+        state["learner.fingerprint"] = np.frombuffer(self.fingerprint.encode(), dtype=np.uint8).copy()
+        state["learner.algo"] = np.frombuffer(self.config.algo.encode(), dtype=np.uint8).copy()
+        state["learner.rng"] = rng_state(self.rng)
+        state["learner.counters"] = np.array(
+            [self.env_steps, self.eval_env_steps, self.migrants_accepted, self.migrants_rejected,
+             self.forged_claims, self._migrants_since_generation],
+            dtype=np.int64,
+        )
+        state["learner.rejections"] = np.array([self.rejections[r] for r in Reject], dtype=np.int64)
+        for k, v in self.history().items():
+            state[f"history.{k}"] = v
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        fp = bytes(need(state, "learner.fingerprint").astype(np.uint8)).decode(errors="replace")
+        if fp != self.fingerprint:
+            raise UserError(f"checkpoint is for task/layout {fp}, this island runs {self.fingerprint}; use a matching --task")
+        algo = bytes(need(state, "learner.algo").astype(np.uint8)).decode(errors="replace")
+        if algo != self.config.algo:
+            raise UserError(f"checkpoint was written by --algo {algo}, this run uses {self.config.algo}")
+        self.algo.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("algo.")})
+        self.rng = rng_from_state(need(state, "learner.rng"))
+        counters = need(state, "learner.counters", (6,))
+        (self.env_steps, self.eval_env_steps, self.migrants_accepted, self.migrants_rejected,
+         self.forged_claims, self._migrants_since_generation) = (int(c) for c in counters)
+        rejections = need(state, "learner.rejections", (len(Reject),))
+        self.rejections = {r: int(c) for r, c in zip(Reject, rejections)}
+        self._history = {k: [float(x) for x in need(state, f"history.{k}").reshape(-1)] for k in self._history}
+
+    def close(self) -> None:
+        """Stop the rollout pool if this learner started it."""
+        if self._own_evaluator:
+            self.evaluator.close()
+
+    # --- internals ---------------------------------------------------------
+
+    def _score(self, genomes: np.ndarray) -> np.ndarray:
+        seeds = self.rng.integers(0, 2**31, size=self.config.episodes)
+        returns, steps = self.evaluator.evaluate(genomes, seeds)
+        self.env_steps += steps
+        return returns.mean(axis=1)
+
+    def _log_generation(self, fitness: np.ndarray) -> None:
+        h = self._history
+        h["generation"].append(float(self.algo.generation))
+        h["best"].append(float(fitness.max()))
+        h["mean"].append(float(fitness.mean()))
+        h["env_steps"].append(float(self.env_steps))
+        h["migrants"].append(float(self._migrants_since_generation))
+        self._migrants_since_generation = 0
+        if len(h["generation"]) > self.config.history_limit:
+            for v in h.values():
+                del v[0]
+
+    def _last_best_mean(self) -> tuple[float, float]:
+        if not self._history["best"]:
+            return float("nan"), float("nan")
+        return self._history["best"][-1], self._history["mean"][-1]
+
+    def _check(self, snapshot: Snapshot) -> tuple[Reject, str] | None:
+        c = self.config
+        if snapshot.kind != KIND:
+            return Reject.WRONG_KIND, f"kind {snapshot.kind!r} is not {KIND!r}"
+        if snapshot.fingerprint != self.fingerprint:
+            return Reject.WRONG_FINGERPRINT, f"{snapshot.fingerprint!r} != {self.fingerprint!r}"
+        tensors = snapshot.tensors
+        if not isinstance(tensors, dict) or set(tensors) != {"genomes"}:
+            return Reject.MALFORMED, "expected exactly one tensor named 'genomes'"
+        g = tensors["genomes"]
+        if not isinstance(g, np.ndarray) or g.ndim != 2 or g.dtype != np.float32:
+            return Reject.MALFORMED, "genomes must be a 2-D float32 array"
+        if g.shape[1] != self.task.layout.size:
+            return Reject.WRONG_GENOME_LENGTH, f"genome length {g.shape[1]}, expected {self.task.layout.size}"
+        if g.shape[0] == 0:
+            return Reject.EMPTY, "no genomes"
+        if g.shape[0] > c.max_migrants:
+            return Reject.TOO_MANY_MIGRANTS, f"{g.shape[0]} genomes, at most {c.max_migrants} accepted"
+        if not np.all(np.isfinite(g)):
+            return Reject.NON_FINITE, "genomes contain NaN or Inf"
+        if float(np.abs(g).max()) > c.max_abs_gene:
+            return Reject.ABSURD_MAGNITUDE, f"|gene| up to {float(np.abs(g).max()):.3g} > {c.max_abs_gene:g}"
+        return None
+
+
+def _claim(meta: object, i: int) -> float | None:
+    """A migrant's claimed fitness, if the peer sent a usable number."""
+    value = meta.get(f"fitness_{i}") if isinstance(meta, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
