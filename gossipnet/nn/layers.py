@@ -1,0 +1,345 @@
+"""The layers of the numpy convnet: each a small class with ``forward`` and ``backward``.
+
+Activations are float32 and channels-last (NHWC) inside the net: the im2col copy then
+reads runs of ``size * channels`` contiguous floats and the convolution is one BLAS GEMM
+with the batch folded into its rows (see docs/CONVNET.md for the measurements behind
+this choice). ``Net`` converts its NCHW input once. Parameters use PyTorch's layouts
+(conv ``(out, in, kh, kw)``, dense ``(out, in)`` over NCHW-ordered features) so a
+checkpoint reads the same in either framework and filters plot directly.
+
+A layer keeps what its backward pass needs from the last ``forward(x, train=True)``;
+``backward(grad)`` fills ``grads`` (same names as ``params``) and returns the gradient
+with respect to its input, or None when ``needs_input_grad`` is False (the first layers
+of a net, whose input is data: skipping that GEMM saves a sixth of the work).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+F32 = np.float32
+
+
+class Layer:
+    """Base class: no parameters, identity shapes."""
+
+    kind = "layer"
+
+    def __init__(self, name: str):
+        self.name = name
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.needs_input_grad = True
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape (without batch) this layer produces from ``shape`` (NHWC or flat)."""
+        return shape
+
+    def forward(self, x: np.ndarray, train: bool) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, grad: np.ndarray) -> np.ndarray | None:
+        raise NotImplementedError
+
+
+def he_normal(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int) -> np.ndarray:
+    """Kaiming/He normal init, std sqrt(2 / fan_in): keeps ReLU activations' variance
+    constant through depth (He et al. 2015, "Delving Deep into Rectifiers")."""
+    return (rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)).astype(F32)
+
+
+def _windows(xp: np.ndarray, size: int, stride: int, out_h: int, out_w: int) -> np.ndarray:
+    """A read-only (N, out_h, out_w, size, size, C) view of every receptive field of NHWC ``xp``."""
+    n, _, _, c = xp.shape
+    sn, sh, sw, sc = xp.strides
+    return as_strided(
+        xp,
+        shape=(n, out_h, out_w, size, size, c),
+        strides=(sn, sh * stride, sw * stride, sh, sw, sc),
+        writeable=False,
+    )
+
+
+class Conv2D(Layer):
+    """2-D convolution (cross-correlation, as every framework) with stride and zero padding.
+
+    Forward: one copy into an im2col matrix (rows: output pixels of the whole batch;
+    columns: kh, kw, C, with kw*C contiguous in NHWC) and one GEMM. Backward: two GEMMs,
+    then col2im as a loop over the size*size kernel offsets, each a strided add over the
+    whole batch (no np.add.at, no loop over pixels or images).
+    """
+
+    kind = "conv"
+
+    def __init__(self, name: str, in_channels: int, filters: int, size: int, stride: int,
+                 pad: int, rng: np.random.Generator):
+        super().__init__(name)
+        self.in_channels, self.filters = in_channels, filters
+        self.size, self.stride, self.pad = size, stride, pad
+        fan_in = in_channels * size * size
+        self.params = {
+            "weight": he_normal(rng, (filters, in_channels, size, size), fan_in),
+            "bias": np.zeros(filters, F32),
+        }
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self._padded: np.ndarray | None = None  # reused buffer whose border stays zero
+
+    def output_shape(self, shape):
+        h, w, _ = shape
+        return (self._out(h), self._out(w), self.filters)
+
+    def _out(self, n: int) -> int:
+        return (n + 2 * self.pad - self.size) // self.stride + 1
+
+    def _pad(self, x: np.ndarray) -> np.ndarray:
+        p = self.pad
+        if p == 0:
+            return x
+        n, h, w, c = x.shape
+        shape = (n, h + 2 * p, w + 2 * p, c)
+        if self._padded is None or self._padded.shape != shape or self._padded.dtype != x.dtype:
+            self._padded = np.zeros(shape, x.dtype)
+        self._padded[:, p : p + h, p : p + w, :] = x
+        return self._padded
+
+    def _wmat(self) -> np.ndarray:
+        """Weights as the (kh*kw*C, F) GEMM operand matching the im2col column order."""
+        w = self.params["weight"]
+        return w.transpose(2, 3, 1, 0).reshape(-1, self.filters)
+
+    def forward(self, x, train):
+        n, h, w, _ = x.shape
+        oh, ow = self._out(h), self._out(w)
+        xp = self._pad(x)
+        cols = _windows(xp, self.size, self.stride, oh, ow).reshape(n * oh * ow, -1)
+        out = cols @ self._wmat()
+        out += self.params["bias"]
+        if train:
+            self._cols, self._in_shape = cols, x.shape
+        return out.reshape(n, oh, ow, self.filters)
+
+    def backward(self, grad):
+        n, oh, ow, f = grad.shape
+        g = grad.reshape(-1, f)
+        k, c = self.size, self.in_channels
+        dw = self._cols.T @ g  # (kh*kw*C, F)
+        self.grads["weight"][...] = dw.reshape(k, k, c, f).transpose(3, 2, 0, 1)
+        np.sum(g, axis=0, out=self.grads["bias"])
+        self._cols = None
+        if not self.needs_input_grad:
+            return None
+        _, h, w, _ = self._in_shape
+        p, s = self.pad, self.stride
+        dxp = np.zeros((n, h + 2 * p, w + 2 * p, c), grad.dtype)
+        if s == 1:
+            # One (M, C) block per kernel offset, from a stacked GEMM: each block then adds
+            # into dxp in runs of out_w*C contiguous floats, 10x fewer numpy inner loops than
+            # adding the columns of one (M, k*k*C) matrix (measured, docs/CONVNET.md).
+            wst = self.params["weight"].transpose(2, 3, 0, 1).reshape(k * k, f, c)
+            blocks = np.matmul(g, wst)  # (k*k, M, C)
+            for i in range(k):
+                for j in range(k):
+                    dxp[:, i : i + oh, j : j + ow, :] += blocks[i * k + j].reshape(n, oh, ow, c)
+        else:
+            dcols = (g @ self._wmat().T).reshape(n, oh, ow, k, k, c)
+            for i in range(k):
+                for j in range(k):
+                    dxp[:, i : i + s * oh : s, j : j + s * ow : s, :] += dcols[:, :, :, i, j, :]
+        return dxp[:, p : p + h, p : p + w, :] if p else dxp
+
+
+class MaxPool2D(Layer):
+    """Max pooling over size x size windows with a stride (convnet.js: size 2, stride 2).
+
+    A loop over the size*size window offsets, each a strided whole-batch comparison;
+    ties go to the first offset so the gradient is routed to exactly one input.
+    """
+
+    kind = "pool"
+
+    def __init__(self, name: str, size: int, stride: int):
+        super().__init__(name)
+        self.size, self.stride = size, stride
+
+    def output_shape(self, shape):
+        h, w, c = shape
+        return ((h - self.size) // self.stride + 1, (w - self.size) // self.stride + 1, c)
+
+    def _slices(self, oh: int, ow: int):
+        s = self.stride
+        for i in range(self.size):
+            for j in range(self.size):
+                yield (slice(None), slice(i, i + s * oh, s), slice(j, j + s * ow, s), slice(None))
+
+    def forward(self, x, train):
+        n, h, w, c = x.shape
+        oh, ow, _ = self.output_shape((h, w, c))
+        self._in_shape = x.shape
+        if self.size == 2 and self.stride == 2:
+            return self._forward_2x2(x, oh, ow, train)
+        slices = list(self._slices(oh, ow))
+        out = x[slices[0]].copy()
+        arg = np.zeros(out.shape, np.uint8) if train else None
+        for o, sl in enumerate(slices[1:], start=1):
+            v = x[sl]
+            if train:
+                better = v > out
+                np.copyto(out, v, where=better)
+                np.copyto(arg, o, where=better)
+            else:
+                np.maximum(out, v, out=out)
+        self._arg = arg
+        return out
+
+    def _forward_2x2(self, x, oh, ow, train):
+        """The common case as two pairwise maxima (along W, then H) over a 6-D view.
+
+        Training keeps a bool mask of the winning input per window (ties go left, then
+        up, so exactly one input gets the gradient): backward is then one broadcast
+        multiply, 10x faster than scattering with np.where (measured, docs/CONVNET.md).
+        """
+        n, h, w, c = x.shape
+        if (h, w) != (2 * oh, 2 * ow):
+            x = np.ascontiguousarray(x[:, : 2 * oh, : 2 * ow, :])
+        x6 = x.reshape(n, oh, 2, ow, 2, c)
+        left, right = x6[:, :, :, :, 0], x6[:, :, :, :, 1]
+        cols = np.maximum(left, right)
+        top, bottom = cols[:, :, 0], cols[:, :, 1]
+        out = np.maximum(top, bottom)
+        if train:
+            mask = np.empty(x6.shape, bool)
+            np.greater(right, left, out=mask[:, :, :, :, 1])
+            np.logical_not(mask[:, :, :, :, 1], out=mask[:, :, :, :, 0])
+            down = (bottom > top)[:, :, None, :, None, :]
+            mask[:, :, 0:1] &= ~down
+            mask[:, :, 1:2] &= down
+            self._mask = mask
+        return out
+
+    def backward(self, grad):
+        zero = grad.dtype.type(0)
+        n, oh, ow, c = grad.shape
+        if self.size == 2 and self.stride == 2:
+            dx6 = np.multiply(self._mask, grad[:, :, None, :, None, :], dtype=grad.dtype)
+            self._mask = None
+            dx6 = dx6.reshape(n, 2 * oh, 2 * ow, c)
+            if dx6.shape == self._in_shape:
+                return dx6
+            dx = np.zeros(self._in_shape, grad.dtype)
+            dx[:, : 2 * oh, : 2 * ow, :] = dx6
+            return dx
+        dx = np.zeros(self._in_shape, grad.dtype)
+        overlapping = self.stride < self.size
+        for o, sl in enumerate(self._slices(oh, ow)):
+            routed = np.where(self._arg == o, grad, zero)
+            if overlapping:
+                dx[sl] += routed
+            else:
+                dx[sl] = routed
+        self._arg = None
+        return dx
+
+
+class ReLU(Layer):
+    kind = "relu"
+
+    def forward(self, x, train):
+        y = np.maximum(x, 0)
+        if train:
+            self._y = y
+        return y
+
+    def backward(self, grad):
+        dx = np.multiply(grad, self._y > 0, dtype=grad.dtype)
+        self._y = None
+        return dx
+
+
+class Dropout(Layer):
+    """Inverted dropout: scale kept units by 1/(1-rate) in training so evaluation is identity.
+
+    The net hands it a fresh ``rng`` before each training forward pass, derived from
+    (seed, step), so a resumed run draws the same masks as an uninterrupted one.
+    """
+
+    kind = "dropout"
+
+    def __init__(self, name: str, rate: float):
+        super().__init__(name)
+        self.rate = rate
+        self.rng = np.random.default_rng(0)
+
+    def forward(self, x, train):
+        if not train or self.rate == 0.0:
+            self._mask = None
+            return x
+        keep = self.rng.random(x.shape, dtype=F32) >= self.rate
+        self._mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.rate))
+        return x * self._mask
+
+    def backward(self, grad):
+        if self._mask is None:
+            return grad
+        dx = grad * self._mask
+        self._mask = None
+        return dx
+
+
+class Flatten(Layer):
+    """NHWC activations to (N, C*H*W) features in NCHW order (PyTorch's, for portable weights)."""
+
+    kind = "flatten"
+
+    def output_shape(self, shape):
+        return (int(np.prod(shape)),)
+
+    def forward(self, x, train):
+        self._in_shape = x.shape
+        if x.ndim == 2:
+            return x
+        return x.transpose(0, 3, 1, 2).reshape(x.shape[0], -1)
+
+    def backward(self, grad):
+        if len(self._in_shape) == 2:
+            return grad
+        n, h, w, c = self._in_shape
+        return grad.reshape(n, c, h, w).transpose(0, 2, 3, 1)
+
+
+class Dense(Layer):
+    """Fully connected layer ``y = x W^T + b`` with W of shape (out, in)."""
+
+    kind = "fc"
+
+    def __init__(self, name: str, in_features: int, units: int, rng: np.random.Generator,
+                 gain: float = 2.0):
+        super().__init__(name)
+        self.in_features, self.units = in_features, units
+        # He init for layers feeding a ReLU; gain 1 (LeCun/Xavier-like) for the logits
+        std = math.sqrt(gain / in_features)
+        self.params = {
+            "weight": (rng.standard_normal((units, in_features)) * std).astype(F32),
+            "bias": np.zeros(units, F32),
+        }
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+
+    def output_shape(self, shape):
+        return (self.units,)
+
+    def forward(self, x, train):
+        y = x @ self.params["weight"].T
+        y += self.params["bias"]
+        if train:
+            self._x = x
+        return y
+
+    def backward(self, grad):
+        np.matmul(grad.T, self._x, out=self.grads["weight"])
+        np.sum(grad, axis=0, out=self.grads["bias"])
+        self._x = None
+        if not self.needs_input_grad:
+            return None
+        return grad @ self.params["weight"]

@@ -1,0 +1,133 @@
+"""SGD with momentum and Adam, updating a net's parameters in place, with resumable state.
+
+Both apply L2 decay by adding ``weight_decay * w`` to the gradient (classic L2, as
+PyTorch's ``weight_decay``), to weights only: biases are not decayed. Their state dicts
+hold float32 moment arrays under ``<kind>.<moment>.<param>`` plus a step counter, so a
+checkpoint restores the exact update a run would have made.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from gossipnet.errors import UserError
+
+
+class Optimizer:
+    kind = "optimizer"
+    _moments: tuple[str, ...] = ()
+
+    def __init__(self, params: dict[str, np.ndarray], lr: float, weight_decay: float):
+        if not (lr > 0 and math.isfinite(lr)):
+            raise UserError(f"learning rate must be a positive number, got {lr!r}")
+        if not (weight_decay >= 0 and math.isfinite(weight_decay)):
+            raise UserError(f"weight decay must be >= 0, got {weight_decay!r}")
+        self.params = params
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.t = 0
+        self.state = {m: {k: np.zeros_like(v) for k, v in params.items()} for m in self._moments}
+
+    def _grad(self, name: str, g: np.ndarray) -> np.ndarray:
+        if self.weight_decay and name.endswith(".weight"):
+            return g + self.weight_decay * self.params[name]
+        return g
+
+    def step(self, grads: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        out = {f"{self.kind}.{m}.{k}": v.copy() for m, d in self.state.items() for k, v in d.items()}
+        out[f"{self.kind}.t"] = np.array(self.t, np.int64)
+        return out
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Restore moments and step; UserError if they belong to another optimizer or net."""
+        want = set(self.state_dict())
+        have = {k for k in state if k.startswith(f"{self.kind}.")}
+        if want != have:
+            raise UserError(f"optimizer state does not fit this {self.kind} optimizer and net: "
+                            f"missing {sorted(want - have)[:3]}, unexpected {sorted(have - want)[:3]}")
+        for m, d in self.state.items():
+            for k, v in d.items():
+                s = np.asarray(state[f"{self.kind}.{m}.{k}"])
+                if s.shape != v.shape or not np.all(np.isfinite(s)):
+                    raise UserError(f"optimizer state {self.kind}.{m}.{k} has shape {s.shape} "
+                                    f"(need {v.shape}) or non-finite values")
+        for m, d in self.state.items():
+            for k, v in d.items():
+                v[...] = state[f"{self.kind}.{m}.{k}"]
+        self.t = int(state[f"{self.kind}.t"])
+
+
+class SGD(Optimizer):
+    """SGD with (heavy-ball) momentum: v = mu v + g; w -= lr v (PyTorch's convention)."""
+
+    kind = "sgd"
+    _moments = ("velocity",)
+
+    def __init__(self, params, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0):
+        super().__init__(params, lr, weight_decay)
+        if not 0 <= momentum < 1:
+            raise UserError(f"momentum must be in [0, 1), got {momentum!r}")
+        self.momentum = float(momentum)
+
+    def step(self, grads):
+        self.t += 1
+        vel = self.state["velocity"]
+        for name, p in self.params.items():
+            v = vel[name]
+            v *= self.momentum
+            v += self._grad(name, grads[name])
+            p -= self.lr * v
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015) with bias correction; defaults are the paper's."""
+
+    kind = "adam"
+    _moments = ("m", "v")
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0):
+        super().__init__(params, lr, weight_decay)
+        if not all(0 <= b < 1 for b in betas):
+            raise UserError(f"Adam betas must be in [0, 1), got {betas!r}")
+        self.b1, self.b2 = betas
+        self.eps = eps
+
+    def step(self, grads):
+        self.t += 1
+        # fold both bias corrections into the step size (the paper's section 2 variant)
+        a = self.lr * math.sqrt(1 - self.b2**self.t) / (1 - self.b1**self.t)
+        for name, p in self.params.items():
+            g = self._grad(name, grads[name])
+            m, v = self.state["m"][name], self.state["v"][name]
+            m *= self.b1
+            m += (1 - self.b1) * g
+            v *= self.b2
+            v += (1 - self.b2) * np.square(g)
+            p -= a * m / (np.sqrt(v) + self.eps)
+
+
+def make_optimizer(kind: str, params: dict[str, np.ndarray], lr: float,
+                   weight_decay: float = 0.0, momentum: float = 0.9) -> Optimizer:
+    """An optimizer by name ("sgd" or "adam")."""
+    if kind == "sgd":
+        return SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if kind == "adam":
+        return Adam(params, lr=lr, weight_decay=weight_decay)
+    raise UserError(f"unknown optimizer {kind!r}; choose 'sgd' or 'adam'")
+
+
+def cosine_lr(base: float, step: int, total: int, warmup: int = 0) -> float:
+    """Linear warm-up for ``warmup`` steps, then cosine decay to zero at ``total``
+    (Loshchilov & Hutter, SGDR, without restarts). Past ``total`` it stays at 0.5% of base."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    if total <= warmup:
+        return base
+    frac = min(1.0, (step - warmup) / (total - warmup))
+    return base * max(0.005, 0.5 * (1 + math.cos(math.pi * frac)))

@@ -1,0 +1,122 @@
+"""The pure training loop: shuffled mini-batches, resumable at any step, and evaluation.
+
+A node's learner calls ``Trainer.train(x, y, steps)`` in short chunks between gossip
+rounds, and may checkpoint and restart in between; everything random is a function of
+(seed, epoch) or (seed, step), and the position in the epoch is part of the state dict,
+so chunked, resumed training sees exactly the batches one long run would.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from gossipnet.errors import UserError
+from gossipnet.nn.loss import check_labels, log_softmax
+from gossipnet.nn.net import Net
+from gossipnet.nn.optim import Optimizer
+
+
+def _check_data(net: Net, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    net.check_input(x)
+    if len(x) == 0:
+        raise UserError("no images to train or evaluate on (the data set is empty)")
+    return check_labels(y, len(x), net.num_classes)
+
+
+class Trainer:
+    """Trains one net with one optimizer on in-memory arrays (x float32 NCHW, y int64)."""
+
+    def __init__(self, net: Net, optimizer: Optimizer, batch_size: int, seed: int = 0,
+                 lr_schedule: Callable[[int], float] | None = None):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise UserError(f"batch size must be a positive integer, got {batch_size!r}")
+        self.net, self.optimizer = net, optimizer
+        self.batch_size, self.seed = batch_size, seed
+        self.lr_schedule = lr_schedule
+        self.step = 0  # optimizer steps taken
+        self.epoch = 0  # completed passes over the data
+        self.position = 0  # index into this epoch's permutation
+        self.images = 0  # images trained on, for age-weighted merges
+        self._n: int | None = None  # data set size the position refers to
+        self._perm: np.ndarray | None = None
+
+    def _permutation(self, n: int) -> np.ndarray:
+        if self._perm is None or len(self._perm) != n:
+            self._perm = np.random.default_rng((self.seed, self.epoch)).permutation(n)
+        return self._perm
+
+    def train(self, x: np.ndarray, y: np.ndarray, steps: int) -> dict[str, float]:
+        """Take ``steps`` optimizer steps; mean loss, accuracy and speed over this chunk."""
+        y = _check_data(self.net, x, y)
+        n = len(x)
+        if self._n is not None and self._n != n:
+            raise UserError(f"training data changed size ({self._n} -> {n} images) mid-epoch; "
+                            "resume with the same data set, or start a new trainer")
+        self._n = n
+        loss_sum = correct = seen = 0.0
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            perm = self._permutation(n)
+            idx = perm[self.position : self.position + self.batch_size]
+            xb, yb = x[idx], y[idx]
+            if self.lr_schedule is not None:
+                self.optimizer.lr = self.lr_schedule(self.step)
+            self.net.set_rng(self.seed, self.step)
+            loss, logits = self.net.loss_and_grads(xb, yb)
+            self.optimizer.step(self.net.grads())
+            self.step += 1
+            self.images += len(idx)
+            self.position += len(idx)
+            if self.position >= n:
+                self.epoch, self.position, self._perm = self.epoch + 1, 0, None
+            loss_sum += loss * len(idx)
+            correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
+            seen += len(idx)
+        secs = time.perf_counter() - t0
+        if seen and not np.isfinite(loss_sum):
+            raise UserError("training diverged (loss is NaN or infinite); lower the learning rate")
+        return {
+            "steps": float(steps),
+            "loss": loss_sum / seen if seen else float("nan"),
+            "accuracy": correct / seen if seen else float("nan"),
+            "seconds": secs,
+            "images_per_s": seen / secs if secs > 0 else 0.0,
+            "lr": self.optimizer.lr,
+            "epoch": self.epoch + self.position / n,
+        }
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Counters as int64 scalars under ``trainer.*`` (merge with net and optimizer state)."""
+        vals = {"step": self.step, "epoch": self.epoch, "position": self.position,
+                "images": self.images, "seed": self.seed, "n": -1 if self._n is None else self._n}
+        return {f"trainer.{k}": np.array(v, np.int64) for k, v in vals.items()}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        keys = ("step", "epoch", "position", "images", "seed", "n")
+        try:
+            vals = {k: int(np.asarray(state[f"trainer.{k}"])) for k in keys}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"trainer state is missing or malformed ({exc}); "
+                            "was the file written by gossipnet?") from None
+        if min(vals["step"], vals["epoch"], vals["position"], vals["images"]) < 0:
+            raise UserError(f"trainer state has negative counters: {vals}")
+        self.step, self.epoch, self.position = vals["step"], vals["epoch"], vals["position"]
+        self.images, self.seed = vals["images"], vals["seed"]
+        self._n = None if vals["n"] < 0 else vals["n"]
+        self._perm = None
+
+
+def evaluate(net: Net, x: np.ndarray, y: np.ndarray, batch_size: int = 500) -> dict[str, float]:
+    """Mean loss and accuracy of ``net`` on (x, y), in evaluation mode and in batches."""
+    y = _check_data(net, x, y)
+    loss_sum = 0.0
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        logits = net.forward(x[i : i + batch_size], train=False)
+        yb = y[i : i + batch_size]
+        loss_sum -= float(log_softmax(logits)[np.arange(len(yb)), yb].sum())
+        correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
+    return {"loss": loss_sum / len(x), "accuracy": correct / len(x)}
