@@ -1,0 +1,97 @@
+"""Merge rules for model weights: plain numpy on dicts of named arrays.
+
+- ``age_weighted``: gossip learning's merge (Ormandi, Hegedus, Jelasity,
+  "Gossip learning with linear models on fully distributed data", 2013;
+  Hegedus, Danner, Jelasity, "Gossip learning as a decentralized alternative to
+  federated learning", 2019): average weighted by how much each model has
+  trained, keep the larger age.
+- ``clipped``: ClippedGossip (He, Karimireddy, Jaggi, "Byzantine-robust
+  decentralized learning via ClippedGossip", 2022): move towards the peer by
+  at most ``tau`` in L2 norm over all parameters, so one poisoned peer cannot
+  drag a node further than ``tau`` per merge.
+
+Only models with identical names, shapes and floating dtypes merge; anything
+else raises ``MergeMismatch`` (a peer-data rejection the learner counts).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+Weights = Mapping[str, np.ndarray]
+
+
+class MergeMismatch(ValueError):
+    """The peer's arrays do not match ours; ``reason`` is a short counter label."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+def check_compatible(own: Weights, peer: Weights) -> None:
+    if set(own) != set(peer):
+        missing, extra = sorted(set(own) - set(peer)), sorted(set(peer) - set(own))
+        raise MergeMismatch("names", f"missing {missing[:5]}, unexpected {extra[:5]}")
+    for name, a in own.items():
+        b = peer[name]
+        if not isinstance(b, np.ndarray):
+            raise MergeMismatch("type", f"{name} is {type(b).__name__}, not an ndarray")
+        if a.shape != b.shape:
+            raise MergeMismatch("shape", f"{name} is {b.shape}, ours {a.shape}")
+        if a.dtype != b.dtype or not np.issubdtype(a.dtype, np.floating):
+            raise MergeMismatch("dtype", f"{name} is {b.dtype}, ours {a.dtype}")
+        if not np.all(np.isfinite(b)):
+            raise MergeMismatch("not_finite", f"{name} has NaN or inf")
+
+
+def _check_age(age: float, what: str) -> float:
+    if not math.isfinite(age) or age < 0:
+        raise ValueError(f"{what} must be a finite number >= 0, got {age!r}")
+    return float(age)
+
+
+def age_weighted(own: Weights, own_age: float, peer: Weights,
+                 peer_age: float) -> tuple[dict[str, np.ndarray], float]:
+    """(a_own * w_own + a_peer * w_peer) / (a_own + a_peer), and max(a_own, a_peer).
+
+    Two untrained models (both ages 0) average evenly.
+    """
+    check_compatible(own, peer)
+    a, b = _check_age(own_age, "own_age"), _check_age(peer_age, "peer_age")
+    share = 0.5 if a + b == 0 else b / (a + b)
+    merged = {}
+    for name, w in own.items():
+        w64 = w.astype(np.float64)
+        merged[name] = (w64 + share * (peer[name].astype(np.float64) - w64)).astype(w.dtype)
+    return merged, max(a, b)
+
+
+def difference_norm(own: Weights, peer: Weights) -> float:
+    """L2 norm of peer - own over all parameters together."""
+    total = 0.0
+    for name, w in own.items():
+        d = peer[name].astype(np.float64) - w.astype(np.float64)
+        total += float(np.dot(d.ravel(), d.ravel()))
+    return math.sqrt(total)
+
+
+def clipped(own: Weights, peer: Weights, tau: float, weight: float = 0.5) -> dict[str, np.ndarray]:
+    """w_own + weight * clip(w_peer - w_own, tau): a step of at most ``weight * tau``.
+
+    The clip scales the whole difference vector (all arrays together) so its L2
+    norm is at most ``tau``, preserving its direction.
+    """
+    check_compatible(own, peer)
+    if not (math.isfinite(tau) and tau > 0):
+        raise ValueError(f"tau must be a positive finite radius, got {tau!r}")
+    if not (math.isfinite(weight) and 0 < weight <= 1):
+        raise ValueError(f"weight must be in (0, 1], got {weight!r}")
+    norm = difference_norm(own, peer)
+    scale = weight * (1.0 if norm <= tau else tau / norm)
+    return {name: (w.astype(np.float64)
+                   + scale * (peer[name].astype(np.float64) - w.astype(np.float64))).astype(w.dtype)
+            for name, w in own.items()}
