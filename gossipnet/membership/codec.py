@@ -254,3 +254,30 @@ def fit_list(base: dict[str, Any], key: str, items: list[tuple[int, Any]],
         if len(chosen) >= MAX_UPDATES:
             break
     return chosen
+
+
+def chunk_rows(rows: list[dict[str, Any]], max_bytes: int, reply_flag: bool) -> list[dict[str, Any]]:
+    """SYNC bodies carrying ``rows`` in order, each within ``max_bytes``.
+
+    With ``reply_flag`` the bodies get an "r" key, true only in the first, so
+    the peer answers a multi-datagram sync once.
+    """
+    bodies: list[dict[str, Any]] = []
+    rows = list(rows)
+    start = 0
+    while start < len(rows):
+        base: dict[str, Any] = {"m": []}
+        if reply_flag:
+            base["r"] = not bodies
+        room = max_bytes - packed_size(base)
+        end, used = start, 0
+        while end < len(rows) and end - start < MAX_ENTRIES:
+            size = packed_size(rows[end]) + (2 if end - start == 15 else 0)
+            if used + size > room and end > start:
+                break
+            used += size
+            end += 1
+        base["m"] = rows[start:end]
+        bodies.append(base)
+        start = end
+    return bodies

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gossipnet.membership import codec
-from gossipnet.membership.codec import BadBody, Update, packed_size
+from gossipnet.membership.codec import BadBody
 from gossipnet.membership.config import MembershipConfig, push_pull_scale, retransmit_limit
 from gossipnet.membership.table import Table
 from gossipnet.membership.types import (Addr, MemberEvent, MemberView, Outgoing, Reject,
@@ -65,8 +65,7 @@ class Membership:
         self.config = config or MembershipConfig.lan()
         self.rng = rng or random.Random()
         self.counters: Counter[str] = Counter()
-        self._t = Table(self_id, self_addr, meta, self.config, self.rng, incarnation,
-                        self.counters)
+        self._t = Table(self_id, self_addr, meta, self.config, incarnation, self.counters)
         self._seq = self.rng.randrange(codec.MAX_SEQ)
         self._probe: _Probe | None = None
         self._last_seq = -1
@@ -390,24 +389,9 @@ class Membership:
 
     def _sync(self, addr: Addr, msg_type: MsgType) -> list[Outgoing]:
         """Our full state in as many datagrams as it takes; only the first asks for a reply."""
-        rows = self._t.entries()
-        out: list[Outgoing] = []
-        limit = self.config.max_body_bytes
-        while rows:
-            base: dict[str, Any] = {"m": []}
-            if msg_type == MsgType.SYNC:
-                base["r"] = not out
-            room = limit - packed_size(base)
-            chunk, used = [], 0
-            while rows and len(chunk) < codec.MAX_ENTRIES:
-                size = packed_size(rows[0]) + (2 if len(chunk) == 15 else 0)
-                if used + size > room and chunk:
-                    break
-                chunk.append(rows.pop(0))
-                used += size
-            base["m"] = chunk
-            out.append(self._out(addr, msg_type, base))
-        return out
+        chunks = codec.chunk_rows(self._t.entries(), self.config.max_body_bytes,
+                                  reply_flag=msg_type == MsgType.SYNC)
+        return [self._out(addr, msg_type, body) for body in chunks]
 
     def _reconnect(self) -> list[Outgoing]:
         """Serf's reconnect: sync with a random dead member, more often the more are dead."""

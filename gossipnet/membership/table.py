@@ -9,7 +9,6 @@ refutes by raising its incarnation and broadcasting that it is alive.
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 from typing import Any
 
@@ -20,20 +19,19 @@ from gossipnet.membership.timers import Awareness, Suspicion
 from gossipnet.membership.types import Addr, EventKind, Member, MemberEvent, MemberView, State
 
 LIVE = (State.ALIVE, State.SUSPECT)
+MAX_MEMBERS = 4096  # a LAN swarm is tens to hundreds; a bound keeps a liar from filling memory
 
 
 class Table:
     """Our own identity plus what we believe about everyone else."""
 
     def __init__(self, self_id: str, self_addr: Addr, meta: dict[str, Any],
-                 config: MembershipConfig, rng: random.Random, incarnation: int,
-                 counters: Counter[str]) -> None:
+                 config: MembershipConfig, incarnation: int, counters: Counter[str]) -> None:
         self.self_id = self_id
         self.self_addr = self_addr
         self.meta = dict(meta)
         self.incarnation = incarnation
         self.config = config
-        self.rng = rng
         self.counters = counters
         self.leaving = False
         self.members: dict[str, Member] = {}
@@ -131,6 +129,9 @@ class Table:
             return
         m = self.members.get(u.node_id)
         if m is None:
+            if len(self.members) >= MAX_MEMBERS:
+                self.counters["table_full"] += 1
+                return
             m = Member(u.node_id, u.addr, u.incarnation, dict(u.meta), State.DEAD, now)
             self.members[u.node_id] = m
             self._set_addr(m, u.addr)
