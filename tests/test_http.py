@@ -114,25 +114,53 @@ async def test_blobs_are_served_only_while_current():
         await server.stop()
 
 
-async def test_the_png_is_cached_until_the_history_changes_and_at_most_once_per_interval():
+async def test_the_png_is_cached_and_refreshed_in_the_background_at_most_once_per_interval():
     p = provider()
     server = await started(p, render_interval=0.3)
+    png = server.progress
     try:
         async with aiohttp.ClientSession() as s:
             first = await asyncio.gather(*(get(s, server, "/progress.png") for _ in range(5)))
-            assert server.progress.renders == 1 and len({b for _, _, b in first}) == 1
+            assert png.renders == 1 and len({b for _, _, b in first}) == 1
             await asyncio.sleep(0.35)
             assert (await get(s, server, "/progress.png"))[2] == first[0][2]  # unchanged history
-            assert server.progress.renders == 1
+            await png.settle()
+            assert png.renders == 1
             p.advance(10)
-            await get(s, server, "/progress.png")  # changed, and the interval has passed
-            assert server.progress.renders == 2
+            # changed, interval passed: the cached image comes back at once, a re-render starts
+            assert (await get(s, server, "/progress.png"))[2] == first[0][2]
+            await png.settle()
+            assert png.renders == 2
+            second = (await get(s, server, "/progress.png"))[2]
+            assert second != first[0][2]
             p.advance(10)
             await get(s, server, "/progress.png")  # changed, but rendered moments ago
-            assert server.progress.renders == 2
+            await png.settle()
+            assert png.renders == 2
             await asyncio.sleep(0.35)
-            status, _, body = await get(s, server, "/progress.png")
-            assert server.progress.renders == 3 and body != first[0][2]
+            await get(s, server, "/progress.png")
+            await png.settle()
+            assert png.renders == 3 and (await get(s, server, "/progress.png"))[2] != second
+    finally:
+        await server.stop()
+
+
+async def test_a_failing_re_render_keeps_serving_the_last_good_image():
+    p = provider()
+    server = await started(p, render_interval=0.0)
+    try:
+        async with aiohttp.ClientSession() as s:
+            good = (await get(s, server, "/progress.png"))[2]
+
+            def broken():
+                raise RuntimeError("visuals broke")
+
+            p.visuals = broken
+            p.advance(1)
+            for _ in range(3):
+                status, _, body = await get(s, server, "/progress.png")
+                await server.progress.settle()
+                assert status == 200 and body == good
     finally:
         await server.stop()
 

@@ -7,8 +7,8 @@ anything else gets 405 whatever the path.
 
 The PNG costs a few hundred milliseconds of matplotlib, so it is rendered in a
 dedicated worker thread (never on the event loop, never in the executor the node
-trains in), cached, and re-rendered at most once per ``render_interval`` and only
-when the history's version has changed; concurrent requests share one render.
+trains in), cached, and re-rendered in the background at most once per
+``render_interval`` and only when the history's version has changed.
 """
 
 from __future__ import annotations
@@ -58,7 +58,14 @@ class StatusProvider(Protocol):
 
 
 class ProgressImage:
-    """The cached progress PNG of one provider."""
+    """The cached progress PNG of one provider, refreshed in the background.
+
+    Only the very first request waits for a render. Later ones get the cached
+    image at once; if the history has changed and the last render is older than
+    ``render_interval``, they also start one background re-render (never two at
+    a time), so a browser polling every few seconds sees an image at most one
+    interval plus one render old, and never waits on matplotlib.
+    """
 
     def __init__(self, provider: StatusProvider, executor: ThreadPoolExecutor, render_interval: float = 1.0,
                  clock=time.monotonic) -> None:
@@ -74,19 +81,29 @@ class ProgressImage:
 
     async def get(self) -> bytes:
         version = self._provider.history.version
-        fresh = version == self._version or self._clock() - self._rendered_at < self._interval
-        if self._png is not None and fresh:
-            return self._png
-        if self._pending is None:
+        stale = version != self._version and self._clock() - self._rendered_at >= self._interval
+        if self._pending is None and (self._png is None or stale):
             self._pending = asyncio.ensure_future(self._render(version))
-        return await asyncio.shield(self._pending)
+        if self._png is None:
+            return await asyncio.shield(self._pending)
+        return self._png
+
+    async def settle(self, timeout: float = 10.0) -> None:
+        """Wait for a background render in progress, if any (for tests and shutdown)."""
+        if self._pending is not None:
+            await asyncio.wait([self._pending], timeout=timeout)
 
     async def _render(self, version: int) -> bytes:
-        title = str(self._provider.status()["node"]["id"])
-        kind = self._provider.kind
-        loop = asyncio.get_running_loop()
         try:
-            png = await loop.run_in_executor(self._executor, self._draw, kind, title)
+            title = str(self._provider.status()["node"]["id"])
+            loop = asyncio.get_running_loop()
+            png = await loop.run_in_executor(self._executor, self._draw, self._provider.kind, title)
+        except Exception:
+            if self._png is None:
+                raise  # the first request reports it (500); aiohttp logs the traceback
+            log.exception("progress PNG re-render failed; serving the previous image")
+            self._rendered_at = self._clock()  # retry after an interval, not on every request
+            return self._png
         finally:
             self._pending = None
         self._png, self._version, self._rendered_at = png, version, self._clock()
@@ -191,4 +208,5 @@ class StatusServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await self.progress.settle()
         self._executor.shutdown(wait=False, cancel_futures=True)
