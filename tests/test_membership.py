@@ -359,3 +359,14 @@ def test_awareness_grows_when_probes_fail_without_nacks_and_heals_on_acks():
         r.add_seed(a.self_addr, 12.0)
     wire.run(12.0, 60.0)
     assert a.awareness == 0
+
+
+def test_outdated_rumour_about_us_is_answered_with_our_current_alive():
+    a, b = node(1), node(2, incarnation=3)
+    wire = joined(a, b)
+    wire.run(3.0, 30.0)  # b's own alive rumour has run out of retransmits
+    assert b.counters["nudges"] == 0 and b.member("node1").state == State.ALIVE
+    stale = encode_update(Update(State.DEAD, "node2", 1, origin="node1"))
+    out = b.handle("node1", a.self_addr, MsgType.PING, {"q": 9, "t": "node2", "u": [stale]}, 30.0)
+    assert b.incarnation == 3 and b.counters["nudges"] == 1
+    assert {"n": "node2", "i": 3}.items() <= out[0].body["u"][0].items()
