@@ -110,6 +110,7 @@ class Algorithm(abc.ABC):
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return {
+            "algorithm": np.frombuffer(self.name.encode(), dtype=np.uint8).copy(),
             "dim": np.array([self.dim, self.population, self.generation], dtype=np.int64),
             "rng": rng_state(self.rng),
             "last_genomes": self.last_genomes.copy(),
@@ -117,6 +118,9 @@ class Algorithm(abc.ABC):
         }
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        written_by = bytes(need(state, "algorithm").astype(np.uint8)).decode(errors="replace")
+        if written_by != self.name:
+            raise UserError(f"checkpoint was written by algorithm {written_by!r}, this search is {self.name!r}")
         dims = need(state, "dim", (3,))
         if int(dims[0]) != self.dim or int(dims[1]) != self.population:
             raise UserError(

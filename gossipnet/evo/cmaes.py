@@ -137,8 +137,12 @@ class CMAES(Algorithm):
         for part in _PARTS:
             for attr, value in vars(_part(self.es, part)).items():
                 arr = _numeric(value)
-                if arr is not None:
-                    state[f"{part}.{attr}"] = np.array(arr, copy=True)
+                if arr is None:
+                    continue
+                if isinstance(value, np.ndarray):  # "part.attr": an array, restored as one
+                    state[f"{part}.{attr}"] = np.array(arr, copy=True).reshape(value.shape or (1,))
+                else:  # "part@attr": a Python/numpy scalar (stored 1-long: safetensors has no 0-d)
+                    state[f"{part}@{attr}"] = arr.reshape(1)
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
@@ -147,21 +151,26 @@ class CMAES(Algorithm):
         pending = need(state, "pending").astype(np.float32)
         if pending.ndim != 2 or pending.shape[1] != self.dim:
             raise UserError("checkpoint 'pending' migrants do not match the genome length")
-        if "es.countiter" not in state or "sm.C" not in state:
+        if "es@countiter" not in state or "sm.C" not in state:
             raise UserError("checkpoint holds no CMA-ES state; was it written by another algorithm?")
         es = self._new_strategy()
         for key, arr in state.items():
-            part, _, attr = key.partition(".")
+            scalar = "@" in key
+            part, _, attr = key.partition("@" if scalar else ".")
             if part not in _PARTS or not attr:
                 continue
             target = _part(es, part)
+            if scalar:
+                if arr.size != 1:
+                    raise UserError(f"checkpoint {key!r} must hold one number, has shape {arr.shape}")
+                setattr(target, attr, arr.reshape(-1)[0].item())
+                continue
             current = getattr(target, attr, None)
-            if isinstance(current, np.ndarray) or (current is None and arr.ndim > 0):
-                if isinstance(current, np.ndarray) and current.shape != arr.shape:
+            if isinstance(current, np.ndarray):
+                if current.size != arr.size:
                     raise UserError(f"checkpoint {key!r} has shape {arr.shape}, expected {current.shape}")
-                setattr(target, attr, np.array(arr, copy=True))
-            else:
-                setattr(target, attr, arr.item() if arr.ndim == 0 else np.array(arr))
+                arr = arr.reshape(current.shape)
+            setattr(target, attr, np.array(arr, copy=True))
         # the sampler's matrices are shared views with the strategy's C, B, D
         es.C, es.B, es.D = es.sm.C, es.sm.B, es.sm.D
         if not hasattr(es, "timer"):  # pycma makes its wall-clock timer in the first ask()
