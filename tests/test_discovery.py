@@ -17,6 +17,9 @@ from gossipnet.net.discovery import (
     SERVICE_TYPE,
     Advertisement,
     Discovery,
+    DiscoveryConfig,
+    EventKind,
+    PeerEvent,
     RejectReason,
 )
 from tests.conftest import skip_or_fail
@@ -138,6 +141,28 @@ async def test_interface_that_is_not_an_address_is_a_user_error():
     # 203.0.113.7 (TEST-NET-3) is on no interface: refused before any socket joins mDNS.
     with pytest.raises(UserError, match="not an address of this host"):
         await Discovery(ADVERT, "203.0.113.7").start()
+
+
+async def test_events_end_on_stop_and_overflow_drops_the_oldest_counted():
+    discovery = Discovery(ADVERT, "127.0.0.1", config=DiscoveryConfig(event_queue=2))
+    peers = [parse(good_txt(node=f"node-{i}"))[0] for i in range(5)]
+    for peer in peers:
+        discovery._emit(PeerEvent(EventKind.ADDED, peer))
+    await discovery.stop()  # never started: still ends the iterator
+    got = [event.peer.node_id async for event in discovery.events()]
+    assert got == ["node-3", "node-4"]
+    assert discovery.events_dropped == 3
+    with pytest.raises(RuntimeError, match="new Discovery"):
+        await discovery.start()
+
+
+def test_a_failing_callback_is_logged_not_raised(caplog):
+    def broken(event):
+        raise KeyError("bug in the caller")
+
+    discovery = Discovery(ADVERT, "127.0.0.1", on_event=broken)
+    discovery._emit(PeerEvent(EventKind.ADDED, parse(good_txt())[0]))
+    assert "on_event callback failed" in caplog.text
 
 
 # -- real nodes in a LAN in a box --

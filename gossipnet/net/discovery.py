@@ -13,7 +13,6 @@ loop, and each added or updated service is resolved with ``AsyncServiceInfo``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import errno
 import functools
@@ -225,7 +224,7 @@ class Discovery:
             raise UserError(f"mDNS could not join the multicast group on --interface {self.interface}: "
                             f"no interface here has that address or it lacks multicast; check `ip addr`")
         self._browser = AsyncServiceBrowser(self._zc.zeroconf, SERVICE_TYPE, handlers=[self._on_state_change])
-        self._info = AsyncServiceInfo(
+        info = AsyncServiceInfo(
             SERVICE_TYPE,
             f"{self.advert.instance_name()}.{SERVICE_TYPE}",
             port=self.advert.udp_port,
@@ -234,17 +233,19 @@ class Discovery:
         )
         try:
             # Returns once probing found no conflict; the announcements go on in the background.
-            self._announcing = await self._zc.async_register_service(self._info, allow_name_change=False)
+            self._announcing = await self._zc.async_register_service(info, allow_name_change=False)
         except NonUniqueNameException as exc:
-            self._info = None
-            await self.stop()
+            await self.stop()  # no goodbye: the name is the other node's
             raise UserError(f"another node on this LAN already advertises {self.advert.instance_name()!r}: "
                             f"is the same node identity (state dir) running twice? Give each node its own "
                             f"state dir or UDP port") from exc
         except ZeroconfError as exc:
-            self._info = None
             await self.stop()
             raise UserError(f"mDNS registration failed on --interface {self.interface}: {exc!r}") from exc
+        except BaseException:
+            await self.stop()  # cancelled while probing: leave no sockets or tasks behind
+            raise
+        self._info = info
 
     async def stop(self) -> None:
         """Withdraw our service (goodbye packets), stop browsing, close sockets; idempotent."""
@@ -354,7 +355,7 @@ class Discovery:
     async def _resolve(self, name: str) -> None:
         if self._zc is None:
             return
-        if self._info is not None and name.lower() == self._info.name.lower():
+        if name.lower() == f"{self.advert.instance_name()}.{SERVICE_TYPE}".lower():
             self._reject(RejectReason.SELF, name)
             return
         try:
