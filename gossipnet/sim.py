@@ -289,3 +289,44 @@ class Swarm:
     def events(self, kind: str) -> list[tuple[str, MemberEvent]]:
         return [(n.node_id, e) for n in self.nodes.values() for e in n.events
                 if e.kind.value == kind]
+
+
+def scenario(n: int, seed: int, loss: float, seconds: float, crash: bool) -> dict[str, Any]:
+    """Join n nodes (as mDNS would: everyone knows everyone), optionally crash one,
+    run with ``loss``; the figures quoted in docs/MEMBERSHIP.md."""
+    swarm = Swarm(n, seed=seed, join="all")
+    converged = swarm.run_until_converged(limit=60.0)
+    swarm.net.loss = loss
+    start = swarm.now
+    victim = "n001"
+    if crash:
+        swarm.crash(victim)
+    swarm.run(seconds)
+    dead = [e for _, e in swarm.events("dead")]
+    healthy_dead = [e for e in dead if e.node_id != victim or not crash]
+    detect = [e.at - start for e in dead if crash and e.node_id == victim]
+    sent = sum(v for k, v in swarm.counters.items() if k.startswith("sent."))
+    return {
+        "nodes": n, "seed": seed, "loss": loss, "converged_s": converged,
+        "false_dead": len(healthy_dead),
+        "suspect_events": len(swarm.events("suspect")),
+        "victim_dead_first_s": min(detect) if detect else None,
+        "victim_dead_all_s": max(detect) if len(detect) == n - 1 else None,
+        "datagrams_per_node_s": sent / n / (swarm.now or 1.0),
+        "max_body_bytes": swarm.max_body,
+    }
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description="Run a simulated swarm and print its figures.")
+    parser.add_argument("--nodes", type=int, default=10)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--loss", type=float, default=0.0)
+    parser.add_argument("--seconds", type=float, default=120.0)
+    parser.add_argument("--crash", action="store_true", help="crash one node at the start")
+    args = parser.parse_args()
+    for s in range(args.seeds):
+        print(json.dumps(scenario(args.nodes, s, args.loss, args.seconds, args.crash)))

@@ -370,3 +370,18 @@ def test_outdated_rumour_about_us_is_answered_with_our_current_alive():
     out = b.handle("node1", a.self_addr, MsgType.PING, {"q": 9, "t": "node2", "u": [stale]}, 30.0)
     assert b.incarnation == 3 and b.counters["nudges"] == 1
     assert {"n": "node2", "i": 3}.items() <= out[0].body["u"][0].items()
+
+
+def test_independent_suspicions_shorten_the_timer_and_are_regossiped():
+    members = [node(i) for i in range(1, 7)]  # 6 nodes: k = suspicion_mult - 2 = 2
+    a = members[0]
+    joined(*members)
+    rumour = {"q": 1, "u": [encode_update(Update(State.SUSPECT, "node3", 0, origin="node2"))]}
+    a.handle("node2", ("10.0.0.2", 7946), MsgType.ACK, rumour, 10.0)
+    assert a._t.suspects["node3"].suspicion.deadline == pytest.approx(10.0 + 24.0)
+    second = {"q": 1, "u": [encode_update(Update(State.SUSPECT, "node3", 0, origin="node4"))]}
+    a.handle("node4", ("10.0.0.4", 7946), MsgType.ACK, second, 11.0)
+    assert a._t.suspects["node3"].suspicion.deadline == pytest.approx(10.0 + 11.381, abs=1e-3)
+    assert a.counters["suspicion_confirmations"] == 1
+    sent = a.handle("node5", ("10.0.0.5", 7946), MsgType.PING, {"q": 2, "t": "node1", "u": []}, 11)
+    assert {"k": 1, "n": "node3", "i": 0, "f": "node4"} in sent[0].body["u"]

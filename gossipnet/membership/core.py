@@ -319,7 +319,8 @@ class Membership:
         # Lifeguard (memberlist probeNode): missing NACKs mean *we* may be the slow one.
         self._t.awareness.apply(helpers - len(p.nacks) if helpers else 1)
         m = self._t.members.get(p.target)
-        if m is not None and m.state == State.ALIVE:
+        if m is not None and m.state in (State.ALIVE, State.SUSPECT):
+            # On a suspect this is Lifeguard's independent confirmation (memberlist probeNode).
             self._t.suspect(p.target, m.incarnation, self.self_id, now)
 
     def _on_ack(self, sender_id: str, msg: codec.Ack, now: float) -> list[Outgoing]:
