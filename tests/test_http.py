@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from gossipnet.errors import UserError
 from gossipnet.net.http import StatusProvider, StatusServer
 from gossipnet.status.demo import DemoProvider
 from gossipnet.status.plots import figure_size
@@ -206,11 +207,13 @@ async def test_the_server_binds_only_the_given_host_and_closes_on_stop():
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
 
-async def test_a_busy_port_is_reported_and_starting_twice_is_refused():
+async def test_a_busy_port_or_foreign_address_is_a_user_error_and_starting_twice_is_refused():
     first = await started(provider())
     try:
-        with pytest.raises(OSError):
+        with pytest.raises(UserError, match=f"127.0.0.1:{first.port}.*free HTTP port"):
             await StatusServer(provider()).start("127.0.0.1", first.port)
+        with pytest.raises(UserError, match="address of this host"):
+            await StatusServer(provider()).start("192.0.2.1", 0)  # TEST-NET-1, never local
         with pytest.raises(RuntimeError):
             await first.start("127.0.0.1", 0)
     finally:

@@ -24,6 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from aiohttp import web
 
+from gossipnet.errors import UserError
 from gossipnet.status.history import MetricsHistory
 from gossipnet.status.metrics import make_registry, render_metrics
 from gossipnet.status.page import CONTENT_SECURITY_POLICY, render_page
@@ -178,7 +179,10 @@ class StatusServer:
         self.port: int | None = None
 
     async def start(self, host: str, port: int = 0) -> int:
-        """Listen on ``host`` only (port 0 picks a free one); return the bound port."""
+        """Listen on ``host`` only (port 0 picks a free one); return the bound port.
+
+        A busy port or a foreign address raises ``UserError`` saying what to change.
+        """
         if self._runner is not None:
             raise RuntimeError("StatusServer already started")
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
@@ -186,6 +190,10 @@ class StatusServer:
         try:
             site = web.TCPSite(runner, host, port)
             await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise UserError(f"cannot serve the status page on {host}:{port} ({exc.strerror or exc}); "
+                            "choose a free HTTP port (0 picks one) or an address of this host") from exc
         except BaseException:
             await runner.cleanup()
             raise
