@@ -37,8 +37,8 @@ _CSS = """
 body{font-family:system-ui,sans-serif;margin:0;padding:0.8em;max-width:62em;color:#222;background:#fafafa}
 h1{font-size:1.3em;margin:0.2em 0}h2{font-size:1.05em;margin:1.2em 0 0.4em}
 table{border-collapse:collapse;width:100%;font-size:0.9em}
-td,th{text-align:left;padding:0.25em 0.5em;border-bottom:1px solid #ddd;word-break:break-all}
-.kv td:first-child{color:#666;width:11em;word-break:normal}
+td,th{text-align:left;padding:0.25em 0.5em;border-bottom:1px solid #ddd;overflow-wrap:anywhere}
+.kv td:first-child{color:#666;width:11em}
 img{width:100%;height:auto;border:1px solid #ddd;background:#fff}
 .alive{color:#1a7f37}.suspect{color:#b58900}.dead,.left{color:#c62828}
 .muted{color:#777}
@@ -59,7 +59,8 @@ def render_page(status: Mapping[str, Any]) -> str:
         f"<h1>{escape(title)}</h1>",
         _overview(status, now),
         "<h2>Progress</h2>",
-        f'<img id="progress" src="{PNG_PATH}" alt="training progress of {escape(node["id"])}">',
+        f'<a href="{PNG_PATH}"><img id="progress" src="{PNG_PATH}" '
+        f'alt="training progress of {escape(node["id"])}"></a>',
         "<h2>Metrics</h2>",
         _metrics(learner["metrics"]),
         f"<h2>Peers ({len(status['peers'])})</h2>",
