@@ -176,3 +176,12 @@ def test_parse_raises_only_bad_body(body):
             parse(msg_type, body)
         except BadBody:
             pass
+
+
+def test_message_type_given_as_a_plain_int_works_and_unknown_types_are_rejected():
+    m = fresh()
+    out = m.handle("node2", ("10.0.0.2", 7946), 1, {"q": 5, "t": "node1", "u": []}, 1.0)
+    assert [o.msg_type for o in out][:1] == [MsgType.ACK]
+    assert m.handle("node2", ("10.0.0.2", 7946), 99, {"q": 5}, 1.0) == []
+    assert m.handle("node2", ("10.0.0.2", 7946), MsgType.MANIFEST, {"q": 5}, 1.0) == []
+    assert m.counters["rejected.malformed"] == 2

@@ -215,6 +215,10 @@ class Membership:
         if self._t.leaving:
             return self._reject(Reject.LEAVING)
         try:
+            msg_type = MsgType(msg_type)
+        except ValueError:
+            return self._reject(Reject.MALFORMED)
+        try:
             msg = codec.parse(msg_type, body)
             codec.node_id(sender_id)
             sender_addr = codec.addr(sender_addr)
