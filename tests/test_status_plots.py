@@ -129,3 +129,39 @@ def test_rendering_from_several_threads_at_once_gives_the_same_image():
     for t in threads:
         t.join(timeout=60)
     assert not errors and results == [expected] * 3
+
+
+def test_a_real_tiny_convnets_filters_and_predictions_are_drawn():
+    nn = pytest.importorskip("gossipnet.nn.net")
+    from gossipnet.data.loaders import load_dataset
+    from gossipnet.nn.optim import make_optimizer
+    from gossipnet.nn.spec import get_preset
+    from gossipnet.nn.train import Trainer
+
+    data = load_dataset("embedded")
+    preset = get_preset("tiny")
+    net = nn.Net(preset.spec, preset.input_shape, seed=0)
+    trainer = Trainer(net, make_optimizer(preset.optimizer, net.params(), preset.lr), preset.batch_size)
+    history = MetricsHistory()
+
+    def visuals():  # what ConvnetLearner.visuals() offers: first-layer kernels and a few test images
+        samples = data.x_test[:12]
+        return {"filters": net.params()["conv1.weight"].copy(), "samples": samples,
+                "sample_labels": data.y_test[:12], "sample_preds": np.asarray(net.predict(samples)),
+                "classes": list(data.classes)}
+
+    before = visuals()
+    for chunk in range(4):
+        metrics = trainer.train(data.x_train[:2000], data.y_train[:2000], steps=10)
+        history.record(float(chunk), trainer.step,
+                       {"loss": metrics["loss"], "train_accuracy": metrics["accuracy"]}, peers_alive=0)
+    after = visuals()
+    assert after["filters"].shape[:2] == (8, 1)
+    png_before = decode(render_progress_png(history, before, "convnet"))
+    png_after = decode(render_progress_png(history, after, "convnet"))
+    assert png_after.shape[1::-1] == figure_size(after)
+    w, h = figure_size(after)
+    filters_region = (slice(int(0.62 * h), h), slice(0, w // 2))
+    assert png_after[filters_region].std() > 10
+    # training moved the first-layer kernels, and the picture shows it
+    assert np.abs(png_after[filters_region] - png_before[filters_region]).sum() > 1000

@@ -41,7 +41,7 @@ MAX_COUNT = 2**63 - 1
 WELL_KNOWN_METRICS: dict[str, tuple[str, ...]] = {
     "loss": ("loss", "train_loss"),
     "train_accuracy": ("train_accuracy", "train_acc"),
-    "test_accuracy": ("test_accuracy", "test_acc", "accuracy"),
+    "test_accuracy": ("test_accuracy", "test_acc"),
     "best_fitness": ("best_fitness", "fitness_best"),
     "mean_fitness": ("mean_fitness", "fitness_mean"),
     "images_per_s": ("images_per_s", "images_per_sec"),
