@@ -183,7 +183,8 @@ class MetricsHistory:
             names = _unpack_strings(state, "names")
             values = np.asarray(state["values"])
             if values.dtype != np.float64 or values.shape != (n, len(names)):
-                raise ValueError(f"'values' must be float64 of shape {(n, len(names))}, got {values.dtype} {values.shape}")
+                raise ValueError(f"'values' must be float64 of shape {(n, len(names))}, "
+                                 f"got {values.dtype} {values.shape}")
             event_t = _column(state, "event_t", np.float64)
             kinds = _unpack_strings(state, "event_kind")
             details = _unpack_strings(state, "event_detail")
