@@ -20,8 +20,8 @@ class Net:
 
     def __init__(self, spec: list[dict] | tuple[dict, ...], input_shape: tuple[int, int, int],
                  seed: int = 0):
-        self.spec = canonical_spec(list(spec))
-        self.input_shape = check_input_shape(tuple(input_shape))
+        self.spec = canonical_spec(spec)
+        self.input_shape = check_input_shape(input_shape)
         self.fingerprint = fingerprint(self.spec, self.input_shape)
         self.seed = seed
         self.dtype = np.float32  # gradient checks switch a net to float64
@@ -131,11 +131,11 @@ class Net:
             p[...] = state[name]
 
     def set_rng(self, seed: int, step: int) -> None:
-        """Seed every dropout layer from (net seed, ``seed``, ``step``): masks are a pure
+        """Seed every dropout layer from (``seed``, ``step``, layer index): masks are a pure
         function of the step, so resumed training draws what uninterrupted training would."""
         for i, layer in enumerate(self.layers):
             if isinstance(layer, L.Dropout):
-                layer.rng = np.random.default_rng((self.seed, seed, step, i))
+                layer.rng = np.random.default_rng((seed, step, i))
 
     # ---- computation ------------------------------------------------------------------------
 

@@ -1,0 +1,203 @@
+"""Training throughput of the numpy engine against PyTorch on CPU, side by side.
+
+Trains convnet.js's CIFAR-10 net (32x32x3, random data) with gossipnet.nn and, when
+torch imports, the identical net in PyTorch (same weights, same SGD+momentum, same
+thread count), interleaved and repeated, and prints median images/s per batch size
+and the ratio numpy / torch. The machine may be shared: only medians of interleaved
+runs and their ratios mean anything.
+
+    python benchmarks/convnet_throughput.py                 # 2 threads, batch 1 4 32 128
+    python benchmarks/convnet_throughput.py --threads 1 --json
+    python benchmarks/convnet_throughput.py --profile       # per-layer time, numpy, batch 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=2, help="BLAS / torch threads for both")
+    p.add_argument("--batch-sizes", default="1,4,32,128")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved rounds; medians reported")
+    p.add_argument("--seconds", type=float, default=0.6, help="timed work per measurement")
+    p.add_argument("--net", default="convnetjs-cifar10")
+    p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--profile", action="store_true", help="per-layer times of the numpy engine")
+    p.add_argument("--json", action="store_true", help="final line: JSON with every median")
+    return p.parse_args(argv)
+
+
+ARGS = parse_args()
+# Before numpy and torch load their thread pools: both get the same count.
+for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[var] = str(ARGS.threads)
+
+import numpy as np  # noqa: E402
+
+from gossipnet.nn import SGD, Net, get_preset  # noqa: E402
+from gossipnet.nn import blas  # noqa: E402
+
+try:
+    if ARGS.no_torch:
+        raise ImportError("--no-torch")
+    import torch
+    import torch.nn as tnn
+except ImportError as exc:
+    torch = None
+    print(f"torch not available ({exc}); numpy only", file=sys.stderr)
+
+
+def numpy_model(preset, seed=0):
+    net = Net(preset.spec, preset.input_shape, seed=seed)
+    opt = SGD(net.params(), lr=0.001, momentum=0.9)
+
+    def step(x, y):
+        net.loss_and_grads(x, y)
+        opt.step(net.grads())
+
+    return net, step
+
+
+def torch_model(net: Net):
+    """The same architecture built layer by layer from the numpy net, with its weights."""
+    from gossipnet.nn import layers as L
+
+    mods = []
+    c = net.input_shape[0]
+    for layer in net.spec:
+        t = layer["type"]
+        if t == "conv":
+            mods.append(tnn.Conv2d(c, layer["filters"], layer["size"], layer["stride"], layer["pad"]))
+            c = layer["filters"]
+        elif t == "relu":
+            mods.append(tnn.ReLU())
+        elif t == "pool":
+            mods.append(tnn.MaxPool2d(layer["size"], layer["stride"]))
+        elif t == "dropout":
+            mods.append(tnn.Dropout(layer["rate"]))
+        elif t in ("fc", "softmax"):
+            if not any(isinstance(m, tnn.Flatten) for m in mods):
+                mods.append(tnn.Flatten())
+            n = layer["units"] if t == "fc" else layer["classes"]
+            mods.append(tnn.LazyLinear(n))
+    model = tnn.Sequential(*mods)
+    model(torch.zeros(1, *net.input_shape))  # materialise lazy layers
+    ours = [l for l in net.layers if isinstance(l, (L.Conv2D, L.Dense))]
+    theirs = [m for m in model if isinstance(m, (tnn.Conv2d, tnn.Linear))]
+    with torch.no_grad():
+        for a, b in zip(ours, theirs):
+            b.weight.copy_(torch.from_numpy(a.params["weight"]))
+            b.bias.copy_(torch.from_numpy(a.params["bias"]))
+    opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
+    loss_fn = tnn.CrossEntropyLoss()
+
+    def step(x, y):
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        opt.step()
+
+    return model, step
+
+
+def rate(step, x, y, seconds: float) -> float:
+    """Images/s of ``step`` on one batch, timed over about ``seconds`` after one warm-up."""
+    step(x, y)
+    t0 = time.perf_counter()
+    step(x, y)
+    one = max(time.perf_counter() - t0, 1e-6)
+    n = max(2, int(seconds / one))
+    t0 = time.perf_counter()
+    for _ in range(n):
+        step(x, y)
+    return n * len(x) / (time.perf_counter() - t0)
+
+
+def profile(net: Net, batch: int, rounds: int = 20) -> None:
+    """Per-layer forward/backward milliseconds (median over rounds) at one batch size."""
+    x = np.random.default_rng(0).standard_normal((batch, *net.input_shape)).astype(np.float32)
+    fwd = {l.name: [] for l in net.layers}
+    bwd = {l.name: [] for l in net.layers}
+    for _ in range(rounds):
+        a = x.transpose(0, 2, 3, 1)
+        for l in net.layers:
+            t = time.perf_counter()
+            a = l.forward(a, True)
+            fwd[l.name].append(time.perf_counter() - t)
+        g = np.full(a.shape, 1.0 / a.size, np.float32)
+        for l in reversed(net.layers):
+            t = time.perf_counter()
+            g = l.backward(g)
+            bwd[l.name].append(time.perf_counter() - t)
+            if g is None:
+                break
+    total = 0.0
+    print(f"\nper-layer time, numpy, batch {batch} (median ms over {rounds} rounds)")
+    for l in net.layers:
+        f = float(np.median(fwd[l.name])) * 1e3
+        b = float(np.median(bwd[l.name])) * 1e3 if bwd[l.name] else 0.0
+        total += f + b
+        print(f"  {l.name:<24} fwd {f:7.3f}  bwd {b:7.3f}")
+    print(f"  {'total':<24} {total:7.3f} ms = {batch / total * 1e3:.0f} images/s (no optimizer)")
+
+
+def main() -> int:
+    preset = get_preset(ARGS.net)
+    batch_sizes = [int(b) for b in ARGS.batch_sizes.split(",")]
+    blas.set_threads(ARGS.threads)
+    if torch is not None:
+        torch.set_num_threads(ARGS.threads)
+    net, np_step = numpy_model(preset)
+    impls = {"numpy": np_step}
+    if torch is not None:
+        model, t_step = torch_model(net)
+        x = np.random.default_rng(1).standard_normal((8, *preset.input_shape)).astype(np.float32)
+        with torch.no_grad():
+            diff = np.abs(model(torch.from_numpy(x)).numpy() - net.forward(x)).max()
+        print(f"same weights, max |logit difference| numpy vs torch: {diff:.2e}")
+        impls["torch"] = t_step
+    rng = np.random.default_rng(2)
+    data = {}
+    for b in batch_sizes:
+        x = rng.standard_normal((b, *preset.input_shape)).astype(np.float32)
+        y = rng.integers(0, 10, b).astype(np.int64)
+        data[b] = {"numpy": (x, y)}
+        if torch is not None:
+            data[b]["torch"] = (torch.from_numpy(x.copy()), torch.from_numpy(y.copy()))
+    results = {name: {b: [] for b in batch_sizes} for name in impls}
+    print(f"{preset.name}: threads {ARGS.threads}, blas threads {blas.get_threads()}, "
+          f"load average {os.getloadavg()[0]:.1f}; {ARGS.repeats} interleaved rounds", flush=True)
+    for r in range(ARGS.repeats):
+        for b in batch_sizes:
+            order = list(impls) if r % 2 == 0 else list(reversed(impls))  # A/B then B/A
+            for name in order:
+                results[name][b].append(rate(impls[name], *data[b][name], ARGS.seconds))
+    med = {name: {b: float(np.median(v)) for b, v in per.items()} for name, per in results.items()}
+    print(f"\n{'batch':>6} {'numpy img/s':>12} {'torch img/s':>12} {'ratio':>7}")
+    ratios = {}
+    for b in batch_sizes:
+        t = med.get("torch", {}).get(b)
+        ratios[b] = med["numpy"][b] / t if t else None
+        tt = f"{t:12.0f}" if t else f"{'-':>12}"
+        rr = f"{ratios[b]:7.2f}" if t else f"{'-':>7}"
+        print(f"{b:>6} {med['numpy'][b]:12.0f} {tt} {rr}")
+    if ARGS.profile:
+        profile(net, 32)
+    if ARGS.json:
+        print(json.dumps({
+            "net": preset.name, "threads": ARGS.threads, "repeats": ARGS.repeats,
+            "load_average": round(os.getloadavg()[0], 2),
+            "images_per_s": {name: {str(b): round(v, 1) for b, v in per.items()}
+                             for name, per in med.items()},
+            "ratio_numpy_over_torch": {str(b): (round(v, 3) if v else None) for b, v in ratios.items()},
+        }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
