@@ -136,7 +136,7 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     return {"n": int(a.size), "p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99))}
 
 
-async def measure(duration: float, kind: str, workers: int) -> dict:
+async def measure(duration: float, kind: str, workers: int, in_process: bool = True) -> dict:
     from gossipnet.net.http import StatusServer
 
     provider = node_provider()
@@ -151,7 +151,11 @@ async def measure(duration: float, kind: str, workers: int) -> dict:
         def train() -> None:  # the node's training thread: steps, then records a point
             last = time.monotonic()
             while not stop.is_set():
-                loss = step()
+                if in_process:
+                    loss = step()
+                else:  # training lives in the processes; this thread only records points
+                    loss = float("nan")
+                    stop.wait(0.05)
                 if time.monotonic() - last > 0.2:
                     last = time.monotonic()
                     provider.step += 1
@@ -164,7 +168,7 @@ async def measure(duration: float, kind: str, workers: int) -> dict:
         trainer = threading.Thread(target=train, daemon=True)
         trainer.start()
         procs = [subprocess.Popen([sys.executable, __file__, "--load-worker", kind, "--duration",
-                                   str(duration + 5)]) for _ in range(workers - 1)]
+                                   str(duration + 5)]) for _ in range(workers - in_process)]
         try:
             await asyncio.sleep(1.0)  # let the load ramp up
             renders_before = server.progress.renders
@@ -179,7 +183,7 @@ async def measure(duration: float, kind: str, workers: int) -> dict:
             trainer.join(timeout=10)
     finally:
         await server.stop()
-    result = {"load": load_name, "training_threads": 1, "training_processes": workers - 1,
+    result = {"load": load_name, "training_threads": int(in_process), "training_processes": workers - in_process,
               "duration_s": duration, "png_renders_while_loaded": renders, "endpoints": {}}
     for path in ("/api/status", "/progress.png"):
         i, l = percentiles(idle[path]), percentiles(loaded[path])
@@ -194,6 +198,8 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per phase (idle, loaded)")
     ap.add_argument("--load", choices=["auto", "convnet", "gemm"], default="auto")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="cores to load (default: all)")
+    ap.add_argument("--no-thread", action="store_true",
+                    help="train only in separate processes, none in the server's process (for comparison)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--client", help=argparse.SUPPRESS)
     ap.add_argument("--load-worker", help=argparse.SUPPRESS)
@@ -204,11 +210,12 @@ def main() -> int:
     if args.load_worker:
         load_worker(args.load_worker, args.duration)
         return 0
-    result = asyncio.run(measure(args.duration, args.load, max(1, args.workers)))
+    result = asyncio.run(measure(args.duration, args.load, max(1, args.workers), in_process=not args.no_thread))
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"load: {result['load']} in 1 thread beside the server + {result['training_processes']} process(es)")
+    print(f"load: {result['load']} in {result['training_threads']} thread(s) beside the server "
+          f"+ {result['training_processes']} process(es)")
     print(f"{'endpoint':<15}{'idle p50':>10}{'idle p99':>10}{'load p50':>10}{'load p99':>10}{'p50 ratio':>11}{'n':>6}")
     for path, e in result["endpoints"].items():
         print(f"{path:<15}{e['idle']['p50_ms']:>9.1f} {e['idle']['p99_ms']:>9.1f} {e['loaded']['p50_ms']:>9.1f} "
