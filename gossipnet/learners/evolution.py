@@ -66,7 +66,10 @@ class EvolutionConfig:
         """Defaults measured to work: ES needs a larger population than GA and CMA-ES."""
         base = cls(task=task, algo=algo, population=48 if algo == "es" else 16)
         if task in ("lunarlander", "bipedalwalker"):
-            base = replace(base, episodes=1, eval_episodes=20)
+            # one episode per score (the DESIGN reference's budget); a single episode's return
+            # swings by ~100 on these tasks, so only claims 200 above the re-measured score
+            # count as forged
+            base = replace(base, episodes=1, eval_episodes=20, forgery_margin=0.4)
         return replace(base, **overrides)
 
     @property
