@@ -37,6 +37,10 @@ class Broadcasts:
         ``first`` (Lifeguard's buddy system: tell a suspect it is suspected) goes
         in front when it fits, whether or not it is still queued.
         """
+        if first is not None:
+            queued = self._queue.get(first["n"])
+            if queued is not None and queued[3] == first:
+                first = queued[3]  # the same rumour: send it once and count the transmit
         ranked = sorted(self._queue.values(), key=lambda item: (item[0], -item[1]))
         candidates = [(item[2], item[3]) for item in ranked if item[3] is not first]
         if first is not None:
