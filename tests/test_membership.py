@@ -385,3 +385,15 @@ def test_independent_suspicions_shorten_the_timer_and_are_regossiped():
     assert a.counters["suspicion_confirmations"] == 1
     sent = a.handle("node5", ("10.0.0.5", 7946), MsgType.PING, {"q": 2, "t": "node1", "u": []}, 11)
     assert {"k": 1, "n": "node3", "i": 0, "f": "node4"} in sent[0].body["u"]
+
+
+def test_bad_peer_address_is_a_user_error_and_bad_discovery_is_counted():
+    from gossipnet.errors import UserError
+    a = node(1)
+    with pytest.raises(UserError, match="host:port"):
+        a.add_seed(("10.0.0.2", 70000))
+    with pytest.raises(UserError, match="--port"):
+        Membership("node1", ("10.0.0.1", 0))
+    a.discovered("x" * 500, ("10.0.0.2", 7946), 0.0)
+    a.discovered(None, ("", 7946), 0.0)
+    assert a.counters["rejected.malformed"] == 2 and a.tick(0.0) == []

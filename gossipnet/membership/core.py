@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from gossipnet.errors import UserError
 from gossipnet.membership import codec
 from gossipnet.membership.codec import BadBody
 from gossipnet.membership.config import MembershipConfig, push_pull_scale, retransmit_limit
@@ -61,7 +62,8 @@ class Membership:
             meta = codec.meta(meta or {})
             codec.incarnation(incarnation)
         except BadBody as exc:
-            raise ValueError(f"bad local identity for membership: {exc}") from None
+            raise UserError(f"cannot start membership with id {self_id!r}, address {self_addr!r}: "
+                            f"{exc}; check the node's --host/--port and key file") from None
         self.config = config or MembershipConfig.lan()
         self.rng = rng or random.Random()
         self.counters: Counter[str] = Counter()
@@ -111,7 +113,8 @@ class Membership:
         return [m.view() for m in self._t.members.values() if m.state == State.ALIVE]
 
     def drain_events(self) -> list[MemberEvent]:
-        events, self._t.events = self._t.events, []
+        events = list(self._t.events)
+        self._t.events.clear()
         return events
 
     def next_deadline(self) -> float | None:
@@ -137,18 +140,28 @@ class Membership:
         try:
             addr = codec.addr(addr)
         except BadBody as exc:
-            raise ValueError(f"bad seed address {addr!r}: {exc}") from None
+            raise UserError(f"bad peer address {addr!r}: {exc}; give peers as host:port") from None
+        self._add_seed(addr, now)
+
+    def _add_seed(self, addr: Addr, now: float | None) -> None:
         if addr != self._t.self_addr and addr not in self._seeds and len(self._seeds) < MAX_SEEDS:
             self._seeds[addr] = (now if now is not None else 0.0, self.config.join_retry_interval)
 
     def discovered(self, node_id: str | None, addr: Addr, now: float) -> None:
         """mDNS (or the CLI) saw a node; join it unless we already know it alive there."""
+        try:
+            addr = codec.addr(addr)
+            if node_id is not None:
+                codec.node_id(node_id)
+        except BadBody:
+            self._reject(Reject.MALFORMED)  # mDNS records are hints from anyone on the LAN
+            return
         if node_id == self.self_id:
             return
         m = self._t.members.get(node_id) if node_id else None
-        if m is not None and m.state == State.ALIVE and m.addr == tuple(addr):
+        if m is not None and m.state == State.ALIVE and m.addr == addr:
             return
-        self.add_seed(addr, now)
+        self._add_seed(addr, now)
 
     def leave(self, now: float) -> list[Outgoing]:
         """Graceful goodbye: tell some peers directly; they gossip it on."""
@@ -240,7 +253,7 @@ class Membership:
         if sender_id not in self._t.members and not isinstance(msg, codec.Sync):
             # It knows us, we do not know it (we reaped it, or it joined via a peer):
             # a full sync tells us its address and meta.
-            self.add_seed(sender_addr, now)
+            self._add_seed(sender_addr, now)
         if isinstance(msg, codec.Ping):
             out.append(self._gossip(sender_addr, MsgType.ACK, {"q": msg.seq}, sender_id))
         elif isinstance(msg, codec.Ack):

@@ -9,7 +9,7 @@ refutes by raising its incarnation and broadcasting that it is alive.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
 from gossipnet.membership.broadcasts import Broadcasts
@@ -19,6 +19,7 @@ from gossipnet.membership.timers import Awareness, Suspicion
 from gossipnet.membership.types import Addr, EventKind, Member, MemberEvent, MemberView, State
 
 LIVE = (State.ALIVE, State.SUSPECT)
+MAX_EVENTS = 4096
 MAX_MEMBERS = 4096  # a LAN swarm is tens to hundreds; a bound keeps a liar from filling memory
 
 
@@ -38,7 +39,8 @@ class Table:
         self.suspects: dict[str, Member] = {}
         self.by_addr: dict[Addr, str] = {}
         self.live_peers = 0  # alive or suspect, not counting ourselves
-        self.events: list[MemberEvent] = []
+        # Bounded in case the node never drains them; the oldest go first.
+        self.events: deque[MemberEvent] = deque(maxlen=MAX_EVENTS)
         self.broadcasts = Broadcasts()
         self.awareness = Awareness(config.awareness_max_multiplier)
         self.broadcasts.add(self.self_update())
