@@ -18,6 +18,9 @@ from gossipnet.errors import UserError
 _COMMANDS = {
     "train": "gossipnet.commands.train",
     "swarm": "gossipnet.commands.swarm",
+    "run": "gossipnet.commands.run",
+    "demo": "gossipnet.commands.demo",
+    "status": "gossipnet.commands.status",
 }
 
 
@@ -54,7 +57,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _add_swarm(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("swarm", help="create a swarm and admit machines to it")
-    ssub = p.add_subparsers(dest="swarm_command", required=True, metavar="{init,admit,show}")
+    ssub = p.add_subparsers(dest="swarm_command", required=True, metavar="{init,admit,show,whoami}")
     init = ssub.add_parser("init", help="create a new swarm's credentials and print how to join")
     init.add_argument("--dir", default="~/.gossipnet/swarm", help="where the swarm key is written")
     init.add_argument("--name", default=None, help="human-readable swarm name")
@@ -64,6 +67,8 @@ def _add_swarm(sub: argparse._SubParsersAction) -> None:
     admit.add_argument("--days", type=int, default=365, help="certificate lifetime in days")
     show = ssub.add_parser("show", help="print a swarm's id and join line")
     show.add_argument("--dir", default="~/.gossipnet/swarm")
+    who = ssub.add_parser("whoami", help="print this node's id and public key (for admit)")
+    who.add_argument("--state-dir", default="~/.gossipnet/node", help="the node's state directory")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,7 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gossipnet {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from gossipnet.commands import demo, run, status
+
+    run.add_parser(sub)
+    demo.add_parser(sub)
     _add_train(sub)
+    status.add_parser(sub)
     _add_swarm(sub)
     return parser
 

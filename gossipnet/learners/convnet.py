@@ -1,0 +1,186 @@
+"""A convnet on this node's share of an image data set, merging peers' weights by gossip.
+
+Merging follows gossip learning: each model carries an *age* (images it embodies),
+an incoming model is averaged in with weight ``age_peer / (age_own + age_peer)`` and
+the merged model keeps the larger age. The robust mode (ClippedGossip) moves towards
+the peer by at most ``clip_radius`` in L2 norm, so one poisoned peer cannot drag the
+node away. Optimiser moments are kept across merges, as local SGD does.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from gossipnet import merge
+from gossipnet.data.dataset import Dataset
+from gossipnet.errors import UserError
+from gossipnet.learners.base import AbsorbResult, Learner, Scalar, Snapshot
+from gossipnet.nn import Net, Trainer, evaluate, get_preset, make_optimizer
+
+KIND = "convnet"
+
+
+@dataclass(frozen=True)
+class ConvnetConfig:
+    """How this node trains and merges. ``None`` takes the preset's tuned value."""
+
+    net: str = "fashion"
+    batch_size: int | None = None
+    lr: float | None = None
+    optimizer: str | None = None
+    seed: int = 0  # this node's shuffling and dropout
+    # Initial weights are shared by the whole swarm: nets started from different random
+    # inits average into nonsense (hidden units are permuted between them), while nets
+    # from one init stay in one basin and average well (as in federated averaging).
+    init_seed: int = 0
+    merge: str = "average"  # or "clipped"
+    clip_radius: float = 1.0
+    eval_images: int = 2000  # test images per evaluation: enough for +-1 point at 90%
+    visual_samples: int = 24
+
+
+def default_net_for(data: Dataset) -> str:
+    """The preset tuned for this data set's image shape."""
+    return "convnetjs-cifar10" if data.input_shape == (3, 32, 32) else "fashion"
+
+
+class ConvnetLearner(Learner):
+    kind = KIND
+
+    def __init__(self, data: Dataset, train_indices: np.ndarray | None = None,
+                 config: ConvnetConfig | None = None):
+        self.config = cfg = config or ConvnetConfig(net=default_net_for(data))
+        if cfg.merge not in ("average", "clipped"):
+            raise UserError(f"merge rule {cfg.merge!r} unknown: use 'average' or 'clipped'")
+        preset = get_preset(cfg.net)
+        if tuple(preset.input_shape) != tuple(data.input_shape):
+            raise UserError(
+                f"net {cfg.net!r} takes images of shape {preset.input_shape} but data set "
+                f"{data.name!r} has {data.input_shape}; choose --net {default_net_for(data)}"
+            )
+        idx = np.arange(len(data.y_train)) if train_indices is None else np.asarray(train_indices)
+        if len(idx) == 0:
+            raise UserError("this node's shard of the training data is empty; use fewer --shards")
+        self.x, self.y = data.x_train[idx], data.y_train[idx]
+        self.x_test, self.y_test = data.x_test[: cfg.eval_images], data.y_test[: cfg.eval_images]
+        self.classes = data.classes
+        self.net = Net(preset.spec, preset.input_shape, seed=cfg.init_seed)
+        self.optimizer = make_optimizer(
+            cfg.optimizer or preset.optimizer, self.net.params(), cfg.lr or preset.lr,
+            weight_decay=preset.weight_decay, momentum=preset.momentum,
+        )
+        self.trainer = Trainer(self.net, self.optimizer, cfg.batch_size or preset.batch_size, seed=cfg.seed)
+        self.age = 0.0  # images embodied in the model, own and merged (gossip learning's age)
+        self.merges = 0
+        self.last: dict[str, float] = {}
+        self.last_eval: dict[str, float] = {}
+
+    # -- Learner --------------------------------------------------------------------------
+
+    @property
+    def fingerprint(self) -> str:
+        return self.net.fingerprint
+
+    @property
+    def step(self) -> int:
+        return self.trainer.step
+
+    def train(self, budget: int) -> dict[str, float]:
+        before = self.trainer.images
+        out = self.trainer.train(self.x, self.y, budget)
+        self.age += self.trainer.images - before
+        self.last = {
+            "loss": out["loss"], "train_accuracy": out["accuracy"],
+            "images_per_s": out["images_per_s"], "epoch": out["epoch"],
+        }
+        return dict(out)
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(KIND, self.fingerprint, float(self.age), self.net.state_dict(),
+                        {"step": self.step})
+
+    def absorb(self, snapshot: Snapshot, peer: str) -> AbsorbResult:
+        if snapshot.kind != KIND:
+            return AbsorbResult(False, "wrong_kind", f"a {snapshot.kind!r} snapshot, not a convnet")
+        if snapshot.fingerprint != self.fingerprint:
+            return AbsorbResult(False, "wrong_fingerprint", "another network architecture")
+        age = snapshot.age
+        if not isinstance(age, (int, float)) or not math.isfinite(age) or age < 0:
+            return AbsorbResult(False, "bad_age", f"age {age!r} is not a finite count >= 0")
+        own = self.net.params()
+        peer_w = {}
+        for name, arr in snapshot.tensors.items():
+            if isinstance(arr, np.ndarray) and arr.dtype == np.float16:
+                arr = arr.astype(np.float32)  # blobs travel as float16 to halve the bytes
+            peer_w[name] = arr
+        try:
+            if self.config.merge == "average":
+                merged, new_age = merge.age_weighted(own, self.age, peer_w, float(age))
+            else:
+                share = float(age) / (self.age + float(age)) if self.age + age > 0 else 0.5
+                if share <= 0:
+                    return AbsorbResult(True, "ok", "peer model untrained: nothing to merge")
+                merged = merge.clipped(own, peer_w, self.config.clip_radius, weight=min(1.0, share))
+                new_age = max(self.age, float(age))
+        except merge.MergeMismatch as exc:
+            return AbsorbResult(False, f"bad_{exc.reason}", str(exc))
+        distance = merge.difference_norm(own, peer_w)
+        for name, w in merged.items():
+            own[name][...] = w
+        self.age = new_age
+        self.merges += 1
+        return AbsorbResult(True, "ok", f"distance {distance:.3g} from {peer}")
+
+    def evaluate(self) -> dict[str, float]:
+        t0 = time.perf_counter()
+        res = evaluate(self.net, self.x_test, self.y_test)
+        self.last_eval = {"test_accuracy": res["accuracy"], "test_loss": res["loss"],
+                          "eval_seconds": time.perf_counter() - t0}
+        return dict(self.last_eval)
+
+    def metrics(self) -> dict[str, Scalar]:
+        out: dict[str, Scalar] = {"step": self.step, "images": self.trainer.images,
+                                  "age": self.age, "merges": self.merges}
+        out.update(self.last)
+        out.update(self.last_eval)
+        return out
+
+    def visuals(self) -> dict[str, np.ndarray | list[str]]:
+        first = next(k for k in self.net.params() if k.endswith(".weight"))
+        k = min(self.config.visual_samples, len(self.x_test))
+        samples = self.x_test[:k]
+        preds = self.net.predict(samples) if k else np.zeros(0, np.int64)
+        return {
+            "filters": self.net.params()[first].copy(),
+            "samples": samples.copy(),
+            "sample_labels": self.y_test[:k].copy(),
+            "sample_preds": np.asarray(preds),
+            "classes": list(self.classes),
+        }
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        state = {f"net.{k}": v for k, v in self.net.state_dict().items()}
+        state.update({f"opt.{k}": v for k, v in self.optimizer.state_dict().items()})
+        state.update(self.trainer.state_dict())
+        state["learner.age"] = np.array(self.age, np.float64)
+        state["learner.merges"] = np.array(self.merges, np.int64)
+        state["learner.fingerprint"] = np.frombuffer(self.fingerprint.encode(), np.uint8).copy()
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        fp = bytes(np.asarray(state.get("learner.fingerprint", np.zeros(0, np.uint8)), np.uint8)).decode(
+            "ascii", "replace")
+        if fp != self.fingerprint:
+            raise UserError(
+                f"checkpoint holds a different network (fingerprint {fp or 'missing'}, this node "
+                f"runs {self.fingerprint}); use the --net it was trained with, or another --state-dir"
+            )
+        self.net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
+        self.optimizer.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("opt.")})
+        self.trainer.load_state_dict(state)
+        self.age = float(state["learner.age"])
+        self.merges = int(state["learner.merges"])

@@ -1,0 +1,34 @@
+"""Build the learner a NodeConfig asks for (the only place that knows every learner kind)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from gossipnet.config import NodeConfig
+from gossipnet.learners.base import Learner
+
+
+def node_seed(cfg: NodeConfig, node_id: str) -> int:
+    """The configured seed, or one derived from the node id so nodes explore differently."""
+    if cfg.seed is not None:
+        return cfg.seed
+    return int.from_bytes(hashlib.sha256(node_id.encode()).digest()[:4], "big")
+
+
+def build_learner(cfg: NodeConfig, node_id: str) -> Learner:
+    seed = node_seed(cfg, node_id)
+    if cfg.learner == "evolution":
+        from gossipnet.learners.evolution import EvolutionConfig, EvolutionLearner
+
+        return EvolutionLearner(EvolutionConfig.for_task(cfg.task, cfg.algo, seed=seed))
+    from gossipnet.data import load_dataset, shard
+    from gossipnet.learners.convnet import ConvnetConfig, ConvnetLearner, default_net_for
+
+    data = load_dataset(cfg.dataset, cfg.data_dir)
+    indices = None
+    if cfg.shards > 1:
+        # The shard layout must agree across nodes, so its seed is fixed, not per node.
+        indices = shard(data.y_train, cfg.shards, cfg.shard, alpha=cfg.alpha, seed=0)
+    conv = ConvnetConfig(net=cfg.net or default_net_for(data), seed=seed, merge=cfg.merge,
+                         clip_radius=cfg.clip_radius)
+    return ConvnetLearner(data, indices, conv)
