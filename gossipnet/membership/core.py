@@ -10,44 +10,19 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 from gossipnet.errors import UserError
 from gossipnet.membership import codec
 from gossipnet.membership.codec import BadBody
 from gossipnet.membership.config import MembershipConfig, push_pull_scale, retransmit_limit
+from gossipnet.membership.probe import FailureDetector
 from gossipnet.membership.table import Table
 from gossipnet.membership.types import (Addr, MemberEvent, MemberView, Outgoing, Reject,
                                         State)
 from gossipnet.wire.types import MsgType
 
-MAX_RELAYS = 256  # indirect probes we run for others at once; more are refused
 MAX_SEEDS = 256
-
-
-@dataclass
-class _Probe:
-    target: str
-    addr: Addr
-    seq: int
-    timeout_at: float
-    deadline: float
-    relays: set[str] = field(default_factory=set)
-    nacks: set[str] = field(default_factory=set)
-
-
-@dataclass
-class _Relay:
-    """An indirect probe we run on someone else's behalf (PING_REQ)."""
-
-    origin_id: str
-    origin_addr: Addr
-    origin_seq: int
-    target: str
-    nack_at: float  # Lifeguard: NACK at 80% of the probe timeout, before the origin gives up
-    deadline: float
-    nack: bool
 
 
 class Membership:
@@ -68,15 +43,11 @@ class Membership:
         self.rng = rng or random.Random()
         self.counters: Counter[str] = Counter()
         self._t = Table(self_id, self_addr, meta, self.config, incarnation, self.counters)
-        self._seq = self.rng.randrange(codec.MAX_SEQ)
-        self._probe: _Probe | None = None
-        self._last_seq = -1
-        self._order: list[str] = []
-        self._relays: dict[int, _Relay] = {}
+        self._fd = FailureDetector(self._t, self.config, self.rng, self.counters, self._gossip)
         self._seeds: dict[Addr, tuple[float, float]] = {}  # addr -> (due, backoff)
         self._sync_replied: dict[str, float] = {}
         self._started = False
-        self._next_probe = self._next_sync = self._next_reconnect = self._next_reap = 0.0
+        self._next_sync = self._next_reconnect = self._next_reap = 0.0
         self._next_gossip = 0.0
         self._gossip_seqs: dict[int, None] = {}  # recent gossip pings, oldest first
 
@@ -121,14 +92,9 @@ class Membership:
         """The earliest time ``tick`` has something to do (None before the first tick)."""
         if not self._started or self._t.leaving:
             return None
-        times = [self._next_probe, self._next_sync, self._next_reconnect, self._next_reap]
+        times = [self._next_sync, self._next_reconnect, self._next_reap] + self._fd.deadlines()
         if len(self._t.broadcasts):
             times.append(self._next_gossip)
-        if self._probe:
-            times.append(self._probe.deadline)
-            if not self._probe.relays:
-                times.append(self._probe.timeout_at)
-        times += [r.nack_at if r.nack else r.deadline for r in self._relays.values()]
         times += [m.suspicion.deadline for m in self._t.suspects.values()]
         times += [due for due, _ in self._seeds.values()]
         return min(times)
@@ -180,8 +146,6 @@ class Membership:
         out: list[Outgoing] = []
         if not self._started:
             self._started = True
-            # Stagger nodes started together, as memberlist's randomised first tick.
-            self._next_probe = now + self.rng.uniform(0, self.config.probe_interval)
             self._next_sync = now + self.config.push_pull_interval
             self._next_reconnect = now + self.config.reconnect_interval
             self._next_reap = now + self.config.push_pull_interval
@@ -195,14 +159,7 @@ class Membership:
                 out += self._sync(addr, MsgType.SYNC)
                 self._seeds[addr] = (now + backoff,
                                      min(2 * backoff, self.config.push_pull_interval))
-        out += self._advance_probe(now)
-        for seq, relay in list(self._relays.items()):
-            if relay.nack and now >= relay.nack_at:
-                relay.nack = False
-                out.append(self._out(relay.origin_addr, MsgType.NACK, {"q": relay.origin_seq}))
-            if now >= relay.deadline:
-                del self._relays[seq]
-                self.counters["relay_timeouts"] += 1
+        out += self._fd.advance(now)
         self._t.expire_suspicions(now)
         if now >= self._next_gossip:
             self._next_gossip = now + self.config.gossip_interval
@@ -257,15 +214,25 @@ class Membership:
         if isinstance(msg, codec.Ping):
             out.append(self._gossip(sender_addr, MsgType.ACK, {"q": msg.seq}, sender_id))
         elif isinstance(msg, codec.Ack):
-            out += self._on_ack(sender_id, msg, now)
+            replies = self._fd.on_ack(sender_id, msg.seq)
+            if replies is not None:
+                out += replies
+            elif msg.seq in self._gossip_seqs:
+                self.counters["gossip_acks"] += 1
+            elif msg.seq == self._fd.last_seq:
+                self.counters["late_acks"] += 1  # another path answered first, or too late
+            else:
+                self._reject(Reject.UNEXPECTED)
         elif isinstance(msg, codec.PingReq):
-            out += self._on_ping_req(sender_id, sender_addr, msg, now)
+            replies = self._fd.on_ping_req(sender_id, sender_addr, msg, now)
+            if replies is None:
+                self._reject(Reject.MALFORMED)
+            else:
+                out += replies
         elif isinstance(msg, codec.Nack):
-            p = self._probe
-            if p and msg.seq == p.seq and sender_id in p.relays:
-                p.nacks.add(sender_id)
-                self.counters["nacks_received"] += 1
-            elif msg.seq == self._last_seq:
+            if self._fd.on_nack(sender_id, msg.seq):
+                pass
+            elif msg.seq == self._fd.last_seq:
                 self.counters["late_nacks"] += 1
             else:
                 self._reject(Reject.UNEXPECTED)
@@ -278,108 +245,7 @@ class Membership:
             self._t.dead(sender_id, msg.incarnation, sender_id, True, now)
         return out
 
-    # ------------------------------------------------------------ probing
-
-    def _next_target(self) -> str | None:
-        """memberlist's round robin over a shuffled list, skipping the dead."""
-        for _ in range(2):
-            while self._order:
-                node_id = self._order.pop()
-                m = self._t.members.get(node_id)
-                if m is not None and m.state in (State.ALIVE, State.SUSPECT):
-                    return node_id
-            self._order = [m.node_id for m in self._t.members.values()
-                           if m.state in (State.ALIVE, State.SUSPECT)]
-            self.rng.shuffle(self._order)
-        return None
-
-    def _advance_probe(self, now: float) -> list[Outgoing]:
-        out: list[Outgoing] = []
-        p = self._probe
-        if p and not p.relays and now >= p.timeout_at and now < p.deadline:
-            out += self._indirect(p)
-        if p and now >= p.deadline:
-            self._probe = None
-            self._last_seq = p.seq
-            self._probe_failed(p, now)
-        if self._probe is None and now >= self._next_probe:
-            aw = self._t.awareness
-            self._next_probe = now + aw.scale(self.config.probe_interval)
-            target = self._next_target()
-            if target is not None:
-                m = self._t.members[target]
-                self._probe = _Probe(target, m.addr, self._next_seq(),
-                                     now + aw.scale(self.config.probe_timeout), self._next_probe)
-                self.counters["probes"] += 1
-                out.append(self._gossip(m.addr, MsgType.PING,
-                                        {"q": self._probe.seq, "t": target}, target))
-        return out
-
-    def _indirect(self, p: _Probe) -> list[Outgoing]:
-        helpers = [m for m in self._t.members.values()
-                   if m.state == State.ALIVE and m.node_id != p.target]
-        helpers = self.rng.sample(helpers, min(len(helpers), self.config.indirect_checks))
-        out = []
-        for h in helpers:
-            p.relays.add(h.node_id)
-            self.counters["ping_reqs_sent"] += 1
-            out.append(self._gossip(h.addr, MsgType.PING_REQ,
-                                    {"q": p.seq, "t": p.target, "a": list(p.addr), "k": True},
-                                    h.node_id))
-        if not helpers:
-            p.relays.add("")  # nobody to ask: do not try again this round
-        return out
-
-    def _probe_failed(self, p: _Probe, now: float) -> None:
-        self.counters["probes_failed"] += 1
-        helpers = len(p.relays - {""})
-        # Lifeguard (memberlist probeNode): missing NACKs mean *we* may be the slow one.
-        self._t.awareness.apply(helpers - len(p.nacks) if helpers else 1)
-        m = self._t.members.get(p.target)
-        if m is not None and m.state in (State.ALIVE, State.SUSPECT):
-            # On a suspect this is Lifeguard's independent confirmation (memberlist probeNode).
-            self._t.suspect(p.target, m.incarnation, self.self_id, now)
-
-    def _on_ack(self, sender_id: str, msg: codec.Ack, now: float) -> list[Outgoing]:
-        p = self._probe
-        if p and msg.seq == p.seq and (sender_id == p.target or sender_id in p.relays):
-            self._probe = None
-            self._last_seq = p.seq
-            if sender_id == p.target and not p.relays:
-                self._t.awareness.apply(-1)
-                self.counters["probes_acked"] += 1
-            else:
-                self.counters["probes_acked_indirect"] += 1
-            return []
-        relay = self._relays.get(msg.seq)
-        if relay and sender_id == relay.target:
-            del self._relays[msg.seq]
-            self.counters["relays_acked"] += 1
-            return [self._gossip(relay.origin_addr, MsgType.ACK, {"q": relay.origin_seq},
-                                 relay.origin_id)]
-        if msg.seq in self._gossip_seqs:
-            self.counters["gossip_acks"] += 1
-        elif msg.seq == self._last_seq:
-            self.counters["late_acks"] += 1  # another path answered first, or after the deadline
-        else:
-            self._reject(Reject.UNEXPECTED)
-        return []
-
-    def _on_ping_req(self, sender_id: str, sender_addr: Addr, msg: codec.PingReq,
-                     now: float) -> list[Outgoing]:
-        if msg.target == self.self_id or msg.target == sender_id:
-            self._reject(Reject.MALFORMED)
-            return []
-        if len(self._relays) >= MAX_RELAYS:
-            self.counters["relays_refused"] += 1
-            return []
-        seq = self._next_seq()
-        # memberlist handleIndirectPing: the unscaled probe timeout.
-        timeout = self.config.probe_timeout
-        self._relays[seq] = _Relay(sender_id, sender_addr, msg.seq, msg.target,
-                                   now + 0.8 * timeout, now + timeout, msg.nack)
-        return [self._gossip(msg.target_addr, MsgType.PING, {"q": seq, "t": msg.target},
-                             msg.target)]
+    # ------------------------------------------------------------ spreading
 
     def _gossip_round(self, now: float) -> list[Outgoing]:
         """memberlist's gossip(): pending rumours to a few random peers, the recently dead too.
@@ -395,7 +261,7 @@ class Membership:
                  or (m.state == State.DEAD and m.since >= recent)]
         out = []
         for m in self.rng.sample(peers, min(len(peers), self.config.gossip_nodes)):
-            seq = self._next_seq()
+            seq = self._fd.next_seq()
             self._gossip_seqs[seq] = None
             if len(self._gossip_seqs) > 64:
                 del self._gossip_seqs[next(iter(self._gossip_seqs))]
@@ -427,10 +293,6 @@ class Membership:
                 self.counters["reaped"] += 1
 
     # ------------------------------------------------------------ sending
-
-    def _next_seq(self) -> int:
-        self._seq = (self._seq + 1) & codec.MAX_SEQ
-        return self._seq
 
     def _out(self, addr: Addr, msg_type: MsgType, body: dict[str, Any]) -> Outgoing:
         self.counters[f"sent.{msg_type.name.lower()}"] += 1
