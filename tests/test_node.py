@@ -1,0 +1,128 @@
+"""Nodes in one process over loopback: real sockets, signatures, pulls and merges.
+
+These exercise the orchestrator end to end without namespaces: static seeds instead of
+mDNS, the "local" timing preset, and tiny nets on a slice of the embedded data set.
+"""
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from gossipnet import merge
+from gossipnet.config import build_config
+from gossipnet.data import load_dataset
+from gossipnet.learners.base import Snapshot
+from gossipnet.learners.convnet import ConvnetConfig, ConvnetLearner
+from gossipnet.node import Node
+from gossipnet.status.schema import validate_status
+from gossipnet.trust import load_credentials, load_or_create_identity
+from tests.daemon_box import new_swarm_token
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset("embedded")
+
+
+class PoisonLearner(ConvnetLearner):
+    """A member gone bad: offers finite but absurd weights claiming enormous training age."""
+
+    def snapshot(self) -> Snapshot:
+        snap = super().snapshot()
+        return Snapshot(snap.kind, snap.fingerprint, 1e12,
+                        {k: v * 300.0 for k, v in snap.tensors.items()}, snap.meta)
+
+
+def _node(tmp_path, name, learner, token, **cfg):
+    settings = {"state_dir": str(tmp_path / name), "host": "127.0.0.1", "interface": "127.0.0.1",
+                "udp_port": 0, "http_port": 0, "mdns": False, "preset": "local",
+                "gossip_interval": 0.3, "eval_interval": 60.0, "train_chunk": 2, **cfg}
+    config = build_config({}, settings)
+    identity = load_or_create_identity(config.state_dir)
+    creds = load_credentials(identity, int(time.time() * 1000), swarm_token=token)
+    return Node(config, learner, identity, creds, incarnation=int(time.time() * 1000))
+
+
+def _learner(data, cls=ConvnetLearner, net="tiny", **kw):
+    return cls(data, np.arange(256), ConvnetConfig(net=net, **kw))
+
+
+async def _run_until(nodes, predicate, timeout):
+    tasks = [asyncio.create_task(n.run()) for n in nodes]
+    try:
+        for n in nodes:
+            await asyncio.wait_for(n.ready.wait(), 20)
+        for n in nodes[1:]:
+            n.add_peer(("127.0.0.1", nodes[0].udp_port))
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline, "condition not reached in time"
+            for t in tasks:
+                if t.done():
+                    t.result()  # surface a crashed node
+            await asyncio.sleep(0.1)
+    finally:
+        for n in nodes:
+            n.stop()
+        await asyncio.gather(*tasks)
+
+
+async def test_two_nodes_exchange_and_merge_signed_snapshots(tmp_path, data):
+    token = new_swarm_token()
+    a = _node(tmp_path, "a", _learner(data, seed=1), token)
+    b = _node(tmp_path, "b", _learner(data, seed=2), token)
+    await _run_until([a, b], lambda: a.exchange["absorbed"] >= 2 and b.exchange["absorbed"] >= 2, 60)
+    for node, other in ((a, b), (b, a)):
+        status = validate_status(node.status())
+        peer = {p["node_id"]: p for p in status["peers"]}[other.node_id]
+        assert peer["state"] == "alive" and peer["last_exchange"] is not None
+        assert status["counters"]["exchange"]["absorbed"] >= 2
+        assert status["last_merge"]["accepted"] is True
+        assert node.learner.merges >= 2
+    # Shutdown wrote a checkpoint that a new node resumes from.
+    resumed = _node(tmp_path, "a", _learner(data, seed=1), token)
+    await asyncio.get_running_loop().run_in_executor(None, resumed._restore)
+    assert resumed.learner.step == a.learner.step > 0
+
+
+async def test_clipped_merge_bounds_how_far_a_poisoned_peer_moves_a_node(tmp_path, data):
+    token = new_swarm_token()
+    radius = 0.5
+    victim_learner = _learner(data, merge="clipped", clip_radius=radius)
+    before = {k: v.copy() for k, v in victim_learner.net.params().items()}
+    victim = _node(tmp_path, "victim", victim_learner, token, max_steps=0)
+    poison = _node(tmp_path, "poison", _learner(data, cls=PoisonLearner, seed=9), token)
+    await _run_until([victim, poison], lambda: victim.exchange["absorbed"] >= 2, 60)
+    moved = merge.difference_norm(before, victim_learner.net.params())
+    assert 0 < moved <= radius * victim_learner.merges + 1e-3
+    assert np.all(np.isfinite(np.concatenate([v.ravel() for v in victim_learner.net.params().values()])))
+
+
+async def test_average_merge_is_dragged_by_the_same_poison(tmp_path, data):
+    """The control for the test above: without clipping the poison wins."""
+    token = new_swarm_token()
+    victim_learner = _learner(data)
+    before = {k: v.copy() for k, v in victim_learner.net.params().items()}
+    victim = _node(tmp_path, "victim", victim_learner, token, max_steps=0)
+    poison = _node(tmp_path, "poison", _learner(data, cls=PoisonLearner, seed=9), token)
+    await _run_until([victim, poison], lambda: victim.exchange["absorbed"] >= 1, 60)
+    assert merge.difference_norm(before, victim_learner.net.params()) > 50
+
+
+async def test_peer_with_another_architecture_is_never_pulled(tmp_path, data):
+    token = new_swarm_token()
+    a = _node(tmp_path, "a", _learner(data, net="tiny"), token)
+    b = _node(tmp_path, "b", _learner(data, net="fashion"), token, max_steps=0)
+    await _run_until([a, b], lambda: a.gossip.counters["skipped.other_fingerprint"] >= 2, 60)
+    assert a.exchange["absorbed"] == 0 and a.learner.merges == 0
+
+
+async def test_node_from_another_swarm_is_rejected_at_the_wire(tmp_path, data):
+    a = _node(tmp_path, "a", _learner(data), new_swarm_token(), max_steps=0)
+    b = _node(tmp_path, "b", _learner(data), new_swarm_token(), max_steps=0)
+    await _run_until([a, b], lambda: a.receiver.counters.get("wrong_swarm", 0) >= 3, 60)
+    assert a.members_by_state()["alive"] == [] and b.members_by_state()["alive"] == []
