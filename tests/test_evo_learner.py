@@ -4,6 +4,9 @@ import dataclasses
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from safetensors.numpy import load, save
 
 from gossipnet.errors import UserError
@@ -167,3 +170,51 @@ def test_pool_and_inline_rollouts_agree_and_continuous_tasks_run():
     with Evaluator("pendulum", 16, workers=2) as pool:
         pooled, pooled_steps = pool.evaluate(genomes, np.array([1, 2]))
     assert np.array_equal(inline, pooled) and inline_steps == pooled_steps == 6 * 2 * 200
+
+_ISLAND = island("ga", seed=11)
+_N = _ISLAND.task.layout.size
+
+
+@st.composite
+def genome_tensors(draw):
+    if draw(st.booleans()):  # half the time a well-formed batch, so acceptance is exercised too
+        rows = draw(st.integers(1, 8))
+        seed = draw(st.integers(0, 2**32 - 1))
+        return np.random.default_rng(seed).normal(0, 3, (rows, _N)).astype(np.float32)
+    shape = draw(st.tuples(st.integers(0, 10), st.sampled_from([0, 1, _N - 1, _N, _N, _N, _N + 1])))
+    values = draw(
+        arrays(
+            np.float64,
+            shape,
+            elements=st.floats(-10, 10, width=16) | st.sampled_from([np.nan, np.inf, -np.inf, 5e3, 0.0]),
+            unique=False,
+        )
+    )
+    dtype = draw(st.sampled_from([np.float32, np.float32, np.float64, np.int32, np.uint8]))
+    if np.dtype(dtype).kind != "f":
+        values = np.nan_to_num(values, posinf=0, neginf=0)
+    return values.astype(dtype)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    genome_tensors(),
+    st.dictionaries(
+        st.sampled_from(["fitness_0", "fitness_1", "count"]),
+        st.floats() | st.text(max_size=3) | st.booleans() | st.integers(),
+    ),
+)
+def test_arbitrary_genome_tensors_are_accepted_only_when_valid(genomes, meta):
+    before = _ISLAND.metrics()
+    result = _ISLAND.absorb(offer(_ISLAND, genomes, **meta), "fuzz")
+    valid = (
+        genomes.dtype == np.float32
+        and genomes.shape[1] == _N
+        and 1 <= genomes.shape[0] <= 8
+        and np.all(np.isfinite(genomes))
+        and np.abs(genomes).max() <= 1000
+    )
+    assert result.accepted == bool(valid), result
+    if not valid:
+        assert result.reason in {r.value for r in Reject}
+        assert _ISLAND.metrics()[f"rejected_{result.reason}"] == before[f"rejected_{result.reason}"] + 1

@@ -73,8 +73,13 @@ def run_episodes(
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    # the fork server imports gymnasium and numpy once; every worker forked from it
+    # (the server is single-threaded, so forking it is safe) starts with them loaded
+    ctx.set_forkserver_preload(["gossipnet.evo.rollout"])
+    return ctx
 
 
 @dataclass
