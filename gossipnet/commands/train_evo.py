@@ -46,7 +46,9 @@ def load_checkpoint(path: str, learner: EvolutionLearner) -> None:
     try:
         state = load_file(path)
     except Exception as exc:
-        raise UserError(f"cannot read checkpoint {path} ({exc}); delete it or choose another --checkpoint") from exc
+        raise UserError(
+            f"cannot read checkpoint {path} ({exc}); delete it or choose another --checkpoint"
+        ) from exc
     learner.load_state_dict(state)
 
 
@@ -103,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.json:
         # JSON has no NaN: a run of 0 generations has no fitness yet
-        clean = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in summary.items()}
+        clean = {
+            k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in summary.items()
+        }
         print(json.dumps(clean, allow_nan=False))
     return 0

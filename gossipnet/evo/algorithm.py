@@ -120,7 +120,9 @@ class Algorithm(abc.ABC):
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         written_by = bytes(need(state, "algorithm").astype(np.uint8)).decode(errors="replace")
         if written_by != self.name:
-            raise UserError(f"checkpoint was written by algorithm {written_by!r}, this search is {self.name!r}")
+            raise UserError(
+                f"checkpoint was written by algorithm {written_by!r}, this search is {self.name!r}"
+            )
         dims = need(state, "dim", (3,))
         if int(dims[0]) != self.dim or int(dims[1]) != self.population:
             raise UserError(

@@ -168,7 +168,9 @@ class CMAES(Algorithm):
             current = getattr(target, attr, None)
             if isinstance(current, np.ndarray):
                 if current.size != arr.size:
-                    raise UserError(f"checkpoint {key!r} has shape {arr.shape}, expected {current.shape}")
+                    raise UserError(
+                        f"checkpoint {key!r} has shape {arr.shape}, expected {current.shape}"
+                    )
                 arr = arr.reshape(current.shape)
             setattr(target, attr, np.array(arr, copy=True))
         # the sampler's matrices are shared views with the strategy's C, B, D

@@ -36,7 +36,8 @@ class GA(Algorithm):
             raise UserError(f"GA needs 0 <= elite < population and 0 < truncation <= 1: {config}")
         self.config = config
         if init.ndim == 1:
-            init = init + self.rng.standard_normal((population, self.dim)).astype(np.float32) * config.sigma
+            noise = self.rng.standard_normal((population, self.dim)).astype(np.float32)
+            init = init + config.sigma * noise
         if init.shape != (population, self.dim):
             raise ValueError(f"GA init must be ({population}, {self.dim}) or ({self.dim},)")
         self.members = init.copy()
@@ -77,7 +78,9 @@ class GA(Algorithm):
 
     def state_dict(self) -> dict[str, np.ndarray]:
         state = super().state_dict()
-        state.update(members=self.members.copy(), scores=self.scores.copy(), scored=np.array([self.scored]))
+        state.update(
+            members=self.members.copy(), scores=self.scores.copy(), scored=np.array([self.scored])
+        )
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:

@@ -51,7 +51,9 @@ def run_episodes(
     owner = np.repeat(np.arange(n_genomes), n_seeds)
     row_seed = np.tile(seeds, n_genomes)
     envs = _envs(task.env_id, rows)
-    obs = np.stack([np.asarray(env.reset(seed=int(s))[0], dtype=np.float32) for env, s in zip(envs, row_seed)])
+    obs = np.stack(
+        [np.asarray(env.reset(seed=int(s))[0], dtype=np.float32) for env, s in zip(envs, row_seed)]
+    )
     returns = np.zeros(rows)
     active = np.ones(rows, dtype=bool)
     steps = 0

@@ -24,6 +24,7 @@ from gossipnet.evo.tasks import TASKS, get_task
 from gossipnet.learners.base import AbsorbResult, Learner, Scalar, Snapshot
 
 KIND = "evolution"
+HISTORY_COLUMNS = ("generation", "best", "mean", "env_steps", "migrants")
 # evaluation episodes use their own fixed seeds, disjoint from training draws
 # (those are below 2**31), so every island's evaluate() sees the same episodes
 EVAL_SEED_BASE = 2**31
@@ -112,7 +113,7 @@ class EvolutionLearner(Learner):
         self.rejections = {r: 0 for r in Reject}
         self.forgeries: deque[tuple[str, float, float]] = deque(maxlen=16)
         self._migrants_since_generation = 0
-        self._history: dict[str, list[float]] = {k: [] for k in ("generation", "best", "mean", "env_steps", "migrants")}
+        self._history: dict[str, list[float]] = {k: [] for k in HISTORY_COLUMNS}
 
     # --- Learner interface -------------------------------------------------
 
@@ -147,7 +148,11 @@ class EvolutionLearner(Learner):
 
     def snapshot(self) -> Snapshot:
         genomes, fitness = self.algo.elite(self.config.migrants_per_offer)
-        meta: dict[str, Scalar] = {"count": int(genomes.shape[0]), "generation": self.algo.generation, "algo": self.config.algo}
+        meta: dict[str, Scalar] = {
+            "count": int(genomes.shape[0]),
+            "generation": self.algo.generation,
+            "algo": self.config.algo,
+        }
         for i, f in enumerate(fitness):
             meta[f"fitness_{i}"] = round(float(f), 3)
         return Snapshot(
@@ -167,16 +172,18 @@ class EvolutionLearner(Learner):
         if problem is not None:
             reason, detail = problem
             self.rejections[reason] += 1
-            genomes = snapshot.tensors.get("genomes") if isinstance(getattr(snapshot, "tensors", None), dict) else None
+            tensors = getattr(snapshot, "tensors", None)
+            genomes = tensors.get("genomes") if isinstance(tensors, dict) else None
             count = genomes.shape[0] if isinstance(genomes, np.ndarray) and genomes.ndim == 2 else 1
             self.migrants_rejected += count
             return AbsorbResult(False, reason.value, detail)
         migrants = np.array(snapshot.tensors["genomes"], dtype=np.float32)
         measured = self._score(migrants)
         forged = 0
+        margin = self.config.forgery_margin * self.task.info.return_scale
         for i, score in enumerate(measured):
             claim = _claim(snapshot.meta, i)
-            if claim is not None and claim - score > self.config.forgery_margin * self.task.info.return_scale:
+            if claim is not None and claim - score > margin:
                 forged += 1
                 self.forgeries.append((peer, claim, float(score)))
         self.forged_claims += forged
@@ -247,7 +254,10 @@ class EvolutionLearner(Learner):
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         fp = bytes(need(state, "learner.fingerprint").astype(np.uint8)).decode(errors="replace")
         if fp != self.fingerprint:
-            raise UserError(f"checkpoint is for task/layout {fp}, this island runs {self.fingerprint}; use a matching --task")
+            raise UserError(
+                f"checkpoint is for task/layout {fp}, this island runs {self.fingerprint}; "
+                "use a matching --task"
+            )
         algo = bytes(need(state, "learner.algo").astype(np.uint8)).decode(errors="replace")
         if algo != self.config.algo:
             raise UserError(f"checkpoint was written by --algo {algo}, this run uses {self.config.algo}")
@@ -258,7 +268,9 @@ class EvolutionLearner(Learner):
          self.forged_claims, self._migrants_since_generation) = (int(c) for c in counters)
         rejections = need(state, "learner.rejections", (len(Reject),))
         self.rejections = {r: int(c) for r, c in zip(Reject, rejections)}
-        self._history = {k: [float(x) for x in need(state, f"history.{k}").reshape(-1)] for k in self._history}
+        self._history = {
+            k: [float(x) for x in need(state, f"history.{k}").reshape(-1)] for k in HISTORY_COLUMNS
+        }
 
     def close(self) -> None:
         """Stop the rollout pool if this learner started it."""
@@ -303,15 +315,17 @@ class EvolutionLearner(Learner):
         if not isinstance(g, np.ndarray) or g.ndim != 2 or g.dtype != np.float32:
             return Reject.MALFORMED, "genomes must be a 2-D float32 array"
         if g.shape[1] != self.task.layout.size:
-            return Reject.WRONG_GENOME_LENGTH, f"genome length {g.shape[1]}, expected {self.task.layout.size}"
+            n = self.task.layout.size
+            return Reject.WRONG_GENOME_LENGTH, f"genome length {g.shape[1]}, expected {n}"
         if g.shape[0] == 0:
             return Reject.EMPTY, "no genomes"
         if g.shape[0] > c.max_migrants:
             return Reject.TOO_MANY_MIGRANTS, f"{g.shape[0]} genomes, at most {c.max_migrants} accepted"
         if not np.all(np.isfinite(g)):
             return Reject.NON_FINITE, "genomes contain NaN or Inf"
-        if float(np.abs(g).max()) > c.max_abs_gene:
-            return Reject.ABSURD_MAGNITUDE, f"|gene| up to {float(np.abs(g).max()):.3g} > {c.max_abs_gene:g}"
+        biggest = float(np.abs(g).max())
+        if biggest > c.max_abs_gene:
+            return Reject.ABSURD_MAGNITUDE, f"|gene| up to {biggest:.3g} > {c.max_abs_gene:g}"
         return None
 
 
