@@ -1,6 +1,9 @@
 """EvolutionLearner: migrants are checked, re-scored and never trusted; state round-trips."""
 
 import dataclasses
+import os
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -169,7 +172,14 @@ def test_pool_and_inline_rollouts_agree_and_continuous_tasks_run():
     inline, inline_steps = learner.evaluator.evaluate(genomes, np.array([1, 2]))
     with Evaluator("pendulum", 16, workers=2) as pool:
         pooled, pooled_steps = pool.evaluate(genomes, np.array([1, 2]))
-    assert np.array_equal(inline, pooled) and inline_steps == pooled_steps == 6 * 2 * 200
+        assert np.array_equal(inline, pooled) and inline_steps == pooled_steps == 6 * 2 * 200
+        # a worker killed from outside breaks the pool; the evaluator starts a new one
+        broken = pool._pool
+        victim = next(iter(broken._processes))
+        os.kill(victim, signal.SIGKILL)
+        time.sleep(0.5)  # let the executor notice
+        again, _ = pool.evaluate(genomes, np.array([1, 2]))
+        assert np.array_equal(again, inline) and pool._pool is not broken
 
 _ISLAND = island("ga", seed=11)
 _N = _ISLAND.task.layout.size

@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,8 +111,18 @@ class Evaluator:
         n = genomes.shape[0]
         if self.workers <= 1 or n < 2:
             return run_episodes(self.task_name, self.hidden, genomes, seeds)
+        try:
+            return self._pooled(genomes, seeds)
+        except BrokenProcessPool:
+            # a worker died (OOM killer, a stray signal): start a fresh pool and retry once;
+            # the episodes are seeded, so the retry gives the same answer
+            self.close()
+            return self._pooled(genomes, seeds)
+
+    def _pooled(self, genomes: np.ndarray, seeds: np.ndarray) -> tuple[np.ndarray, int]:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_pool_context())
+        n = genomes.shape[0]
         chunks = np.array_split(np.arange(n), min(n, self.workers * 2))
         futures = [
             self._pool.submit(run_episodes, self.task_name, self.hidden, genomes[c], seeds)
