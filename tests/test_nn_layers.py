@@ -54,7 +54,7 @@ def check_layer(layer: L.Layer, x: np.ndarray, seed: int = 0) -> None:
 @pytest.mark.parametrize(
     "size,stride,pad,hw",
     [(3, 1, 1, (6, 6)), (5, 1, 2, (5, 7)), (3, 2, 1, (7, 6)), (2, 2, 0, (6, 6)), (1, 1, 0, (3, 4)),
-     (3, 3, 0, (7, 8)), (4, 1, 3, (3, 3))],
+     (3, 3, 0, (7, 8)), (4, 1, 3, (3, 3)), (1, 1, 1, (3, 3)), (2, 1, 0, (4, 5))],
 )
 def test_conv_gradients_match_finite_differences(size, stride, pad, hw):
     rng = np.random.default_rng(1)

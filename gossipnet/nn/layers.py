@@ -67,9 +67,11 @@ class Conv2D(Layer):
     """2-D convolution (cross-correlation, as every framework) with stride and zero padding.
 
     Forward: one copy into an im2col matrix (rows: output pixels of the whole batch;
-    columns: kh, kw, C, with kw*C contiguous in NHWC) and one GEMM. Backward: two GEMMs,
-    then col2im as a loop over the size*size kernel offsets, each a strided add over the
-    whole batch (no np.add.at, no loop over pixels or images).
+    columns: kh, kw, C, with kw*C contiguous in NHWC) and one GEMM. Backward: one GEMM
+    for the weights; for the input, at stride 1 a second im2col + GEMM (a transposed
+    convolution), otherwise a GEMM then col2im as a loop over the size*size kernel
+    offsets, each a strided add over the whole batch. No np.add.at, no Python loop over
+    pixels or images.
     """
 
     kind = "conv"
@@ -85,7 +87,7 @@ class Conv2D(Layer):
             "bias": np.zeros(filters, F32),
         }
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
-        self._padded: np.ndarray | None = None  # reused buffer whose border stays zero
+        self._buffers: dict[str, np.ndarray] = {}  # padded input / gradient, reused
 
     def output_shape(self, shape):
         h, w, _ = shape
@@ -94,16 +96,17 @@ class Conv2D(Layer):
     def _out(self, n: int) -> int:
         return (n + 2 * self.pad - self.size) // self.stride + 1
 
-    def _pad(self, x: np.ndarray) -> np.ndarray:
-        p = self.pad
+    def _pad(self, x: np.ndarray, p: int, slot: str) -> np.ndarray:
+        """``x`` zero-padded by ``p``, in a buffer kept per slot whose border stays zero."""
         if p == 0:
             return x
         n, h, w, c = x.shape
         shape = (n, h + 2 * p, w + 2 * p, c)
-        if self._padded is None or self._padded.shape != shape or self._padded.dtype != x.dtype:
-            self._padded = np.zeros(shape, x.dtype)
-        self._padded[:, p : p + h, p : p + w, :] = x
-        return self._padded
+        buf = self._buffers.get(slot)
+        if buf is None or buf.shape != shape or buf.dtype != x.dtype:
+            buf = self._buffers[slot] = np.zeros(shape, x.dtype)
+        buf[:, p : p + h, p : p + w, :] = x
+        return buf
 
     def _wmat(self) -> np.ndarray:
         """Weights as the (kh*kw*C, F) GEMM operand matching the im2col column order."""
@@ -113,7 +116,7 @@ class Conv2D(Layer):
     def forward(self, x, train):
         n, h, w, _ = x.shape
         oh, ow = self._out(h), self._out(w)
-        xp = self._pad(x)
+        xp = self._pad(x, self.pad, "input")
         cols = _windows(xp, self.size, self.stride, oh, ow).reshape(n * oh * ow, -1)
         out = cols @ self._wmat()
         out += self.params["bias"]
@@ -133,21 +136,21 @@ class Conv2D(Layer):
             return None
         _, h, w, _ = self._in_shape
         p, s = self.pad, self.stride
+        if s == 1 and p <= k - 1:
+            # dx is the full correlation of the gradient with the flipped kernel: one
+            # im2col of the padded gradient and one GEMM, no scatter (the fastest of three
+            # variants measured, docs/CONVNET.md).
+            q = k - 1 - p
+            gp = self._pad(grad, q, "grad")
+            gcols = _windows(gp, k, 1, h, w).reshape(n * h * w, k * k * f)
+            wflip = self.params["weight"][:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(-1, c)
+            return (gcols @ wflip).reshape(n, h, w, c)
+        # general stride: scatter the columns back, one strided whole-batch add per offset
+        dcols = (g @ self._wmat().T).reshape(n, oh, ow, k, k, c)
         dxp = np.zeros((n, h + 2 * p, w + 2 * p, c), grad.dtype)
-        if s == 1:
-            # One (M, C) block per kernel offset, from a stacked GEMM: each block then adds
-            # into dxp in runs of out_w*C contiguous floats, 10x fewer numpy inner loops than
-            # adding the columns of one (M, k*k*C) matrix (measured, docs/CONVNET.md).
-            wst = self.params["weight"].transpose(2, 3, 0, 1).reshape(k * k, f, c)
-            blocks = np.matmul(g, wst)  # (k*k, M, C)
-            for i in range(k):
-                for j in range(k):
-                    dxp[:, i : i + oh, j : j + ow, :] += blocks[i * k + j].reshape(n, oh, ow, c)
-        else:
-            dcols = (g @ self._wmat().T).reshape(n, oh, ow, k, k, c)
-            for i in range(k):
-                for j in range(k):
-                    dxp[:, i : i + s * oh : s, j : j + s * ow : s, :] += dcols[:, :, :, i, j, :]
+        for i in range(k):
+            for j in range(k):
+                dxp[:, i : i + s * oh : s, j : j + s * ow : s, :] += dcols[:, :, :, i, j, :]
         return dxp[:, p : p + h, p : p + w, :] if p else dxp
 
 
