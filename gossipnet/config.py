@@ -53,7 +53,7 @@ class NodeConfig:
     merge: str = "average"  # "average" (age-weighted) or "clipped" (ClippedGossip)
     clip_radius: float = 1.0
     # Cadence.
-    train_chunk: int = 20  # steps per worker call between absorbs and snapshots
+    train_chunk: int | None = None  # steps per worker call; None: the learner's (20 batches, 1 generation)
     gossip_interval: float = 5.0
     checkpoint_interval: float = 60.0
     eval_interval: float = 30.0
@@ -80,7 +80,7 @@ class NodeConfig:
         for name in ("gossip_interval", "checkpoint_interval", "eval_interval"):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name.replace('_', '-')} must be positive seconds")
-        if self.train_chunk < 1:
+        if self.train_chunk is not None and self.train_chunk < 1:
             raise UserError("--train-chunk must be at least 1 step")
         for peer in self.peers:
             parse_hostport(peer, what="--peer")

@@ -21,12 +21,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
+import numpy as np
+
 from gossipnet import gossip as gsp
 from gossipnet.checkpoint import Checkpoint, CheckpointStore
 from gossipnet.config import NodeConfig, parse_hostport
 from gossipnet.errors import UserError
 from gossipnet.learners.base import Learner, Snapshot
 from gossipnet.membership import EventKind, Membership, MembershipConfig, State
+from gossipnet.membership import codec as membership_codec
 from gossipnet.net.http import StatusServer
 from gossipnet.net.pull import BlobPuller, PullError, PullLimits
 from gossipnet.net.udp import UdpClosed, UdpConfig, UdpEndpoint
@@ -41,6 +44,7 @@ log = logging.getLogger(__name__)
 PROTOCOL_VERSION = 1
 BLOB_KIND = {"convnet": "weights", "evolution": "genome"}  # learner kind -> wire blob kind
 KEEP_BLOBS = 3  # recent snapshots still served, so a pull started just before a refresh completes
+DEFAULT_CHUNK = {"convnet": 20, "evolution": 1}  # batches or generations between merges
 
 
 class _Stopping(Exception):
@@ -55,6 +59,7 @@ class Published:
     data: bytes
     blob: blobs.Manifest
     step: int
+    meta: dict[str, Any]  # the learner's small claims (e.g. migrants' fitness), announced as hints
 
 
 def _wall() -> float:
@@ -92,7 +97,8 @@ class Node:
         self.absorb_rejected: Counter[str] = Counter()
         self.msgs_in: Counter[str] = Counter()
         self.msgs_out: Counter[str] = Counter()
-        self.bytes_http = Counter()
+        self.bytes_http: Counter[str] = Counter()
+        self.blob_rejected: Counter[str] = Counter()  # pulled blobs refused before the learner saw them
         self.peer_exchange: dict[str, float] = {}
         self.last_merge: dict[str, Any] | None = None
         self.restored_from: str | None = None
@@ -112,6 +118,7 @@ class Node:
         self._manifest: gsp.Manifest | None = None
         self._gate: blobs.BlobGate | None = None
         self._metrics: dict[str, Any] = {}
+        self._last_eval: dict[str, Any] = {}  # the newest evaluate(), shown until the next one
         self._visuals: Mapping[str, Any] = {}
         self._step = 0
         self._stop = asyncio.Event()
@@ -268,26 +275,36 @@ class Node:
 
     def _publish(self) -> None:
         """Encode the learner's current snapshot as the blob we announce."""
+        self._visuals = self.learner.visuals()
         snap = self.learner.snapshot()
         tensors = dict(snap.tensors)
+        if not tensors or any(np.asarray(t).size == 0 for t in tensors.values()):
+            return  # nothing to offer yet (an island before its first generation)
         data, manifest = blobs.encode_blob(tensors, kind=BLOB_KIND.get(snap.kind, "weights"),
                                            age=snap.age, dtype=self.blob_dtype)
-        if self._gate is None:
-            self._gate = blobs.BlobGate(blobs.spec_of(tensors), max_size=self.gossip_config.max_blob_bytes)
-        pub = Published(manifest.sha256.hex(), data, manifest, self.learner.step)
+        # Peers' blobs are checked against what we offer now: a convnet's shapes never
+        # change, an island's migrant count settles after its first generation.
+        self._gate = blobs.BlobGate(blobs.spec_of(tensors), max_size=self.gossip_config.max_blob_bytes)
+        meta = dict(snap.meta)
+        try:
+            membership_codec.meta({**meta, "dtype": "", "tensors": 0, "params": 0})
+        except membership_codec.BadBody as exc:
+            log.warning("snapshot meta too large to announce, sent without it: %s", exc)
+            meta = {}
+        pub = Published(manifest.sha256.hex(), data, manifest, self.learner.step, meta)
         self._published[pub.sha_hex] = pub
         while len(self._published) > KEEP_BLOBS:
             self._published.popitem(last=False)
-        self._visuals = self.learner.visuals()
 
     def _work_chunk(self, train: bool) -> dict[str, float]:
         """One unit of worker time: train a chunk, evaluate and publish when due."""
         out: dict[str, float] = {}
         if train:
-            out = self.learner.train(self.cfg.train_chunk)
+            out = self.learner.train(self.cfg.train_chunk or DEFAULT_CHUNK.get(self.kind, 1))
         now = _mono()
         if now >= self._next_eval:
-            out.update(self.learner.evaluate())
+            self._last_eval = dict(self.learner.evaluate())
+            out.update(self._last_eval)
             self._next_eval = now + self.cfg.eval_interval
         if now >= self._next_publish:
             self._publish()
@@ -297,12 +314,13 @@ class Node:
                 self._checkpoint()
             self._next_checkpoint = now + self.cfg.checkpoint_interval
         self._step = self.learner.step
-        self._metrics = dict(self.learner.metrics())
+        self._metrics = {**self.learner.metrics(), **self._last_eval}
         return out
 
     def _absorb_blob(self, data: bytes, manifest: gsp.Manifest, peer: str) -> tuple[bool, str, str]:
         """Verify a pulled blob against the signed manifest and our model, then merge it."""
-        assert self._gate is not None
+        if self._gate is None:
+            return False, "not_ready", "we have no snapshot of our own to check against yet"
         try:
             bm = manifest.blob()
         except gsp.BadManifest as exc:
@@ -312,11 +330,12 @@ class Node:
         bm = replace(bm, fingerprint=blobs.fingerprint(self._gate.spec))
         opened = self._gate.open(data, bm)
         if isinstance(opened, blobs.BlobRejected):
+            self.blob_rejected[opened.reason.value] += 1
             return False, opened.reason.value, str(opened)
         snap = Snapshot(self.kind, manifest.fp, manifest.age, opened, dict(manifest.meta))
         result = self.learner.absorb(snap, peer)
         if result.accepted:
-            self._metrics = dict(self.learner.metrics())
+            self._metrics = {**self.learner.metrics(), **self._last_eval}
             self._next_publish = 0.0  # offer the merged model soon
         return result.accepted, result.reason, result.detail
 
@@ -345,7 +364,7 @@ class Node:
         if self._manifest is not None and self._manifest.sha256 == pub.blob.sha256:
             return
         m = gsp.Manifest.from_blob(pub.blob, pub.step, self.http_port, f"/blob/{pub.sha_hex}")
-        self._manifest = replace(m, fp=self.learner.fingerprint)
+        self._manifest = replace(m, fp=self.learner.fingerprint, meta={**pub.meta, **m.meta})
 
     async def _recv_loop(self) -> None:
         assert self.udp and self.receiver and self.membership and self.gossip
@@ -394,7 +413,8 @@ class Node:
             self.history.event(wall, "merge", f"{pull.peer_id} step {pull.manifest.step}")
             log.info("absorbed %s's snapshot at step %d (%s)", pull.peer_id, pull.manifest.step, detail)
         else:
-            self.absorb_rejected[reason] += 1
+            if reason not in self.blob_rejected:
+                self.absorb_rejected[reason] += 1
             log.warning("rejected %s's snapshot: %s %s", pull.peer_id, reason, detail)
 
     async def _protocol_loop(self) -> None:
@@ -464,8 +484,7 @@ class Node:
         udp = self.udp.stats() if self.udp else None
         wire = dict(self.receiver.counters) if self.receiver else {}
         wire.pop("accepted", None)
-        if self._gate is not None:
-            wire.update({k: v for k, v in self._gate.counters.items() if k != "accepted" and v})
+        wire.update(self.blob_rejected)
         counters = {
             "exchange": dict(self.exchange),
             "absorb_rejected": dict(self.absorb_rejected),
