@@ -110,8 +110,15 @@ class Membership:
         self._add_seed(addr, now)
 
     def _add_seed(self, addr: Addr, now: float | None) -> None:
-        if addr != self._t.self_addr and addr not in self._seeds and len(self._seeds) < MAX_SEEDS:
-            self._seeds[addr] = (now if now is not None else 0.0, self.config.join_retry_interval)
+        if addr == self._t.self_addr or addr in self._seeds or len(self._seeds) >= MAX_SEEDS:
+            return
+        due = now if now is not None else 0.0
+        if self._seeds or self._t.live_peers:
+            # Only the first join is immediate.  The rest are spread over a retry
+            # interval and dropped if the node shows up alive meanwhile: when mDNS
+            # reveals n nodes at once, that is a few syncs instead of n^2.
+            due += self.rng.uniform(0, self.config.join_retry_interval)
+        self._seeds[addr] = (due, self.config.join_retry_interval)
 
     def discovered(self, node_id: str | None, addr: Addr, now: float) -> None:
         """mDNS (or the CLI) saw a node; join it unless we already know it alive there."""
