@@ -262,6 +262,8 @@ class Node:
         self._step = self.learner.step
         self._metrics = dict(self.learner.metrics())
         self._publish()
+        # The first evaluation waits one interval: at step 0 it would only measure chance.
+        self._next_eval = _mono() + self.cfg.eval_interval
 
     def _checkpoint(self) -> None:
         tensors = {f"learner/{k}": v for k, v in self.learner.state_dict().items()}

@@ -42,6 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-interval", type=float, default=20.0)
     p.add_argument("--max-steps", type=int, default=None, help="stop training after N steps (keep serving)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--json", action="store_true", help="at the end, print each node's results as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -130,4 +131,25 @@ async def _demo(args: argparse.Namespace) -> int:
     errors = [r for r in results if isinstance(r, BaseException)]
     for e in errors:
         log.error("node failed: %r", e)
+    _summary(nodes, args.json)
     return 1 if errors else 0
+
+
+def _summary(nodes: list, as_json: bool) -> None:
+    """Every node's final held-out score (evaluated now: the workers have stopped)."""
+    import json
+
+    rows = []
+    for n in nodes:
+        final = n.learner.evaluate()
+        score_key = "test_accuracy" if "test_accuracy" in final else "eval_mean"
+        rows.append({"node": n.node_id, "step": n.learner.step, score_key: final.get(score_key),
+                     "absorbed": n.exchange["absorbed"], "url": n.status_url})
+    if as_json:
+        print(json.dumps({"nodes": rows}), flush=True)
+        return
+    print("node              step    score    merges", file=sys.stderr)
+    for r in rows:
+        score = r.get("test_accuracy", r.get("eval_mean"))
+        text = f"{score:8.4f}" if isinstance(score, float) else "       -"
+        print(f"{r['node']:<16} {r['step']:>6} {text} {r['absorbed']:>8}", file=sys.stderr)
