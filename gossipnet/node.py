@@ -427,7 +427,7 @@ class Node:
             self._member_events()
             outs += self.gossip.tick(now, self.membership.alive_peers(), self._manifest)
             await self._send_all(outs)
-            deadlines = [d for d in (self.membership.next_deadline(), self.gossip.next_deadline()) if d]
+            deadlines = [d for d in (self.membership.next_deadline(), self.gossip.next_deadline()) if d is not None]
             wait = (min(deadlines) - _mono()) if deadlines else 0.1
             await asyncio.sleep(min(0.1, max(0.005, wait)))
 
