@@ -24,7 +24,7 @@ DEFAULT_NET = {"embedded": "fashion", "fashion-mnist": "fashion", "mnist": "fash
                "cifar10": "convnetjs-cifar10"}
 # Default passes over the training set. embedded: ~85-87% test accuracy in well under
 # 5 minutes on 2 shared cores (docs/CONVNET.md); fashion-mnist: >= 91% in 5 epochs.
-DEFAULT_EPOCHS = {"embedded": 4.0, "fashion-mnist": 5.0, "mnist": 3.0, "cifar10": 10.0}
+DEFAULT_EPOCHS = {"embedded": 3.0, "fashion-mnist": 5.0, "mnist": 3.0, "cifar10": 10.0}
 DEFAULT_LR = {"adam": 1e-3, "sgd": 0.01}
 EVALS_PER_EPOCH = 1
 # One BLAS thread unless OPENBLAS_NUM_THREADS/OMP_NUM_THREADS say otherwise: on a busy

@@ -21,6 +21,10 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 F32 = np.float32
+# Target size of one im2col chunk: half of this machine's 2 MB L2 per core, so the copy
+# and the GEMM that reads it meet in cache. Whole-batch im2col matrices (10-40 MB at
+# batch 32-128) made throughput per image fall with batch size (docs/CONVNET.md).
+CHUNK_BYTES = 1 << 20
 
 
 class Layer:
@@ -113,38 +117,59 @@ class Conv2D(Layer):
         w = self.params["weight"]
         return w.transpose(2, 3, 1, 0).reshape(-1, self.filters)
 
+    def _per_chunk(self, rows_per_image: int, cols: int) -> int:
+        """Images per GEMM so that one chunk's im2col matrix stays near ``CHUNK_BYTES``."""
+        return max(1, CHUNK_BYTES // (rows_per_image * cols * 4))
+
     def forward(self, x, train):
         n, h, w, _ = x.shape
-        oh, ow = self._out(h), self._out(w)
-        xp = self._pad(x, self.pad, "input")
-        cols = _windows(xp, self.size, self.stride, oh, ow).reshape(n * oh * ow, -1)
-        out = cols @ self._wmat()
+        oh, ow, f = self._out(h), self._out(w), self.filters
+        xp = self._pad(x, self.pad, "train" if train else "eval")
+        win = _windows(xp, self.size, self.stride, oh, ow)
+        wmat = self._wmat()
+        kcols = wmat.shape[0]
+        out = np.empty((n, oh, ow, f), np.result_type(x.dtype, wmat.dtype))
+        per = self._per_chunk(oh * ow, kcols)
+        for a in range(0, n, per):
+            cols = win[a : a + per].reshape(-1, kcols)  # the one im2col copy, cache-sized
+            np.matmul(cols, wmat, out=out[a : a + per].reshape(-1, f))
         out += self.params["bias"]
         if train:
-            self._cols, self._in_shape = cols, x.shape
-        return out.reshape(n, oh, ow, self.filters)
+            self._xp, self._in_shape = xp, x.shape
+        return out
 
     def backward(self, grad):
         n, oh, ow, f = grad.shape
-        g = grad.reshape(-1, f)
         k, c = self.size, self.in_channels
-        dw = self._cols.T @ g  # (kh*kw*C, F)
+        win = _windows(self._xp, k, self.stride, oh, ow)
+        kcols = k * k * c
+        dw = np.zeros((kcols, f), grad.dtype)
+        per = self._per_chunk(oh * ow, kcols)
+        for a in range(0, n, per):
+            # im2col again instead of keeping it: re-copying a cache-sized chunk is cheaper
+            # than streaming a whole-batch matrix back from memory (docs/CONVNET.md)
+            dw += win[a : a + per].reshape(-1, kcols).T @ grad[a : a + per].reshape(-1, f)
         self.grads["weight"][...] = dw.reshape(k, k, c, f).transpose(3, 2, 0, 1)
-        np.sum(g, axis=0, out=self.grads["bias"])
-        self._cols = None
+        np.sum(grad.reshape(-1, f), axis=0, out=self.grads["bias"])
+        self._xp = None
         if not self.needs_input_grad:
             return None
         _, h, w, _ = self._in_shape
         p, s = self.pad, self.stride
         if s == 1 and p <= k - 1:
-            # dx is the full correlation of the gradient with the flipped kernel: one
-            # im2col of the padded gradient and one GEMM, no scatter (the fastest of three
+            # dx is the full correlation of the gradient with the flipped kernel: an
+            # im2col of the padded gradient and a GEMM, no scatter (the fastest of three
             # variants measured, docs/CONVNET.md).
-            q = k - 1 - p
-            gp = self._pad(grad, q, "grad")
-            gcols = _windows(gp, k, 1, h, w).reshape(n * h * w, k * k * f)
+            gp = self._pad(grad, k - 1 - p, "grad")
+            gwin = _windows(gp, k, 1, h, w)
             wflip = self.params["weight"][:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(-1, c)
-            return (gcols @ wflip).reshape(n, h, w, c)
+            dx = np.empty((n, h, w, c), np.result_type(grad.dtype, wflip.dtype))
+            per = self._per_chunk(h * w, k * k * f)
+            for a in range(0, n, per):
+                np.matmul(gwin[a : a + per].reshape(-1, k * k * f), wflip,
+                          out=dx[a : a + per].reshape(-1, c))
+            return dx
+        g = grad.reshape(-1, f)
         # general stride: scatter the columns back, one strided whole-batch add per offset
         dcols = (g @ self._wmat().T).reshape(n, oh, ow, k, k, c)
         dxp = np.zeros((n, h + 2 * p, w + 2 * p, c), grad.dtype)
