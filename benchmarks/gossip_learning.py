@@ -1,0 +1,265 @@
+"""Does gossip learning pay? Nodes on non-IID shards: alone, gossiping, and one central node.
+
+Three arms on the same shards, seeds and shared initial weights:
+
+- ``alone``: every node trains on its own shard only and never merges;
+- ``gossip``: after every chunk of ``--chunk`` steps each node announces its model
+  to ``--fanout`` random peers, and each of those pulls and absorbs it;
+- ``central``: one node trains on the whole training set for as many images as
+  the nodes of a swarm train together.
+
+The exchange goes through what the daemon runs: ``ConvnetLearner.snapshot()`` ->
+``wire.blobs.encode_blob`` (float16, as ``Node`` sends) -> ``BlobGate.open`` (hash,
+header, shape and finiteness checks) -> ``ConvnetLearner.absorb()``. What is left out
+is time: every node trains at the same speed, as equal machines on a LAN would, so
+every node takes the same number of steps: ``--epochs`` passes over the *mean* shard
+(a node with a small shard sees it more often than one with a large shard).
+
+    python benchmarks/gossip_learning.py --epochs 2 --chunk 10 --fanout 1 --json
+
+Each node's final accuracy is measured on the full test set (10,000 images for
+Fashion-MNIST). Results and the settings tried are in docs/GOSSIP_LEARNING.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from gossipnet.data import Dataset, load_dataset, partition
+from gossipnet.learners.base import Snapshot
+from gossipnet.learners.convnet import ConvnetConfig, ConvnetLearner
+from gossipnet.nn import blas, get_preset
+from gossipnet.wire import blobs
+
+FASHION_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "fashion-mnist"
+ARMS = ("alone", "gossip", "central")
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One experiment: how the data is split and how the nodes train and gossip."""
+
+    nodes: int = 4
+    alpha: float | None = 0.5  # Dirichlet label skew (None: IID shards)
+    epochs: float = 2.0  # passes over the mean shard per node (= over the whole set for the swarm)
+    chunk: int = 10  # optimizer steps between gossip rounds
+    fanout: int = 1  # peers each node announces its model to per round
+    net: str = "tiny"
+    merge: str = "average"  # or "clipped"
+    clip_radius: float = 1.0
+    blob_dtype: str = "float16"  # what Node sends by default
+    seed: int = 0
+
+    def steps_per_node(self, n_train: int) -> int:
+        batch = get_preset(self.net).batch_size
+        return max(1, math.ceil(self.epochs * n_train / (self.nodes * batch)))
+
+
+def shards(data: Dataset, setup: Setup) -> list[np.ndarray]:
+    return partition(data.y_train, setup.nodes, alpha=setup.alpha, seed=setup.seed)
+
+
+def make_learner(data: Dataset, indices: np.ndarray | None, setup: Setup, node: int) -> ConvnetLearner:
+    """A node's learner: its own shuffling seed, the swarm's shared initial weights."""
+    cfg = ConvnetConfig(net=setup.net, seed=setup.seed * 1000 + node, init_seed=setup.seed,
+                        merge=setup.merge, clip_radius=setup.clip_radius,
+                        eval_images=len(data.y_test))
+    return ConvnetLearner(data, indices, cfg)
+
+
+class WireLink:
+    """Snapshot -> blob -> checked tensors -> absorb, as Node._publish and Node._absorb_blob do."""
+
+    def __init__(self, learner: ConvnetLearner, dtype: str) -> None:
+        self.dtype = dtype
+        spec = blobs.spec_of(learner.snapshot().tensors)
+        self.gate = blobs.BlobGate(spec)
+        self.rejected = 0
+
+    def publish(self, learner: ConvnetLearner) -> tuple[bytes, blobs.Manifest, Snapshot]:
+        snap = learner.snapshot()
+        data, manifest = blobs.encode_blob(snap.tensors, age=snap.age, dtype=self.dtype)
+        return data, manifest, snap
+
+    def absorb(self, learner: ConvnetLearner, offer: tuple[bytes, blobs.Manifest, Snapshot], peer: str) -> bool:
+        data, manifest, snap = offer
+        opened = self.gate.open(data, manifest)
+        if isinstance(opened, blobs.BlobRejected):
+            self.rejected += 1
+            return False
+        result = learner.absorb(Snapshot(snap.kind, snap.fingerprint, manifest.age, opened, dict(snap.meta)), peer)
+        if not result.accepted:
+            self.rejected += 1
+        return result.accepted
+
+
+def run_swarm(data: Dataset, setup: Setup, gossip: bool, log=None,
+              parts: list[np.ndarray] | None = None) -> dict[str, object]:
+    """Train ``setup.nodes`` learners on their shards, merging through the wire if ``gossip``.
+
+    ``parts`` overrides the Dirichlet shards (one index array per node).
+    """
+    parts = shards(data, setup) if parts is None else parts
+    if len(parts) != setup.nodes:
+        raise ValueError(f"{len(parts)} shards for {setup.nodes} nodes")
+    learners = [make_learner(data, part, setup, i) for i, part in enumerate(parts)]
+    links = [WireLink(learner, setup.blob_dtype) for learner in learners]
+    rng = np.random.default_rng((setup.seed, 7))
+    total = setup.steps_per_node(len(data.y_train))
+    fanout = min(setup.fanout, setup.nodes - 1)
+    t0 = time.perf_counter()
+    done = merges = 0
+    while done < total:
+        steps = min(setup.chunk, total - done)
+        for learner in learners:
+            learner.train(steps)
+        done += steps
+        if gossip and fanout > 0:
+            offers = [link.publish(learner) for link, learner in zip(links, learners)]
+            pulls = [(int(dst), src) for src in range(setup.nodes)
+                     for dst in rng.choice([j for j in range(setup.nodes) if j != src], fanout, replace=False)]
+            rng.shuffle(pulls)  # arrival order on a LAN is arbitrary
+            for dst, src in pulls:
+                merges += links[dst].absorb(learners[dst], offers[src], f"node-{src}")
+        if log and (done // setup.chunk) % max(1, total // setup.chunk // 10) == 0:
+            log(f"  {'gossip' if gossip else 'alone'}: step {done}/{total} ({time.perf_counter() - t0:.0f} s)")
+    accs = [learner.evaluate()["test_accuracy"] for learner in learners]
+    return {"arm": "gossip" if gossip else "alone", "accuracy": accs,
+            "shard_sizes": [len(p) for p in parts], "steps_per_node": total,
+            "images": sum(learner.trainer.images for learner in learners),
+            "merges": merges, "rejected": sum(link.rejected for link in links),
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def run_central(data: Dataset, setup: Setup, log=None) -> dict[str, object]:
+    """One node on all the data, for as many images as the whole swarm trains."""
+    learner = make_learner(data, None, setup, setup.nodes)
+    total = setup.nodes * setup.steps_per_node(len(data.y_train))
+    t0 = time.perf_counter()
+    block = max(1, total // 10)
+    for done in range(0, total, block):
+        learner.train(min(block, total - done))
+        if log:
+            log(f"  central: step {min(done + block, total)}/{total} ({time.perf_counter() - t0:.0f} s)")
+    return {"arm": "central", "accuracy": [learner.evaluate()["test_accuracy"]], "steps_per_node": total,
+            "images": learner.trainer.images, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def summarise(result: dict[str, object], central: float | None) -> dict[str, object]:
+    accs = result["accuracy"]
+    out = dict(result, mean=statistics.fmean(accs), min=min(accs))
+    if central is not None:
+        out["gap_mean_to_central"] = central - out["mean"]
+        out["gap_min_to_central"] = central - out["min"]
+    return out
+
+
+def subset(data: Dataset, n_train: int, n_test: int, seed: int) -> Dataset:
+    """A random, class-mixed subset (the IDX files are not shuffled by class, but be safe)."""
+    rng = np.random.default_rng(seed)
+    tr = np.sort(rng.permutation(len(data.y_train))[:n_train])
+    te = np.sort(rng.permutation(len(data.y_test))[:n_test])
+    return Dataset(data.name, data.x_train[tr], data.y_train[tr], data.x_test[te], data.y_test[te], data.classes)
+
+
+def _load(where: str, quick: bool) -> Dataset:
+    data = load_dataset("embedded") if where == "embedded" else load_dataset("fashion-mnist", where)
+    return subset(data, 6000, 2000, seed=0) if quick else data
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _run(data: Dataset, arm: str, setup: Setup, log=_log) -> dict[str, object]:
+    if arm == "central":
+        r = run_central(data, setup, log)
+    else:
+        r = run_swarm(data, setup, gossip=arm == "gossip", log=log)
+    name = arm if arm != "gossip" else f"gossip {setup.merge} chunk {setup.chunk} fanout {setup.fanout}"
+    log(f"{name}: {_fmt(r['accuracy'])} ({r['seconds']} s)")
+    return r
+
+
+def _job(job: tuple[str, bool, int, str, Setup]) -> dict[str, object]:
+    """One arm in a worker process (spawned: it loads the data itself)."""
+    where, quick, threads, arm, setup = job
+    if not blas.user_chose_threads():
+        blas.set_threads(threads)
+    return _run(_load(where, quick), arm, setup)
+
+
+def _fmt(accs: list[float]) -> str:
+    return " ".join(f"{100 * a:5.2f}" for a in accs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default=str(FASHION_DIR),
+                   help="Fashion-MNIST IDX directory, or 'embedded' for the packaged subset")
+    p.add_argument("--nodes", type=int, default=4)
+    p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label skew; 0 for IID shards")
+    p.add_argument("--epochs", type=float, default=2.0, help="passes per node over the mean shard")
+    p.add_argument("--chunk", type=int, nargs="+", default=[10], help="steps between gossip rounds (several: a sweep)")
+    p.add_argument("--fanout", type=int, nargs="+", default=[1], help="peers per announcement (several: a sweep)")
+    p.add_argument("--merge", nargs="+", default=["average"], choices=["average", "clipped"])
+    p.add_argument("--clip-radius", type=float, default=1.0)
+    p.add_argument("--net", default="fashion")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    p.add_argument("--quick", action="store_true", help="6,000 training and 2,000 test images: a smoke run")
+    p.add_argument("--blas-threads", type=int, default=1,
+                   help="OpenBLAS threads (1 is fastest on a shared machine, see gossipnet/nn/blas.py)")
+    p.add_argument("--workers", type=int, default=1, help="arms run side by side in this many processes")
+    p.add_argument("--json", action="store_true", help="print the results as one JSON line at the end")
+    args = p.parse_args(argv)
+
+    if not blas.user_chose_threads():
+        blas.set_threads(args.blas_threads)
+    data = _load(args.data, args.quick)
+    base = Setup(nodes=args.nodes, alpha=args.alpha or None, epochs=args.epochs, net=args.net,
+                 seed=args.seed, clip_radius=args.clip_radius, chunk=args.chunk[0], fanout=args.fanout[0])
+    _log(f"{data.name}: {len(data.y_train)} train, {len(data.y_test)} test; {base.nodes} nodes, alpha {base.alpha}, "
+        f"{base.steps_per_node(len(data.y_train))} steps per node, net {base.net}")
+    jobs: list[tuple[str, Setup]] = []
+    if "central" in args.arms:
+        jobs.append(("central", base))
+    if "alone" in args.arms:
+        jobs.append(("alone", base))
+    if "gossip" in args.arms:
+        jobs += [("gossip", replace(base, merge=m, chunk=c, fanout=f))
+                 for m in args.merge for c in args.chunk for f in args.fanout]
+    if args.workers > 1:
+        # Arms are independent given their seeds: run them side by side, one process each.
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(args.workers, mp_context=ctx) as pool:
+            raw = list(pool.map(_job, [(args.data, args.quick, args.blas_threads, arm, s) for arm, s in jobs]))
+    else:
+        raw = [_run(data, arm, s) for arm, s in jobs]
+    central = next((r["accuracy"][0] for r in raw if r["arm"] == "central"), None)
+    results = [dict(summarise(r, central), setup=asdict(s)) for r, (_, s) in zip(raw, jobs)]
+
+    print(f"{'arm':<34} {'per-node test accuracy %':<30} {'mean':>6} {'min':>6} {'gap':>6}")
+    for r in results:
+        s = r["setup"]
+        name = r["arm"] if r["arm"] != "gossip" else f"gossip {s['merge']} chunk {s['chunk']} fanout {s['fanout']}"
+        gap = f"{100 * r['gap_mean_to_central']:6.2f}" if "gap_mean_to_central" in r else f"{'':>6}"
+        print(f"{name:<34} {_fmt(r['accuracy']):<30} {100 * r['mean']:6.2f} {100 * r['min']:6.2f} {gap}")
+    if args.json:
+        print(json.dumps({"args": vars(args), "results": results}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
