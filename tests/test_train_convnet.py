@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,7 +46,7 @@ def test_train_learns_and_ends_with_a_json_line_and_a_checkpoint(capsys, tmp_pat
 
 
 def test_default_command_runs_as_a_real_process():
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.run(
         [sys.executable, "-m", "gossipnet.cli", "train", "--limit-train", "128", "--epochs", "1",
          "--batch-size", "32", "--json"],
