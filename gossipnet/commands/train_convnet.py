@@ -13,7 +13,6 @@ import math
 import sys
 import time
 
-import numpy as np
 
 from gossipnet.errors import UserError
 from gossipnet.nn import PRESETS, Net, Trainer, cosine_lr, evaluate, get_preset, make_optimizer
