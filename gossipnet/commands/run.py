@@ -102,6 +102,12 @@ def run(args: argparse.Namespace) -> int:
     from gossipnet.learners.factory import build_learner
     from gossipnet.node import Node
 
+    from gossipnet.nn import blas
+
+    if not blas.user_chose_threads():
+        # One BLAS thread per process: a node shares its cores with its event loop (and,
+        # in the demo, with other nodes); two threads ran 5-8x slower under load (nn/blas.py).
+        blas.set_threads(1)
     learner = build_learner(cfg, identity.node_id)
     node = Node(cfg, learner, identity, credentials, incarnation=incarnation)
     return asyncio.run(_serve(node, join_line))
