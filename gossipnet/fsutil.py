@@ -7,16 +7,17 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int = 0o644,
+                       dir_mode: int = 0o755) -> None:
     """Write ``data`` to ``path`` via a temporary file, fsync, and rename.
 
     The temporary file is created in the target directory (rename is atomic only
     within one file system) with ``mode`` already set, so a secret is never
     briefly readable by others. The directory is fsynced so the rename survives
-    a power cut.
+    a power cut. Missing parent directories are created with ``dir_mode``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=dir_mode)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, mode)

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from gossipnet.errors import UserError
+from gossipnet.fsutil import atomic_write_bytes
 
 PUBKEY_LEN = 32
 SWARM_ID_LEN = 8
@@ -98,24 +99,8 @@ def parse_pubkey(text: str) -> bytes:
 
 
 def write_private_file(path: Path, data: bytes) -> None:
-    """Write ``data`` atomically with mode 0600: temp file in the same dir, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Write ``data`` atomically with mode 0600 (in a 0700 directory if it has to make one)."""
+    atomic_write_bytes(path, data, mode=0o600, dir_mode=0o700)
 
 
 def save_private_key(path: Path, key: Ed25519PrivateKey) -> None:
