@@ -6,7 +6,11 @@ Three arms on the same shards, seeds and shared initial weights:
 - ``gossip``: after every chunk of ``--chunk`` steps each node announces its model
   to ``--fanout`` random peers, and each of those pulls and absorbs it;
 - ``central``: one node trains on the whole training set for as many images as
-  the nodes of a swarm train together.
+  the nodes of a swarm train together;
+- ``central-wide`` (optional): the same, with ``--nodes`` times the batch and so as
+  many steps as one swarm node takes: what perfectly synchronous data-parallel
+  training would do, which separates the cost of taking fewer sequential steps
+  from the cost of merging by gossip on skewed shards.
 
 The exchange goes through what the daemon runs: ``ConvnetLearner.snapshot()`` ->
 ``wire.blobs.encode_blob`` (float16, as ``Node`` sends) -> ``BlobGate.open`` (hash,
@@ -15,7 +19,7 @@ is time: every node trains at the same speed, as equal machines on a LAN would, 
 every node takes the same number of steps: ``--epochs`` passes over the *mean* shard
 (a node with a small shard sees it more often than one with a large shard).
 
-    python benchmarks/gossip_learning.py --epochs 2 --chunk 10 --fanout 1 --json
+    python benchmarks/gossip_learning.py --epochs 2 --chunk 2 20 --fanout 1 3 --workers 3 --json
 
 Each node's final accuracy is measured on the full test set (10,000 images for
 Fashion-MNIST). Results and the settings tried are in docs/GOSSIP_LEARNING.md.
@@ -43,7 +47,7 @@ from gossipnet.nn import blas, get_preset
 from gossipnet.wire import blobs
 
 FASHION_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "fashion-mnist"
-ARMS = ("alone", "gossip", "central")
+ARMS = ("alone", "gossip", "central", "central-wide")
 
 
 @dataclass(frozen=True)
@@ -70,9 +74,11 @@ def shards(data: Dataset, setup: Setup) -> list[np.ndarray]:
     return partition(data.y_train, setup.nodes, alpha=setup.alpha, seed=setup.seed)
 
 
-def make_learner(data: Dataset, indices: np.ndarray | None, setup: Setup, node: int) -> ConvnetLearner:
+def make_learner(data: Dataset, indices: np.ndarray | None, setup: Setup, node: int,
+                 batch_size: int | None = None) -> ConvnetLearner:
     """A node's learner: its own shuffling seed, the swarm's shared initial weights."""
     cfg = ConvnetConfig(net=setup.net, seed=setup.seed * 1000 + node, init_seed=setup.seed,
+                        batch_size=batch_size,
                         merge=setup.merge, clip_radius=setup.clip_radius,
                         eval_images=len(data.y_test))
     return ConvnetLearner(data, indices, cfg)
@@ -136,23 +142,40 @@ def run_swarm(data: Dataset, setup: Setup, gossip: bool, log=None,
             log(f"  {'gossip' if gossip else 'alone'}: step {done}/{total} ({time.perf_counter() - t0:.0f} s)")
     accs = [learner.evaluate()["test_accuracy"] for learner in learners]
     return {"arm": "gossip" if gossip else "alone", "accuracy": accs,
+            "consensus_accuracy": consensus_accuracy(data, setup, learners),
             "shard_sizes": [len(p) for p in parts], "steps_per_node": total,
             "images": sum(learner.trainer.images for learner in learners),
             "merges": merges, "rejected": sum(link.rejected for link in links),
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def run_central(data: Dataset, setup: Setup, log=None) -> dict[str, object]:
-    """One node on all the data, for as many images as the whole swarm trains."""
-    learner = make_learner(data, None, setup, setup.nodes)
-    total = setup.nodes * setup.steps_per_node(len(data.y_train))
+def consensus_accuracy(data: Dataset, setup: Setup, learners: list[ConvnetLearner]) -> float:
+    """Test accuracy of the plain average of all nodes' weights: a diagnostic no node holds.
+
+    When it beats every node, the nodes are pulled apart by their own shards between
+    merges (client drift), rather than short of what the swarm knows together.
+    """
+    probe = make_learner(data, np.arange(1), setup, setup.nodes + 1)
+    for name, w in probe.net.params().items():
+        w[...] = np.mean([learner.net.params()[name] for learner in learners], axis=0)
+    return probe.evaluate()["test_accuracy"]
+
+
+def run_central(data: Dataset, setup: Setup, log=None, wide: bool = False) -> dict[str, object]:
+    """One node on all the data, for as many images as the whole swarm trains.
+
+    ``wide``: ``nodes`` times the batch for ``steps_per_node`` steps instead.
+    """
+    batch = get_preset(setup.net).batch_size * (setup.nodes if wide else 1)
+    learner = make_learner(data, None, setup, setup.nodes, batch_size=batch)
+    total = setup.steps_per_node(len(data.y_train)) * (1 if wide else setup.nodes)
     t0 = time.perf_counter()
     block = max(1, total // 10)
     for done in range(0, total, block):
         learner.train(min(block, total - done))
         if log:
-            log(f"  central: step {min(done + block, total)}/{total} ({time.perf_counter() - t0:.0f} s)")
-    return {"arm": "central", "accuracy": [learner.evaluate()["test_accuracy"]], "steps_per_node": total,
+            log(f"  central{'-wide' if wide else ''}: step {min(done + block, total)}/{total} ({time.perf_counter() - t0:.0f} s)")
+    return {"arm": "central-wide" if wide else "central", "accuracy": [learner.evaluate()["test_accuracy"]], "steps_per_node": total,
             "images": learner.trainer.images, "seconds": round(time.perf_counter() - t0, 1)}
 
 
@@ -183,8 +206,8 @@ def _log(msg: str) -> None:
 
 
 def _run(data: Dataset, arm: str, setup: Setup, log=_log) -> dict[str, object]:
-    if arm == "central":
-        r = run_central(data, setup, log)
+    if arm in ("central", "central-wide"):
+        r = run_central(data, setup, log, wide=arm == "central-wide")
     else:
         r = run_swarm(data, setup, gossip=arm == "gossip", log=log)
     name = arm if arm != "gossip" else f"gossip {setup.merge} chunk {setup.chunk} fanout {setup.fanout}"
@@ -217,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clip-radius", type=float, default=1.0)
     p.add_argument("--net", default="fashion")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    p.add_argument("--arms", nargs="+", default=["central", "alone", "gossip"], choices=ARMS)
     p.add_argument("--quick", action="store_true", help="6,000 training and 2,000 test images: a smoke run")
     p.add_argument("--blas-threads", type=int, default=1,
                    help="OpenBLAS threads (1 is fastest on a shared machine, see gossipnet/nn/blas.py)")
@@ -235,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     jobs: list[tuple[str, Setup]] = []
     if "central" in args.arms:
         jobs.append(("central", base))
+    if "central-wide" in args.arms:
+        jobs.append(("central-wide", base))
     if "alone" in args.arms:
         jobs.append(("alone", base))
     if "gossip" in args.arms:
@@ -250,12 +275,13 @@ def main(argv: list[str] | None = None) -> int:
     central = next((r["accuracy"][0] for r in raw if r["arm"] == "central"), None)
     results = [dict(summarise(r, central), setup=asdict(s)) for r, (_, s) in zip(raw, jobs)]
 
-    print(f"{'arm':<34} {'per-node test accuracy %':<30} {'mean':>6} {'min':>6} {'gap':>6}")
+    print(f"{'arm':<34} {'per-node test accuracy %':<30} {'mean':>6} {'min':>6} {'gap':>6} {'avg-model':>9}")
     for r in results:
         s = r["setup"]
         name = r["arm"] if r["arm"] != "gossip" else f"gossip {s['merge']} chunk {s['chunk']} fanout {s['fanout']}"
         gap = f"{100 * r['gap_mean_to_central']:6.2f}" if "gap_mean_to_central" in r else f"{'':>6}"
-        print(f"{name:<34} {_fmt(r['accuracy']):<30} {100 * r['mean']:6.2f} {100 * r['min']:6.2f} {gap}")
+        avg = f"{100 * r['consensus_accuracy']:9.2f}" if "consensus_accuracy" in r else f"{'':>9}"
+        print(f"{name:<34} {_fmt(r['accuracy']):<30} {100 * r['mean']:6.2f} {100 * r['min']:6.2f} {gap} {avg}")
     if args.json:
         print(json.dumps({"args": vars(args), "results": results}))
     return 0
