@@ -71,14 +71,14 @@ def run_setup(
         best = max(learner.metrics()["best_fitness"] for learner in learners)
         if raw is None and best >= args.target:
             raw = gen
-        if best >= args.target and any(
-            _confirmed(learner, args.target) for learner in learners if learner.metrics()["best_fitness"] >= args.target
-        ):
+        candidates = [x for x in learners if x.metrics()["best_fitness"] >= args.target]
+        if any(_confirmed(x, args.target) for x in candidates):
             confirmed = gen
             break
         if not args.quiet and gen % 10 == 0:
             steps = sum(learner.env_steps for learner in learners)
-            print(f"  seed {seed} {islands}x{population} gen {gen} best {best:.1f} steps {steps:,}", file=sys.stderr)
+            print(f"  seed {seed} {islands}x{population} gen {gen} best {best:.1f} steps {steps:,}",
+                  file=sys.stderr)
     return {
         "seed": seed,
         "islands": islands,
@@ -93,7 +93,7 @@ def run_setup(
 
 
 def _median(values: list[int | None], cap: int) -> float:
-    """Median with unfinished runs counted at the cap (so the median is an under-estimate then)."""
+    """Median, unfinished runs counted at the cap (so then the median is an under-estimate)."""
     return float(statistics.median(cap if v is None else v for v in values))
 
 
@@ -128,21 +128,24 @@ def main(argv: list[str] | None = None) -> int:
     summary = {}
     for name, islands in (("single", 1), ("islands", args.islands)):
         rs = [r for r in runs if r["islands"] == islands]
+        cap = args.max_generations
         summary[name] = {
-            "median_confirmed_generations": _median([r["confirmed_generations"] for r in rs], args.max_generations),
-            "median_raw_generations": _median([r["raw_generations"] for r in rs], args.max_generations),
+            "median_confirmed_generations": _median([r["confirmed_generations"] for r in rs], cap),
+            "median_raw_generations": _median([r["raw_generations"] for r in rs], cap),
             "median_env_steps": float(statistics.median(r["env_steps"] for r in rs)),
             "unfinished": sum(r["confirmed_generations"] is None for r in rs),
         }
-    summary["steps_ratio_islands_over_single"] = summary["islands"]["median_env_steps"] / summary["single"]["median_env_steps"]
-    print(
-        f"single 1x{args.single_population}: median {summary['single']['median_confirmed_generations']:.0f} gens "
-        f"(raw {summary['single']['median_raw_generations']:.0f}), {summary['single']['median_env_steps'] / 1e6:.2f} M steps | "
-        f"islands {args.islands}x{args.island_population}: median {summary['islands']['median_confirmed_generations']:.0f} gens "
-        f"(raw {summary['islands']['median_raw_generations']:.0f}), {summary['islands']['median_env_steps'] / 1e6:.2f} M steps | "
-        f"steps ratio {summary['steps_ratio_islands_over_single']:.2f}",
-        file=sys.stderr,
-    )
+    one, many = summary["single"], summary["islands"]
+    summary["steps_ratio_islands_over_single"] = many["median_env_steps"] / one["median_env_steps"]
+    line = []
+    for label, s in ((f"single 1x{args.single_population}", one),
+                     (f"islands {args.islands}x{args.island_population}", many)):
+        line.append(
+            f"{label}: median {s['median_confirmed_generations']:.0f} gens "
+            f"(raw {s['median_raw_generations']:.0f}), {s['median_env_steps'] / 1e6:.2f} M steps"
+        )
+    line.append(f"steps ratio {summary['steps_ratio_islands_over_single']:.2f}")
+    print(" | ".join(line), file=sys.stderr)
     if args.json:
         print(json.dumps({"args": vars(args), "summary": summary, "runs": runs}))
     return 0
