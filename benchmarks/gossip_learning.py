@@ -43,7 +43,7 @@ import numpy as np
 from gossipnet.data import Dataset, load_dataset, partition
 from gossipnet.learners.base import Snapshot
 from gossipnet.learners.convnet import ConvnetConfig, ConvnetLearner
-from gossipnet.nn import blas, get_preset
+from gossipnet.nn import blas, cosine_lr, get_preset
 from gossipnet.wire import blobs
 
 FASHION_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "fashion-mnist"
@@ -64,6 +64,9 @@ class Setup:
     clip_radius: float = 1.0
     blob_dtype: str = "float16"  # what Node sends by default
     seed: int = 0
+    # Cosine decay of the preset's rate to ~0 over the run, in every arm (ConvnetLearner has
+    # no schedule: the daemon trains open-ended at a constant rate).
+    cosine: bool = False
 
     def steps_per_node(self, n_train: int) -> int:
         batch = get_preset(self.net).batch_size
@@ -120,9 +123,12 @@ def run_swarm(data: Dataset, setup: Setup, gossip: bool, log=None,
     if len(parts) != setup.nodes:
         raise ValueError(f"{len(parts)} shards for {setup.nodes} nodes")
     learners = [make_learner(data, part, setup, i) for i, part in enumerate(parts)]
+    total = setup.steps_per_node(len(data.y_train))
+    if setup.cosine:
+        for learner in learners:
+            _cosine(learner, total)
     links = [WireLink(learner, setup.blob_dtype) for learner in learners]
     rng = np.random.default_rng((setup.seed, 7))
-    total = setup.steps_per_node(len(data.y_train))
     fanout = min(setup.fanout, setup.nodes - 1)
     t0 = time.perf_counter()
     done = merges = 0
@@ -149,6 +155,11 @@ def run_swarm(data: Dataset, setup: Setup, gossip: bool, log=None,
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
+def _cosine(learner: ConvnetLearner, total: int) -> None:
+    base = learner.optimizer.lr
+    learner.trainer.lr_schedule = lambda step: cosine_lr(base, step, total)
+
+
 def consensus_accuracy(data: Dataset, setup: Setup, learners: list[ConvnetLearner]) -> float:
     """Test accuracy of the plain average of all nodes' weights: a diagnostic no node holds.
 
@@ -169,6 +180,8 @@ def run_central(data: Dataset, setup: Setup, log=None, wide: bool = False) -> di
     batch = get_preset(setup.net).batch_size * (setup.nodes if wide else 1)
     learner = make_learner(data, None, setup, setup.nodes, batch_size=batch)
     total = setup.steps_per_node(len(data.y_train)) * (1 if wide else setup.nodes)
+    if setup.cosine:
+        _cosine(learner, total)
     t0 = time.perf_counter()
     block = max(1, total // 10)
     for done in range(0, total, block):
@@ -240,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clip-radius", type=float, default=1.0)
     p.add_argument("--net", default="fashion")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cosine", action="store_true", help="cosine learning-rate decay to ~0 in every arm")
     p.add_argument("--arms", nargs="+", default=["central", "alone", "gossip"], choices=ARMS)
     p.add_argument("--quick", action="store_true", help="6,000 training and 2,000 test images: a smoke run")
     p.add_argument("--blas-threads", type=int, default=1,
@@ -252,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         blas.set_threads(args.blas_threads)
     data = _load(args.data, args.quick)
     base = Setup(nodes=args.nodes, alpha=args.alpha or None, epochs=args.epochs, net=args.net,
-                 seed=args.seed, clip_radius=args.clip_radius, chunk=args.chunk[0], fanout=args.fanout[0])
+                 seed=args.seed, cosine=args.cosine, clip_radius=args.clip_radius, chunk=args.chunk[0], fanout=args.fanout[0])
     _log(f"{data.name}: {len(data.y_train)} train, {len(data.y_test)} test; {base.nodes} nodes, alpha {base.alpha}, "
         f"{base.steps_per_node(len(data.y_train))} steps per node, net {base.net}")
     jobs: list[tuple[str, Setup]] = []
