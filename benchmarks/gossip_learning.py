@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from gossipnet.data import Dataset, load_dataset, partition
+from gossipnet.errors import UserError
 from gossipnet.learners.base import Snapshot
 from gossipnet.learners.convnet import ConvnetConfig, ConvnetLearner
 from gossipnet.nn import blas, cosine_lr, get_preset
@@ -67,6 +68,16 @@ class Setup:
     # Cosine decay of the preset's rate to ~0 over the run, in every arm (ConvnetLearner has
     # no schedule: the daemon trains open-ended at a constant rate).
     cosine: bool = False
+    swarm_lr_scale: float = 1.0  # the nodes' (alone and gossip) rate over the preset's; central keeps 1
+
+    def __post_init__(self) -> None:
+        if self.nodes < 1 or self.chunk < 1 or self.fanout < 0:
+            raise ValueError(f"need nodes >= 1, chunk >= 1, fanout >= 0 (got {self.nodes}, "
+                             f"{self.chunk}, {self.fanout})")
+        if not (self.epochs > 0 and math.isfinite(self.epochs)):
+            raise ValueError(f"epochs must be a positive number, got {self.epochs}")
+        if not (self.swarm_lr_scale > 0 and math.isfinite(self.swarm_lr_scale)):
+            raise ValueError(f"the learning-rate scale must be positive, got {self.swarm_lr_scale}")
 
     def steps_per_node(self, n_train: int) -> int:
         batch = get_preset(self.net).batch_size
@@ -78,10 +89,10 @@ def shards(data: Dataset, setup: Setup) -> list[np.ndarray]:
 
 
 def make_learner(data: Dataset, indices: np.ndarray | None, setup: Setup, node: int,
-                 batch_size: int | None = None) -> ConvnetLearner:
+                 batch_size: int | None = None, lr: float | None = None) -> ConvnetLearner:
     """A node's learner: its own shuffling seed, the swarm's shared initial weights."""
     cfg = ConvnetConfig(net=setup.net, seed=setup.seed * 1000 + node, init_seed=setup.seed,
-                        batch_size=batch_size,
+                        batch_size=batch_size, lr=lr,
                         merge=setup.merge, clip_radius=setup.clip_radius,
                         eval_images=len(data.y_test))
     return ConvnetLearner(data, indices, cfg)
@@ -122,7 +133,8 @@ def run_swarm(data: Dataset, setup: Setup, gossip: bool, log=None,
     parts = shards(data, setup) if parts is None else parts
     if len(parts) != setup.nodes:
         raise ValueError(f"{len(parts)} shards for {setup.nodes} nodes")
-    learners = [make_learner(data, part, setup, i) for i, part in enumerate(parts)]
+    lr = get_preset(setup.net).lr * setup.swarm_lr_scale if setup.swarm_lr_scale != 1 else None
+    learners = [make_learner(data, part, setup, i, lr=lr) for i, part in enumerate(parts)]
     total = setup.steps_per_node(len(data.y_train))
     if setup.cosine:
         for learner in learners:
@@ -187,9 +199,11 @@ def run_central(data: Dataset, setup: Setup, log=None, wide: bool = False) -> di
     for done in range(0, total, block):
         learner.train(min(block, total - done))
         if log:
-            log(f"  central{'-wide' if wide else ''}: step {min(done + block, total)}/{total} ({time.perf_counter() - t0:.0f} s)")
-    return {"arm": "central-wide" if wide else "central", "accuracy": [learner.evaluate()["test_accuracy"]], "steps_per_node": total,
-            "images": learner.trainer.images, "seconds": round(time.perf_counter() - t0, 1)}
+            log(f"  central{'-wide' if wide else ''}: step {min(done + block, total)}/{total} "
+                f"({time.perf_counter() - t0:.0f} s)")
+    return {"arm": "central-wide" if wide else "central", "accuracy": [learner.evaluate()["test_accuracy"]],
+            "steps_per_node": total, "images": learner.trainer.images,
+            "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def summarise(result: dict[str, object], central: float | None) -> dict[str, object]:
@@ -240,6 +254,21 @@ def _fmt(accs: list[float]) -> str:
     return " ".join(f"{100 * a:5.2f}" for a in accs)
 
 
+def _jobs(args: argparse.Namespace) -> list[tuple[str, Setup]]:
+    """(arm, setup) pairs in the order they are reported; ValueError on a bad setting."""
+    base = Setup(nodes=args.nodes, alpha=args.alpha or None, epochs=args.epochs, net=args.net,
+                 seed=args.seed, cosine=args.cosine, swarm_lr_scale=args.swarm_lr_scale,
+                 clip_radius=args.clip_radius, chunk=args.chunk[0], fanout=args.fanout[0])
+    get_preset(base.net)  # an unknown net fails here, before any data is read
+    jobs = [(arm, base) for arm in ("central", "central-wide", "alone") if arm in args.arms]
+    if "gossip" in args.arms:
+        jobs += [("gossip", replace(base, merge=m, chunk=c, fanout=f))
+                 for m in args.merge for c in args.chunk for f in args.fanout]
+    if not jobs:
+        raise ValueError("no arms to run")
+    return jobs
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=str(FASHION_DIR),
@@ -254,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--net", default="fashion")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cosine", action="store_true", help="cosine learning-rate decay to ~0 in every arm")
+    p.add_argument("--swarm-lr-scale", type=float, default=1.0,
+                   help="multiply the nodes' learning rate (alone and gossip arms; central keeps the preset's)")
     p.add_argument("--arms", nargs="+", default=["central", "alone", "gossip"], choices=ARMS)
     p.add_argument("--quick", action="store_true", help="6,000 training and 2,000 test images: a smoke run")
     p.add_argument("--blas-threads", type=int, default=1,
@@ -262,23 +293,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the results as one JSON line at the end")
     args = p.parse_args(argv)
 
+    if args.workers < 1 or args.blas_threads < 1:
+        p.error("--workers and --blas-threads must be at least 1")
     if not blas.user_chose_threads():
         blas.set_threads(args.blas_threads)
-    data = _load(args.data, args.quick)
-    base = Setup(nodes=args.nodes, alpha=args.alpha or None, epochs=args.epochs, net=args.net,
-                 seed=args.seed, cosine=args.cosine, clip_radius=args.clip_radius, chunk=args.chunk[0], fanout=args.fanout[0])
-    _log(f"{data.name}: {len(data.y_train)} train, {len(data.y_test)} test; {base.nodes} nodes, alpha {base.alpha}, "
-        f"{base.steps_per_node(len(data.y_train))} steps per node, net {base.net}")
-    jobs: list[tuple[str, Setup]] = []
-    if "central" in args.arms:
-        jobs.append(("central", base))
-    if "central-wide" in args.arms:
-        jobs.append(("central-wide", base))
-    if "alone" in args.arms:
-        jobs.append(("alone", base))
-    if "gossip" in args.arms:
-        jobs += [("gossip", replace(base, merge=m, chunk=c, fanout=f))
-                 for m in args.merge for c in args.chunk for f in args.fanout]
+    try:
+        jobs = _jobs(args)
+    except (ValueError, UserError) as exc:
+        p.error(str(exc))
+    try:
+        data = _load(args.data, args.quick)
+        shards(data, jobs[0][1])  # a bad --alpha or too many --nodes fail here, not in a worker
+    except UserError as exc:
+        p.error(str(exc))
+    base = jobs[0][1]
+    _log(f"{data.name}: {len(data.y_train)} train, {len(data.y_test)} test; {base.nodes} nodes, "
+         f"alpha {base.alpha}, {base.steps_per_node(len(data.y_train))} steps per node, net {base.net}")
     if args.workers > 1:
         # Arms are independent given their seeds: run them side by side, one process each.
         ctx = multiprocessing.get_context("spawn")
