@@ -5,6 +5,11 @@ an incoming model is averaged in with weight ``age_peer / (age_own + age_peer)``
 the merged model keeps the larger age. The robust mode (ClippedGossip) moves towards
 the peer by at most ``clip_radius`` in L2 norm, so one poisoned peer cannot drag the
 node away. Optimiser moments are kept across merges, as local SGD does.
+
+The learning rate decays with the model's age, not with a step count: the daemon
+trains open-ended and never knows a total, while the age is what the model has
+learned from (its own images and, through merges, its peers'). The rate is a pure
+function of the age, so a checkpoint (which holds the age) restores it exactly.
 """
 
 from __future__ import annotations
@@ -39,8 +44,41 @@ class ConvnetConfig:
     init_seed: int = 0
     merge: str = "average"  # or "clipped"
     clip_radius: float = 1.0
+    # Learning rate = base * max(lr_floor, 1 / sqrt(1 + 3 * age / lr_half_life_images)):
+    # half the base rate at an age of lr_half_life_images, a third at 8 x that. The
+    # 1/sqrt(t) form is the rate of Adam's convergence analysis (Kingma & Ba 2015, sec. 4)
+    # and of the Transformer's rsqrt schedule (Vaswani et al. 2017); unlike cosine it needs
+    # no total. 30,000 images is 2 epochs of a node's shard when 4 nodes split Fashion-MNIST
+    # (half an epoch of the whole set); the floor, reached at ~4M images, keeps an old node
+    # learning from new data. Merged age is the larger of the two, so in a swarm of N equal
+    # nodes the age counts one node's images: at an equal total the swarm's rate is ~sqrt(N)
+    # times a lone node's, the large-batch rule (docs/GOSSIP_LEARNING.md).
+    lr_schedule: str = "age"  # or "constant" (the preset's rate forever)
+    lr_half_life_images: float = 30_000.0
+    lr_floor: float = 0.05
+    # Optimiser momentum (Adam's first moment, SGD's velocity) is multiplied by this on every
+    # accepted merge: 1 keeps it (local SGD), 0 resets it. Measured in docs/GOSSIP_LEARNING.md.
+    momentum_on_absorb: float = 1.0
     eval_images: int = 2000  # test images per evaluation: enough for +-1 point at 90%
     visual_samples: int = 24
+
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in ("age", "constant"):
+            raise UserError(f"learning-rate schedule {self.lr_schedule!r} unknown: use 'age' or 'constant'")
+        if not (isinstance(self.lr_half_life_images, (int, float)) and self.lr_half_life_images > 0
+                and math.isfinite(self.lr_half_life_images)):
+            raise UserError(f"lr_half_life_images must be a positive number of images, "
+                            f"got {self.lr_half_life_images!r}")
+        if not (isinstance(self.lr_floor, (int, float)) and 0 < self.lr_floor <= 1):
+            raise UserError(f"lr_floor must be in (0, 1] (a fraction of the base rate), got {self.lr_floor!r}")
+        if not (isinstance(self.momentum_on_absorb, (int, float)) and 0 <= self.momentum_on_absorb <= 1):
+            raise UserError(f"momentum_on_absorb must be in [0, 1], got {self.momentum_on_absorb!r}")
+
+
+def age_lr_factor(age: float, half_life_images: float, floor: float) -> float:
+    """The fraction of the base learning rate a model of this age trains at."""
+    return max(floor, 1.0 / math.sqrt(1.0 + 3.0 * max(0.0, age) / half_life_images))
 
 
 def default_net_for(data: Dataset) -> str:
@@ -69,8 +107,9 @@ class ConvnetLearner(Learner):
         self.x_test, self.y_test = data.x_test[: cfg.eval_images], data.y_test[: cfg.eval_images]
         self.classes = data.classes
         self.net = Net(preset.spec, preset.input_shape, seed=cfg.init_seed)
+        self.base_lr = cfg.lr or preset.lr
         self.optimizer = make_optimizer(
-            cfg.optimizer or preset.optimizer, self.net.params(), cfg.lr or preset.lr,
+            cfg.optimizer or preset.optimizer, self.net.params(), self.base_lr,
             weight_decay=preset.weight_decay, momentum=preset.momentum,
         )
         self.trainer = Trainer(self.net, self.optimizer, cfg.batch_size or preset.batch_size, seed=cfg.seed)
@@ -78,6 +117,22 @@ class ConvnetLearner(Learner):
         self.merges = 0
         self.last: dict[str, float] = {}
         self.last_eval: dict[str, float] = {}
+        self._chunk_start = (0.0, 0)  # (age, trainer.images) when the current train() began
+        if cfg.lr_schedule == "age":
+            self.trainer.lr_schedule = self._scheduled_lr
+            self.optimizer.lr = self.lr_at(self.age)
+
+    def lr_at(self, age: float) -> float:
+        """The learning rate at this age (the base rate if the schedule is 'constant')."""
+        if self.config.lr_schedule == "constant":
+            return self.base_lr
+        cfg = self.config
+        return self.base_lr * age_lr_factor(age, cfg.lr_half_life_images, cfg.lr_floor)
+
+    def _scheduled_lr(self, _step: int) -> float:
+        # The Trainer asks before every step; the age grows by each batch within a chunk.
+        age0, images0 = self._chunk_start
+        return self.lr_at(age0 + self.trainer.images - images0)
 
     # -- Learner --------------------------------------------------------------------------
 
@@ -91,8 +146,11 @@ class ConvnetLearner(Learner):
 
     def train(self, budget: int) -> dict[str, float]:
         before = self.trainer.images
+        self._chunk_start = (self.age, before)
         out = self.trainer.train(self.x, self.y, budget)
         self.age += self.trainer.images - before
+        if self.config.lr_schedule == "age":
+            self.optimizer.lr = self.lr_at(self.age)  # the rate the next step takes, as reported
         self.last = {
             "loss": out["loss"], "train_accuracy": out["accuracy"],
             "images_per_s": out["images_per_s"], "epoch": out["epoch"],
@@ -133,7 +191,18 @@ class ConvnetLearner(Learner):
             own[name][...] = w
         self.age = new_age
         self.merges += 1
+        self._after_merge()
         return AbsorbResult(True, "ok", f"distance {distance:.3g} from {peer}")
+
+    def _after_merge(self) -> None:
+        """Scale the momentum (config) and move the rate to the merged age."""
+        keep = self.config.momentum_on_absorb
+        if keep != 1.0:
+            moment = "m" if "m" in self.optimizer.state else "velocity"
+            for arr in self.optimizer.state.get(moment, {}).values():
+                arr *= keep
+        if self.config.lr_schedule == "age":
+            self.optimizer.lr = self.lr_at(self.age)
 
     def evaluate(self) -> dict[str, float]:
         t0 = time.perf_counter()
@@ -144,7 +213,7 @@ class ConvnetLearner(Learner):
 
     def metrics(self) -> dict[str, Scalar]:
         out: dict[str, Scalar] = {"step": self.step, "images": self.trainer.images,
-                                  "age": self.age, "merges": self.merges}
+                                  "age": self.age, "merges": self.merges, "lr": self.optimizer.lr}
         out.update(self.last)
         out.update(self.last_eval)
         return out
@@ -184,3 +253,5 @@ class ConvnetLearner(Learner):
         self.trainer.load_state_dict(state)
         self.age = float(state["learner.age"])
         self.merges = int(state["learner.merges"])
+        if self.config.lr_schedule == "age":
+            self.optimizer.lr = self.lr_at(self.age)
