@@ -65,9 +65,12 @@ class Setup:
     clip_radius: float = 1.0
     blob_dtype: str = "float16"  # what Node sends by default
     seed: int = 0
-    # Cosine decay of the preset's rate to ~0 over the run, in every arm (ConvnetLearner has
-    # no schedule: the daemon trains open-ended at a constant rate).
-    cosine: bool = False
+    # The learning-rate schedule, in every arm: "age" is ConvnetLearner's own (what the daemon
+    # runs: decay with the model's age), "constant" the preset's rate throughout, "cosine"
+    # a decay to ~0 over this run's known length (which the open-ended daemon cannot know).
+    schedule: str = "age"
+    lr_half_life_images: float = ConvnetConfig.lr_half_life_images
+    momentum_on_absorb: float = 1.0  # ConvnetConfig's: 1 keeps the optimizer momentum on merges
     swarm_lr_scale: float = 1.0  # the nodes' (alone and gossip) rate over the preset's; central keeps 1
 
     def __post_init__(self) -> None:
@@ -76,6 +79,13 @@ class Setup:
                              f"{self.chunk}, {self.fanout})")
         if not (self.epochs > 0 and math.isfinite(self.epochs)):
             raise ValueError(f"epochs must be a positive number, got {self.epochs}")
+        if self.schedule not in ("age", "constant", "cosine"):
+            raise ValueError(f"schedule {self.schedule!r} unknown: use age, constant or cosine")
+        try:  # the learner's own checks of its schedule and merge settings
+            ConvnetConfig(lr_half_life_images=self.lr_half_life_images,
+                          momentum_on_absorb=self.momentum_on_absorb)
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
         if not (self.swarm_lr_scale > 0 and math.isfinite(self.swarm_lr_scale)):
             raise ValueError(f"the learning-rate scale must be positive, got {self.swarm_lr_scale}")
 
@@ -93,7 +103,9 @@ def make_learner(data: Dataset, indices: np.ndarray | None, setup: Setup, node: 
     """A node's learner: its own shuffling seed, the swarm's shared initial weights."""
     cfg = ConvnetConfig(net=setup.net, seed=setup.seed * 1000 + node, init_seed=setup.seed,
                         batch_size=batch_size, lr=lr,
-                        merge=setup.merge, clip_radius=setup.clip_radius,
+                        lr_schedule="age" if setup.schedule == "age" else "constant",
+                        lr_half_life_images=setup.lr_half_life_images,
+                        momentum_on_absorb=setup.momentum_on_absorb, merge=setup.merge, clip_radius=setup.clip_radius,
                         eval_images=len(data.y_test))
     return ConvnetLearner(data, indices, cfg)
 
@@ -136,7 +148,7 @@ def run_swarm(data: Dataset, setup: Setup, gossip: bool, log=None,
     lr = get_preset(setup.net).lr * setup.swarm_lr_scale if setup.swarm_lr_scale != 1 else None
     learners = [make_learner(data, part, setup, i, lr=lr) for i, part in enumerate(parts)]
     total = setup.steps_per_node(len(data.y_train))
-    if setup.cosine:
+    if setup.schedule == "cosine":
         for learner in learners:
             _cosine(learner, total)
     links = [WireLink(learner, setup.blob_dtype) for learner in learners]
@@ -168,7 +180,7 @@ def run_swarm(data: Dataset, setup: Setup, gossip: bool, log=None,
 
 
 def _cosine(learner: ConvnetLearner, total: int) -> None:
-    base = learner.optimizer.lr
+    base = learner.base_lr
     learner.trainer.lr_schedule = lambda step: cosine_lr(base, step, total)
 
 
@@ -192,7 +204,7 @@ def run_central(data: Dataset, setup: Setup, log=None, wide: bool = False) -> di
     batch = get_preset(setup.net).batch_size * (setup.nodes if wide else 1)
     learner = make_learner(data, None, setup, setup.nodes, batch_size=batch)
     total = setup.steps_per_node(len(data.y_train)) * (1 if wide else setup.nodes)
-    if setup.cosine:
+    if setup.schedule == "cosine":
         _cosine(learner, total)
     t0 = time.perf_counter()
     block = max(1, total // 10)
@@ -257,7 +269,8 @@ def _fmt(accs: list[float]) -> str:
 def _jobs(args: argparse.Namespace) -> list[tuple[str, Setup]]:
     """(arm, setup) pairs in the order they are reported; ValueError on a bad setting."""
     base = Setup(nodes=args.nodes, alpha=args.alpha or None, epochs=args.epochs, net=args.net,
-                 seed=args.seed, cosine=args.cosine, swarm_lr_scale=args.swarm_lr_scale,
+                 seed=args.seed, schedule=args.schedule, lr_half_life_images=args.lr_half_life,
+                 momentum_on_absorb=args.momentum_on_absorb, swarm_lr_scale=args.swarm_lr_scale,
                  clip_radius=args.clip_radius, chunk=args.chunk[0], fanout=args.fanout[0])
     get_preset(base.net)  # an unknown net fails here, before any data is read
     jobs = [(arm, base) for arm in ("central", "central-wide", "alone") if arm in args.arms]
@@ -282,7 +295,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clip-radius", type=float, default=1.0)
     p.add_argument("--net", default="fashion")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cosine", action="store_true", help="cosine learning-rate decay to ~0 in every arm")
+    sched = p.add_mutually_exclusive_group()
+    sched.add_argument("--cosine", dest="schedule", action="store_const", const="cosine", default="age",
+                       help="cosine learning-rate decay to ~0 over the run in every arm "
+                            "(default: the learner's own decay with age, as the daemon trains)")
+    sched.add_argument("--constant", dest="schedule", action="store_const", const="constant",
+                       help="the preset's learning rate throughout, in every arm")
+    p.add_argument("--lr-half-life", type=float, default=ConvnetConfig.lr_half_life_images,
+                   help="images of age at which the learner's rate is half its base (age schedule)")
+    p.add_argument("--momentum-on-absorb", type=float, default=1.0,
+                   help="multiply the optimizer's momentum by this on every merge (0 resets it)")
     p.add_argument("--swarm-lr-scale", type=float, default=1.0,
                    help="multiply the nodes' learning rate (alone and gossip arms; central keeps the preset's)")
     p.add_argument("--arms", nargs="+", default=["central", "alone", "gossip"], choices=ARMS)
