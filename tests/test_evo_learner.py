@@ -109,6 +109,28 @@ def test_honest_claims_and_junk_claims_are_not_counted_as_forged():
     assert b.migrants_accepted == 2
 
 
+def test_honest_claims_replay_exactly_on_their_seeds_however_noisy_the_task():
+    """CartPole returns vary a lot between episodes; replaying the claim's own seeds does not."""
+    a, b = island("ga", seed=7), island("ga", seed=8)
+    for _ in range(4):
+        a.train(1)
+        snap = a.snapshot()
+        assert "seed_0" in snap.meta and "seed_1" in snap.meta
+        assert b.absorb(snap, "a").accepted
+    assert b.forged_claims == 0
+
+
+def test_a_small_overclaim_is_caught_by_replaying_the_claimed_episodes():
+    a, b = island("ga", seed=9), island("ga", seed=10)
+    a.train(2)
+    snap = a.snapshot()
+    inflated = {**snap.meta, "fitness_0": snap.meta["fitness_0"] + 5.0}  # well inside episode noise
+    b.absorb(dataclasses.replace(snap, meta=inflated), "a")
+    assert b.forged_claims == 1
+    peer, claimed, replayed = b.forgeries[-1]
+    assert peer == "a" and claimed - replayed == pytest.approx(5.0, abs=0.01)
+
+
 def test_migrants_from_another_island_enter_the_next_generation_and_are_marked():
     a, b = island("cmaes", seed=5), island("cmaes", seed=6)
     a.train(2)
@@ -228,3 +250,29 @@ def test_arbitrary_genome_tensors_are_accepted_only_when_valid(genomes, meta):
     if not valid:
         assert result.reason in {r.value for r in Reject}
         assert _ISLAND.metrics()[f"rejected_{result.reason}"] == before[f"rejected_{result.reason}"] + 1
+
+
+def test_islands_in_two_threads_of_one_process_do_not_share_environments():
+    """The demo runs several islands in one process: their episodes must not interleave."""
+    import threading
+
+    from gossipnet.evo.rollout import run_episodes
+
+    rng = np.random.default_rng(0)
+    layout = island().task.layout
+    genomes = [rng.standard_normal((8, layout.size)).astype(np.float32) for _ in range(2)]
+    seeds = np.arange(4)
+    alone = [run_episodes("cartpole", 16, g, seeds)[0] for g in genomes]
+    together: list = [None, None]
+
+    def work(i):
+        for _ in range(5):
+            together[i] = run_episodes("cartpole", 16, genomes[i], seeds)[0]
+            assert np.array_equal(together[i], alone[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert all(np.array_equal(together[i], alone[i]) for i in range(2))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -24,11 +25,17 @@ from gossipnet.evo.tasks import get_task, make_env
 
 # environments are reused across calls within one process (a worker, or the
 # caller when evaluating inline): making a Box2D world costs more than a step.
-_ENV_CACHE: dict[str, list] = {}
+# Environments are reused between calls (making one costs more than an episode), but
+# never shared between threads: two islands in one process (the demo, tests) evaluating
+# at once on one env list corrupted each other's episodes.
+_LOCAL = threading.local()
 
 
 def _envs(env_id: str, count: int) -> list:
-    envs = _ENV_CACHE.setdefault(env_id, [])
+    cache = getattr(_LOCAL, "envs", None)
+    if cache is None:
+        cache = _LOCAL.envs = {}
+    envs = cache.setdefault(env_id, [])
     while len(envs) < count:
         envs.append(make_env(env_id))
     return envs[:count]

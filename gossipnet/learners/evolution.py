@@ -28,6 +28,8 @@ HISTORY_COLUMNS = ("generation", "best", "mean", "env_steps", "migrants")
 # evaluation episodes use their own fixed seeds, disjoint from training draws
 # (those are below 2**31), so every island's evaluate() sees the same episodes
 EVAL_SEED_BASE = 2**31
+# Claims travel rounded to 3 decimals; a replay on the claim's own seeds must match this well.
+CLAIM_TOLERANCE = 0.01
 
 
 class Reject(enum.StrEnum):
@@ -113,6 +115,7 @@ class EvolutionLearner(Learner):
         self.rejections = {r: 0 for r in Reject}
         self.forgeries: deque[tuple[str, float, float]] = deque(maxlen=16)
         self._migrants_since_generation = 0
+        self._claim_seeds: np.ndarray | None = None  # episodes of the newest generation
         self._history: dict[str, list[float]] = {k: [] for k in HISTORY_COLUMNS}
 
     # --- Learner interface -------------------------------------------------
@@ -135,7 +138,9 @@ class EvolutionLearner(Learner):
         steps_before = self.env_steps
         for _ in range(max(0, int(budget))):
             genomes = self.algo.ask()
-            fitness = self._score(genomes)
+            seeds = self._draw_seeds()
+            fitness = self._score(genomes, seeds)
+            self._claim_seeds = seeds  # the elites' claimed fitness was measured on these
             self.algo.tell(genomes, fitness)
             self._log_generation(fitness)
         best, mean = self._last_best_mean()
@@ -155,6 +160,11 @@ class EvolutionLearner(Learner):
         }
         for i, f in enumerate(fitness):
             meta[f"fitness_{i}"] = round(float(f), 3)
+        if self._claim_seeds is not None and len(fitness):
+            # With the episode seeds a receiver can replay the claim exactly (episodes are
+            # deterministic given seed and genome) instead of judging it against noise.
+            for j, seed in enumerate(self._claim_seeds):
+                meta[f"seed_{j}"] = int(seed)
         return Snapshot(
             kind=KIND,
             fingerprint=self.fingerprint,
@@ -178,14 +188,27 @@ class EvolutionLearner(Learner):
             self.migrants_rejected += count
             return AbsorbResult(False, reason.value, detail)
         migrants = np.array(snapshot.tensors["genomes"], dtype=np.float32)
-        measured = self._score(migrants)
+        measured = self._score(migrants, self._draw_seeds())
+        claim_seeds = _claim_seeds(snapshot.meta, self.config.episodes)
+        replayed = self._score(migrants, claim_seeds) if claim_seeds is not None else None
         forged = 0
         margin = self.config.forgery_margin * self.task.info.return_scale
         for i, score in enumerate(measured):
             claim = _claim(snapshot.meta, i)
-            if claim is not None and claim - score > margin:
+            if claim is None:
+                continue
+            if replayed is not None:
+                # Same genome, same episodes: an honest claim replays to within rounding
+                # (understating is odd but harmless, so only overclaims count).
+                lie = claim - float(replayed[i]) > CLAIM_TOLERANCE
+                check = float(replayed[i])
+            else:
+                # No seeds: only a claim far above what we measure is a lie; noise is not.
+                lie = claim - score > margin
+                check = float(score)
+            if lie:
                 forged += 1
-                self.forgeries.append((peer, claim, float(score)))
+                self.forgeries.append((peer, claim, check))
         self.forged_claims += forged
         taken = self.algo.inject(migrants, measured)
         self.migrants_accepted += taken
@@ -279,8 +302,10 @@ class EvolutionLearner(Learner):
 
     # --- internals ---------------------------------------------------------
 
-    def _score(self, genomes: np.ndarray) -> np.ndarray:
-        seeds = self.rng.integers(0, 2**31, size=self.config.episodes)
+    def _draw_seeds(self) -> np.ndarray:
+        return self.rng.integers(0, 2**31, size=self.config.episodes)
+
+    def _score(self, genomes: np.ndarray, seeds: np.ndarray) -> np.ndarray:
         returns, steps = self.evaluator.evaluate(genomes, seeds)
         self.env_steps += steps
         return returns.mean(axis=1)
@@ -327,6 +352,17 @@ class EvolutionLearner(Learner):
         if biggest > c.max_abs_gene:
             return Reject.ABSURD_MAGNITUDE, f"|gene| up to {biggest:.3g} > {c.max_abs_gene:g}"
         return None
+
+
+def _claim_seeds(meta: object, episodes: int) -> np.ndarray | None:
+    """The episode seeds a peer's claims were measured on, if it sent exactly a usable set."""
+    if not isinstance(meta, dict):
+        return None
+    seeds = [meta.get(f"seed_{j}") for j in range(episodes)]
+    if f"seed_{episodes}" in meta or not all(
+            type(v) is int and 0 <= v < 2**31 for v in seeds):
+        return None
+    return np.array(seeds, dtype=np.int64)
 
 
 def _claim(meta: object, i: int) -> float | None:
