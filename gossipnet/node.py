@@ -414,7 +414,8 @@ class Node:
         if ok:
             self.exchange["absorbed"] += 1
             self.peer_exchange[pull.peer_id] = wall
-            self.history.event(wall, "merge", f"{pull.peer_id} step {pull.manifest.step}")
+            event = "migrant" if self.kind == "evolution" else "merge"  # how the PNG marks it
+            self.history.event(wall, event, f"{pull.peer_id} step {pull.manifest.step}")
             log.info("absorbed %s's snapshot at step %d (%s)", pull.peer_id, pull.manifest.step, detail)
         else:
             if reason not in self.blob_rejected:

@@ -276,3 +276,13 @@ def test_islands_in_two_threads_of_one_process_do_not_share_environments():
     for t in threads:
         t.join(60)
     assert all(np.array_equal(together[i], alone[i]) for i in range(2))
+
+
+def test_the_best_policy_is_rendered_as_a_strip_of_frames_and_cached():
+    learner = island("ga", seed=11)
+    assert learner.visuals() == {}  # nothing evolved yet
+    learner.train(1)
+    frames = learner.visuals()["rollout"]
+    assert frames.dtype == np.uint8 and frames.ndim == 4 and frames.shape[-1] == 3
+    assert 2 <= frames.shape[0] <= 8 and frames.std() > 0  # a drawn cart, not a blank
+    assert learner.visuals()["rollout"] is frames  # same best genome: no second render

@@ -18,6 +18,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
+import gymnasium as gym
 import numpy as np
 
 from gossipnet.evo.policy import act
@@ -150,3 +151,34 @@ class Evaluator:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def render_episode(task_name: str, hidden: int, genome: np.ndarray, seed: int,
+                   max_frames: int = 8, every: int = 10) -> np.ndarray:
+    """A strip of frames from one episode of ``genome``: (t, h, w, 3) uint8, for the status page.
+
+    Renders only every ``every``-th step (gymnasium's ``rgb_array`` drawing costs more than
+    the physics) and keeps at most ``max_frames``, evenly spread, downscaled by 2.
+    """
+    task = get_task(task_name, hidden)
+    # Offscreen drawing: pygame must neither look for a display nor open an audio device.
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+    env = gym.make(task.env_id, render_mode="rgb_array", disable_env_checker=True)
+    frames = []
+    try:
+        obs, _ = env.reset(seed=int(seed))
+        g = np.asarray(genome, dtype=np.float32).reshape(1, -1)
+        for t in range(task.max_episode_steps):
+            if t % every == 0:
+                frames.append(np.asarray(env.render(), dtype=np.uint8)[::2, ::2])
+            action = act(task.layout, task.action, g, np.asarray(obs, dtype=np.float32)[None])
+            a = int(action[0]) if task.action.discrete else action[0]
+            obs, _, terminated, truncated, _ = env.step(a)
+            if terminated or truncated:
+                frames.append(np.asarray(env.render(), dtype=np.uint8)[::2, ::2])
+                break
+    finally:
+        env.close()
+    keep = np.unique(np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int))
+    return np.stack([frames[i] for i in keep])

@@ -10,7 +10,9 @@ a claim well above the measured score is counted as forged.
 from __future__ import annotations
 
 import enum
+import logging
 import math
+import time
 from collections import deque
 from dataclasses import dataclass, replace
 
@@ -19,9 +21,11 @@ import numpy as np
 from gossipnet.errors import UserError
 from gossipnet.evo.algorithm import need, rng_from_state, rng_state
 from gossipnet.evo.algorithms import ALGORITHMS, make_algorithm
-from gossipnet.evo.rollout import Evaluator
+from gossipnet.evo.rollout import Evaluator, render_episode
 from gossipnet.evo.tasks import TASKS, get_task
 from gossipnet.learners.base import AbsorbResult, Learner, Scalar, Snapshot
+
+log = logging.getLogger(__name__)
 
 KIND = "evolution"
 HISTORY_COLUMNS = ("generation", "best", "mean", "env_steps", "migrants")
@@ -30,6 +34,7 @@ HISTORY_COLUMNS = ("generation", "best", "mean", "env_steps", "migrants")
 EVAL_SEED_BASE = 2**31
 # Claims travel rounded to 3 decimals; a replay on the claim's own seeds must match this well.
 CLAIM_TOLERANCE = 0.01
+ROLLOUT_EVERY_S = 30.0
 
 
 class Reject(enum.StrEnum):
@@ -116,6 +121,7 @@ class EvolutionLearner(Learner):
         self.forgeries: deque[tuple[str, float, float]] = deque(maxlen=16)
         self._migrants_since_generation = 0
         self._claim_seeds: np.ndarray | None = None  # episodes of the newest generation
+        self._rollout: tuple[bytes, float, np.ndarray] | None = None  # (genome, when, frames)
         self._history: dict[str, list[float]] = {k: [] for k in HISTORY_COLUMNS}
 
     # --- Learner interface -------------------------------------------------
@@ -217,6 +223,24 @@ class EvolutionLearner(Learner):
         if forged:
             detail += f", {forged} forged fitness claim(s)"
         return AbsorbResult(True, "ok", detail)
+
+    def visuals(self) -> dict[str, np.ndarray]:
+        """A strip of frames of the best policy, re-rendered when the best genome changes
+        (at most every ``ROLLOUT_EVERY_S``): drawing costs more than the episode."""
+        genomes, _ = self.algo.elite(1)
+        if genomes.shape[0] == 0:
+            return {}
+        key = genomes[0].tobytes()
+        now = time.monotonic()
+        if self._rollout is None or (key != self._rollout[0] and now - self._rollout[1] >= ROLLOUT_EVERY_S):
+            try:
+                frames = render_episode(self.config.task, self.config.hidden, genomes[0], EVAL_SEED_BASE)
+            except Exception as exc:  # rendering needs pygame; training must not depend on it
+                log.warning("cannot render a rollout of %s: %s", self.config.task, exc)
+                frames = np.zeros((0, 1, 1, 3), np.uint8)
+            self._rollout = (key, now, frames)
+        frames = self._rollout[2]
+        return {"rollout": frames} if len(frames) else {}
 
     def evaluate(self) -> dict[str, float]:
         """Mean return of the best policy of the last generation over fixed evaluation episodes."""
