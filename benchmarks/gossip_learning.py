@@ -70,6 +70,7 @@ class Setup:
     # a decay to ~0 over this run's known length (which the open-ended daemon cannot know).
     schedule: str = "age"
     lr_half_life_images: float = ConvnetConfig.lr_half_life_images
+    lr_decay_power: float = ConvnetConfig.lr_decay_power
     momentum_on_absorb: float = 1.0  # ConvnetConfig's: 1 keeps the optimizer momentum on merges
     swarm_lr_scale: float = 1.0  # the nodes' (alone and gossip) rate over the preset's; central keeps 1
 
@@ -82,7 +83,7 @@ class Setup:
         if self.schedule not in ("age", "constant", "cosine"):
             raise ValueError(f"schedule {self.schedule!r} unknown: use age, constant or cosine")
         try:  # the learner's own checks of its schedule and merge settings
-            ConvnetConfig(lr_half_life_images=self.lr_half_life_images,
+            ConvnetConfig(lr_half_life_images=self.lr_half_life_images, lr_decay_power=self.lr_decay_power,
                           momentum_on_absorb=self.momentum_on_absorb)
         except UserError as exc:
             raise ValueError(str(exc)) from None
@@ -104,7 +105,7 @@ def make_learner(data: Dataset, indices: np.ndarray | None, setup: Setup, node: 
     cfg = ConvnetConfig(net=setup.net, seed=setup.seed * 1000 + node, init_seed=setup.seed,
                         batch_size=batch_size, lr=lr,
                         lr_schedule="age" if setup.schedule == "age" else "constant",
-                        lr_half_life_images=setup.lr_half_life_images,
+                        lr_half_life_images=setup.lr_half_life_images, lr_decay_power=setup.lr_decay_power,
                         momentum_on_absorb=setup.momentum_on_absorb, merge=setup.merge, clip_radius=setup.clip_radius,
                         eval_images=len(data.y_test))
     return ConvnetLearner(data, indices, cfg)
@@ -270,6 +271,7 @@ def _jobs(args: argparse.Namespace) -> list[tuple[str, Setup]]:
     """(arm, setup) pairs in the order they are reported; ValueError on a bad setting."""
     base = Setup(nodes=args.nodes, alpha=args.alpha or None, epochs=args.epochs, net=args.net,
                  seed=args.seed, schedule=args.schedule, lr_half_life_images=args.lr_half_life,
+                 lr_decay_power=args.lr_decay_power,
                  momentum_on_absorb=args.momentum_on_absorb, swarm_lr_scale=args.swarm_lr_scale,
                  clip_radius=args.clip_radius, chunk=args.chunk[0], fanout=args.fanout[0])
     get_preset(base.net)  # an unknown net fails here, before any data is read
@@ -303,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="the preset's learning rate throughout, in every arm")
     p.add_argument("--lr-half-life", type=float, default=ConvnetConfig.lr_half_life_images,
                    help="images of age at which the learner's rate is half its base (age schedule)")
+    p.add_argument("--lr-decay-power", type=float, default=ConvnetConfig.lr_decay_power,
+                   help="the age schedule's exponent: 0.5 inverse square root, 1 inverse time")
     p.add_argument("--momentum-on-absorb", type=float, default=1.0,
                    help="multiply the optimizer's momentum by this on every merge (0 resets it)")
     p.add_argument("--swarm-lr-scale", type=float, default=1.0,

@@ -34,6 +34,10 @@ def test_learning_rate_decays_with_age_to_half_at_the_half_life_and_never_below_
     factors = [age_lr_factor(a, 30_000, 0.05) for a in ages]
     assert all(a > b for a, b in zip(factors[:-2], factors[1:-1])), factors
     assert factors[-1] == factors[-2] == 0.05
+    # inverse time (power 1) is also half at the half-life, and lower than 1/sqrt beyond it
+    assert age_lr_factor(30_000, 30_000, 0.05, power=1.0) == pytest.approx(0.5)
+    assert age_lr_factor(90_000, 30_000, 0.05, power=1.0) == pytest.approx(0.25)
+    assert age_lr_factor(90_000, 30_000, 0.05, power=1.0) < age_lr_factor(90_000, 30_000, 0.05)
 
 
 def test_training_lowers_the_rate_as_the_node_ages(data):
@@ -80,7 +84,7 @@ def test_schedule_survives_a_state_dict_round_trip(data):
 
 @pytest.mark.parametrize("bad", [
     {"lr_schedule": "cosine"}, {"lr_half_life_images": 0}, {"lr_half_life_images": float("inf")},
-    {"lr_floor": 0}, {"lr_floor": 1.5}, {"momentum_on_absorb": -0.1}, {"momentum_on_absorb": 2},
+    {"lr_floor": 0}, {"lr_floor": 1.5}, {"lr_decay_power": 0}, {"lr_decay_power": 3}, {"momentum_on_absorb": -0.1}, {"momentum_on_absorb": 2},
 ])
 def test_bad_schedule_settings_are_user_errors_naming_the_field(bad):
     with pytest.raises(UserError, match=next(iter(bad)).replace("lr_schedule", "schedule")):

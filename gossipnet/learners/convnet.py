@@ -56,6 +56,7 @@ class ConvnetConfig:
     lr_schedule: str = "age"  # or "constant" (the preset's rate forever)
     lr_half_life_images: float = 30_000.0
     lr_floor: float = 0.05
+    lr_decay_power: float = 0.5  # 1: inverse-time decay, base / (1 + age / half-life)
     # Optimiser momentum (Adam's first moment, SGD's velocity) is multiplied by this on every
     # accepted merge: 1 keeps it (local SGD), 0 resets it. Measured in docs/GOSSIP_LEARNING.md.
     momentum_on_absorb: float = 1.0
@@ -72,13 +73,17 @@ class ConvnetConfig:
                             f"got {self.lr_half_life_images!r}")
         if not (isinstance(self.lr_floor, (int, float)) and 0 < self.lr_floor <= 1):
             raise UserError(f"lr_floor must be in (0, 1] (a fraction of the base rate), got {self.lr_floor!r}")
+        if not (isinstance(self.lr_decay_power, (int, float)) and 0 < self.lr_decay_power <= 2):
+            raise UserError(f"lr_decay_power must be in (0, 2], got {self.lr_decay_power!r}")
         if not (isinstance(self.momentum_on_absorb, (int, float)) and 0 <= self.momentum_on_absorb <= 1):
             raise UserError(f"momentum_on_absorb must be in [0, 1], got {self.momentum_on_absorb!r}")
 
 
-def age_lr_factor(age: float, half_life_images: float, floor: float) -> float:
-    """The fraction of the base learning rate a model of this age trains at."""
-    return max(floor, 1.0 / math.sqrt(1.0 + 3.0 * max(0.0, age) / half_life_images))
+def age_lr_factor(age: float, half_life_images: float, floor: float, power: float = 0.5) -> float:
+    """The fraction of the base learning rate a model of this age trains at:
+    ``(1 + (2**(1/power) - 1) * age / half_life_images) ** -power``, 1/2 at the half-life."""
+    scale = 2.0 ** (1.0 / power) - 1.0
+    return max(floor, (1.0 + scale * max(0.0, age) / half_life_images) ** -power)
 
 
 def default_net_for(data: Dataset) -> str:
@@ -127,7 +132,7 @@ class ConvnetLearner(Learner):
         if self.config.lr_schedule == "constant":
             return self.base_lr
         cfg = self.config
-        return self.base_lr * age_lr_factor(age, cfg.lr_half_life_images, cfg.lr_floor)
+        return self.base_lr * age_lr_factor(age, cfg.lr_half_life_images, cfg.lr_floor, cfg.lr_decay_power)
 
     def _scheduled_lr(self, _step: int) -> float:
         # The Trainer asks before every step; the age grows by each batch within a chunk.
