@@ -87,6 +87,14 @@ class Algorithm(abc.ABC):
     def inject(self, migrants: np.ndarray, fitness: np.ndarray) -> int:
         """Take locally re-scored migrants into the search; return how many were taken."""
 
+    def _queue_migrants(self, migrants: np.ndarray, fitness: np.ndarray) -> int:
+        """For algorithms that take migrants at the next ``ask()``: queue the best first into
+        ``self.pending``, up to ``self.max_injected``; how many were queued."""
+        room = self.max_injected - self.pending.shape[0]
+        order = np.argsort(-np.asarray(fitness), kind="stable")[: max(room, 0)]
+        self.pending = np.concatenate([self.pending, np.asarray(migrants, dtype=np.float32)[order]])
+        return int(order.size)
+
     def elite(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The best ``k`` genomes of the last generation and their fitness."""
         return self.last_genomes[:k].copy(), self.last_fitness[:k].copy()

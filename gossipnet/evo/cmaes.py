@@ -117,10 +117,7 @@ class CMAES(Algorithm):
 
     def inject(self, migrants: np.ndarray, fitness: np.ndarray) -> int:
         """Queue migrants, best first, for pycma's ``inject`` before the next ``ask()``."""
-        room = self.max_injected - self.pending.shape[0]
-        order = np.argsort(-np.asarray(fitness), kind="stable")[: max(room, 0)]
-        self.pending = np.concatenate([self.pending, np.asarray(migrants, dtype=np.float32)[order]])
-        return int(order.size)
+        return self._queue_migrants(migrants, fitness)
 
     @property
     def mean(self) -> np.ndarray:

@@ -99,10 +99,7 @@ class OpenAIES(Algorithm):
 
     def inject(self, migrants: np.ndarray, fitness: np.ndarray) -> int:
         """Queue migrants for the next ``ask()``, best first, up to half a generation."""
-        room = self.max_injected - self.pending.shape[0]
-        order = np.argsort(-np.asarray(fitness), kind="stable")[: max(room, 0)]
-        self.pending = np.concatenate([self.pending, np.asarray(migrants, dtype=np.float32)[order]])
-        return int(order.size)
+        return self._queue_migrants(migrants, fitness)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         state = super().state_dict()

@@ -162,14 +162,18 @@ class Table:
             self._event(EventKind.UPDATED, m, now)
         self.broadcasts.add(u)
 
+    def _rumour_about_self(self, incarnation: int, now: float) -> None:
+        """Someone says we are suspect or dead: refute a current rumour, re-announce on a stale one."""
+        if self.leaving:
+            return
+        if incarnation >= self.incarnation:
+            self.refute(incarnation, now)
+        else:
+            self.nudge()
+
     def suspect(self, node_id: str, incarnation: int, origin: str, now: float) -> None:
         if node_id == self.self_id:
-            if self.leaving:
-                return
-            if incarnation >= self.incarnation:
-                self.refute(incarnation, now)
-            else:
-                self.nudge()
+            self._rumour_about_self(incarnation, now)
             return
         m = self.members.get(node_id)
         if m is None or incarnation < m.incarnation or m.state in (State.DEAD, State.LEFT):
@@ -194,12 +198,7 @@ class Table:
 
     def dead(self, node_id: str, incarnation: int, origin: str, left: bool, now: float) -> None:
         if node_id == self.self_id:
-            if self.leaving:
-                return
-            if incarnation >= self.incarnation:
-                self.refute(incarnation, now)
-            else:
-                self.nudge()
+            self._rumour_about_self(incarnation, now)
             return
         m = self.members.get(node_id)
         if m is None or incarnation < m.incarnation or m.state in (State.DEAD, State.LEFT):
