@@ -19,7 +19,10 @@ is time: every node trains at the same speed, as equal machines on a LAN would, 
 every node takes the same number of steps: ``--epochs`` passes over the *mean* shard
 (a node with a small shard sees it more often than one with a large shard).
 
-    python benchmarks/gossip_learning.py --epochs 2 --chunk 2 20 --fanout 1 3 --workers 3 --json
+Every arm trains with ``ConvnetLearner``'s own learning-rate schedule (a decay with the
+model's age, what the daemon runs) unless ``--cosine`` or ``--constant`` says otherwise.
+
+    python benchmarks/gossip_learning.py --epochs 2 --chunk 2 --fanout 3 --workers 2 --json
 
 Each node's final accuracy is measured on the full test set (10,000 images for
 Fashion-MNIST). Results and the settings tried are in docs/GOSSIP_LEARNING.md.

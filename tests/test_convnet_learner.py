@@ -84,7 +84,8 @@ def test_schedule_survives_a_state_dict_round_trip(data):
 
 @pytest.mark.parametrize("bad", [
     {"lr_schedule": "cosine"}, {"lr_half_life_images": 0}, {"lr_half_life_images": float("inf")},
-    {"lr_floor": 0}, {"lr_floor": 1.5}, {"lr_decay_power": 0}, {"lr_decay_power": 3}, {"momentum_on_absorb": -0.1}, {"momentum_on_absorb": 2},
+    {"lr_floor": 0}, {"lr_floor": 1.5}, {"lr_decay_power": 0}, {"lr_decay_power": 3},
+    {"momentum_on_absorb": -0.1}, {"momentum_on_absorb": 2},
 ])
 def test_bad_schedule_settings_are_user_errors_naming_the_field(bad):
     with pytest.raises(UserError, match=next(iter(bad)).replace("lr_schedule", "schedule")):
