@@ -52,7 +52,7 @@ class ConvnetConfig:
     # (half an epoch of the whole set); the floor, reached at ~4M images, keeps an old node
     # learning from new data. Merged age is the larger of the two, so in a swarm of N equal
     # nodes the age counts one node's images: at an equal total the swarm's rate tends to sqrt(N)
-    # times a lone node's, the large-batch rule. Measured (docs/GOSSIP_LEARNING.md): over 2-6
+    # times a lone node's, the large-batch rule. Measured (docs/GOSSIP_LEARNING.md): over 2-12
     # epochs of 4 Fashion-MNIST shards it narrows the nodes' spread but costs the swarm 0.6-1.2
     # points against "constant"; it is on so that a long-running node's rate does not stay high.
     lr_schedule: str = "age"  # or "constant" (the preset's rate forever)
