@@ -19,8 +19,9 @@ is time: every node trains at the same speed, as equal machines on a LAN would, 
 every node takes the same number of steps: ``--epochs`` passes over the *mean* shard
 (a node with a small shard sees it more often than one with a large shard).
 
-Every arm trains with ``ConvnetLearner``'s own learning-rate schedule (a decay with the
-model's age, what the daemon runs) unless ``--cosine`` or ``--constant`` says otherwise.
+Every arm trains with ``ConvnetLearner``'s default learning-rate schedule (constant, what the
+daemon runs) unless ``--age`` (the learner's decay with the model's age) or ``--cosine`` says
+otherwise.
 
     python benchmarks/gossip_learning.py --epochs 2 --chunk 2 --fanout 3 --workers 2 --json
 
@@ -71,7 +72,7 @@ class Setup:
     # The learning-rate schedule, in every arm: "age" is ConvnetLearner's own (what the daemon
     # runs: decay with the model's age), "constant" the preset's rate throughout, "cosine"
     # a decay to ~0 over this run's known length (which the open-ended daemon cannot know).
-    schedule: str = "age"
+    schedule: str = ConvnetConfig.lr_schedule
     lr_half_life_images: float = ConvnetConfig.lr_half_life_images
     lr_decay_power: float = ConvnetConfig.lr_decay_power
     momentum_on_absorb: float = 1.0  # ConvnetConfig's: 1 keeps the optimizer momentum on merges
@@ -301,9 +302,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--net", default="fashion")
     p.add_argument("--seed", type=int, default=0)
     sched = p.add_mutually_exclusive_group()
-    sched.add_argument("--cosine", dest="schedule", action="store_const", const="cosine", default="age",
+    sched.add_argument("--cosine", dest="schedule", action="store_const", const="cosine",
+                       default=ConvnetConfig.lr_schedule,
                        help="cosine learning-rate decay to ~0 over the run in every arm "
-                            "(default: the learner's own decay with age, as the daemon trains)")
+                            "(default: the learner's own default schedule, as the daemon trains)")
+    sched.add_argument("--age", dest="schedule", action="store_const", const="age",
+                       help="the learner's decay with age (1/sqrt), in every arm")
     sched.add_argument("--constant", dest="schedule", action="store_const", const="constant",
                        help="the preset's learning rate throughout, in every arm")
     p.add_argument("--lr-half-life", type=float, default=ConvnetConfig.lr_half_life_images,

@@ -23,6 +23,7 @@ def data():
 
 
 def make(data, node: int = 0, **kw) -> ConvnetLearner:
+    kw.setdefault("lr_schedule", "age")  # most tests here are about the decay
     cfg = ConvnetConfig(net="tiny", seed=node, eval_images=50, **kw)
     return ConvnetLearner(data, np.arange(100 * node, 100 * node + 100), cfg)
 

@@ -54,8 +54,8 @@ class ConvnetConfig:
     # nodes the age counts one node's images: at an equal total the swarm's rate tends to sqrt(N)
     # times a lone node's, the large-batch rule. Measured (docs/GOSSIP_LEARNING.md): over 2-12
     # epochs of 4 Fashion-MNIST shards it narrows the nodes' spread but costs the swarm 0.6-1.2
-    # points against "constant"; it is on so that a long-running node's rate does not stay high.
-    lr_schedule: str = "age"  # or "constant" (the preset's rate forever)
+    # points against "constant", so a node trains at the preset's rate unless asked to decay.
+    lr_schedule: str = "constant"  # or "age" (the decay above)
     lr_half_life_images: float = 30_000.0
     lr_floor: float = 0.05
     lr_decay_power: float = 0.5  # 1: inverse-time decay, base / (1 + age / half-life)
