@@ -416,7 +416,7 @@ class Node:
             self.peer_exchange[pull.peer_id] = wall
             event = "migrant" if self.kind == "evolution" else "merge"  # how the PNG marks it
             self.history.event(wall, event, f"{pull.peer_id} step {pull.manifest.step}")
-            log.info("absorbed %s's snapshot at step %d (%s)", pull.peer_id, pull.manifest.step, detail)
+            log.debug("absorbed %s's snapshot at step %d (%s)", pull.peer_id, pull.manifest.step, detail)
         else:
             if reason not in self.blob_rejected:
                 self.absorb_rejected[reason] += 1
