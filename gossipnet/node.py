@@ -297,6 +297,8 @@ class Node:
             meta = {}
         pub = Published(manifest.sha256.hex(), data, manifest, self.learner.step, meta)
         self._published[pub.sha_hex] = pub
+        # An unchanged model (an island keeping its elite) hashes alike: it is still the newest.
+        self._published.move_to_end(pub.sha_hex)
         while len(self._published) > KEEP_BLOBS:
             self._published.popitem(last=False)
 
