@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _build_nodes(args: argparse.Namespace) -> list:
-    from gossipnet.learners.factory import node_seed
+    from gossipnet.learners.factory import build_learner
     from gossipnet.node import Node
     from gossipnet.trust import (Swarm, create_swarm, load_credentials, load_or_create_identity,
                                  load_swarm, next_incarnation)
@@ -82,23 +82,10 @@ def _build_nodes(args: argparse.Namespace) -> list:
         })
         identity = load_or_create_identity(cfg.state_dir)
         creds = load_credentials(identity, now_ms, swarm_token=swarm.token)
-        learner = _learner(cfg, identity.node_id, data, node_seed(cfg, identity.node_id))
+        learner = build_learner(cfg, identity.node_id, data)
         nodes.append(Node(cfg, learner, identity, creds,
                           incarnation=next_incarnation(cfg.state_dir, now_ms)))
     return nodes
-
-
-def _learner(cfg, node_id: str, data, seed: int):
-    if data is None:
-        from gossipnet.learners.factory import build_learner
-
-        return build_learner(cfg, node_id)
-    from gossipnet.data import shard
-    from gossipnet.learners.convnet import ConvnetConfig, ConvnetLearner, default_net_for
-
-    indices = shard(data.y_train, cfg.shards, cfg.shard, alpha=cfg.alpha, seed=0) if cfg.shards > 1 else None
-    return ConvnetLearner(data, indices, ConvnetConfig(net=cfg.net or default_net_for(data), seed=seed,
-                                                        merge=cfg.merge))
 
 
 async def _demo(args: argparse.Namespace) -> int:

@@ -15,7 +15,8 @@ def node_seed(cfg: NodeConfig, node_id: str) -> int:
     return int.from_bytes(hashlib.sha256(node_id.encode()).digest()[:4], "big")
 
 
-def build_learner(cfg: NodeConfig, node_id: str) -> Learner:
+def build_learner(cfg: NodeConfig, node_id: str, data=None) -> Learner:
+    """``data``: an already loaded Dataset to share (the demo's nodes), else cfg's is loaded."""
     seed = node_seed(cfg, node_id)
     if cfg.learner == "evolution":
         from gossipnet.learners.evolution import EvolutionConfig, EvolutionLearner
@@ -24,7 +25,8 @@ def build_learner(cfg: NodeConfig, node_id: str) -> Learner:
     from gossipnet.data import load_dataset, shard
     from gossipnet.learners.convnet import ConvnetConfig, ConvnetLearner, default_net_for
 
-    data = load_dataset(cfg.dataset, cfg.data_dir)
+    if data is None:
+        data = load_dataset(cfg.dataset, cfg.data_dir)
     indices = None
     if cfg.shards > 1:
         # The shard layout must agree across nodes, so its seed is fixed, not per node.
