@@ -286,9 +286,6 @@ class Node:
             return  # nothing to offer yet (an island before its first generation)
         data, manifest = blobs.encode_blob(tensors, kind=BLOB_KIND.get(snap.kind, "weights"),
                                            age=snap.age, dtype=self.blob_dtype)
-        # Peers' blobs are checked against what we offer now: a convnet's shapes never
-        # change, an island's migrant count settles after its first generation.
-        self._gate = blobs.BlobGate(blobs.spec_of(tensors), max_size=self.gossip_config.max_blob_bytes)
         meta = dict(snap.meta)
         try:
             membership_codec.meta({**meta, "dtype": "", "tensors": 0, "params": 0})
@@ -325,8 +322,9 @@ class Node:
 
     def _absorb_blob(self, data: bytes, manifest: gsp.Manifest, peer: str) -> tuple[bool, str, str]:
         """Verify a pulled blob against the signed manifest and our model, then merge it."""
-        if self._gate is None:
-            return False, "not_ready", "we have no snapshot of our own to check against yet"
+        if self._gate is None:  # peers' blobs must have the shapes we offer, fixed for life
+            self._gate = blobs.BlobGate(self.learner.offer_shapes(),
+                                        max_size=self.gossip_config.max_blob_bytes)
         try:
             bm = manifest.blob()
         except gsp.BadManifest as exc:

@@ -126,3 +126,20 @@ async def test_node_from_another_swarm_is_rejected_at_the_wire(tmp_path, data):
     b = _node(tmp_path, "b", _learner(data), new_swarm_token(), max_steps=0)
     await _run_until([a, b], lambda: a.receiver.counters.get("wrong_swarm", 0) >= 3, 60)
     assert a.members_by_state()["alive"] == [] and b.members_by_state()["alive"] == []
+
+
+async def test_island_takes_migrants_before_its_first_generation(tmp_path):
+    """The blob gate comes from the learner's declared offer shapes, not from its first
+    snapshot: an island that has not finished a generation (here: never trains) already
+    absorbs a peer's migrants."""
+    from gossipnet.learners.evolution import EvolutionConfig, EvolutionLearner
+
+    token = new_swarm_token()
+    idle = EvolutionLearner(EvolutionConfig.for_task("cartpole", "ga", seed=1))
+    busy = EvolutionLearner(EvolutionConfig.for_task("cartpole", "ga", seed=2))
+    assert idle.offer_shapes() == {"genomes": (2, idle.task.layout.size)}
+    a = _node(tmp_path, "a", idle, token, max_steps=0)
+    b = _node(tmp_path, "b", busy, token)
+    await _run_until([a, b], lambda: idle.migrants_accepted >= 1, 60)
+    assert idle.step == 0
+    assert busy.offer_shapes() == {k: v.shape for k, v in busy.snapshot().tensors.items()}

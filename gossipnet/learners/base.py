@@ -68,6 +68,15 @@ class Learner(abc.ABC):
     def snapshot(self) -> Snapshot:
         """What to offer peers now."""
 
+    def offer_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Names and shapes of the tensors this learner offers and accepts from peers.
+
+        Fixed for the learner's life, and known before it has trained: the node checks
+        peers' blobs against it, so even a learner with nothing to offer yet can take
+        what its peers send. By default, the shapes of the current snapshot.
+        """
+        return {name: tuple(int(d) for d in np.shape(t)) for name, t in self.snapshot().tensors.items()}
+
     @abc.abstractmethod
     def absorb(self, snapshot: Snapshot, peer: str) -> AbsorbResult:
         """Merge a peer's verified snapshot, or reject it with a reason; never raise on bad data."""

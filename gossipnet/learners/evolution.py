@@ -179,6 +179,11 @@ class EvolutionLearner(Learner):
             meta=meta,
         )
 
+    def offer_shapes(self) -> dict[str, tuple[int, ...]]:
+        """``migrants_per_offer`` genomes, before the first generation too: an island that
+        has not finished a generation can already take its peers' migrants."""
+        return {"genomes": (self.config.migrants_per_offer, self.task.layout.size)}
+
     def absorb(self, snapshot: Snapshot, peer: str) -> AbsorbResult:
         """Check, re-score and take in a peer's migrants; never raises on bad data."""
         try:
