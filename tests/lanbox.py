@@ -8,7 +8,7 @@ Layout (all names unique per box, ``gnbox-<pid>-<hex>``; nothing touches the rea
 198.18.0.0/15 is the RFC 2544 benchmarking range: never routed, so an address here cannot be
 confused with the machine's real LAN. Each host sees distinct addresses (mDNS sees distinct
 hosts) and has its own nftables ruleset for loss and partitions (``tc netem`` is not in this
-kernel; delay, duplication and reordering come from gossipnet.net.udp's fault layer).
+kernel; delay, duplication and reordering come from gossipnet.net.faults).
 
 Needs root (``ip netns add``); ``set_loss``/``partition`` also need ``nft``. ``close()``, also
 reached from ``__exit__`` after a failure, kills every process left in the namespaces and deletes
