@@ -185,7 +185,8 @@ async def test_hostile_responses_are_capped_timed_out_and_validated():
 MDNS_SCRIPT = textwrap.dedent("""
     import argparse, asyncio, json, sys, threading
     from gossipnet.commands import status as cmd
-    from gossipnet.net.discovery import Advertisement, Discovery, DiscoveryConfig
+    from gossipnet.net.advert import Advertisement
+    from gossipnet.net.discovery import Discovery, DiscoveryConfig
     from gossipnet.net.http import StatusServer
     from gossipnet.status.demo import DemoProvider
 

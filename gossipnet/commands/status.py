@@ -230,7 +230,7 @@ async def mdns_urls(wait: float, interface: str | None = None, swarm: str | None
     from zeroconf import InterfaceChoice, IPVersion, ServiceStateChange
     from zeroconf.asyncio import AsyncServiceBrowser, AsyncZeroconf
 
-    from gossipnet.net.discovery import SERVICE_TYPE
+    from gossipnet.net.advert import SERVICE_TYPE
 
     version = IPVersion.V4Only
     if interface is not None:
@@ -268,7 +268,7 @@ async def _resolve(zc, name: str, version, swarm: str | None) -> str | None:
     from zeroconf import Error as ZeroconfError
     from zeroconf.asyncio import AsyncServiceInfo
 
-    from gossipnet.net.discovery import SERVICE_TYPE, TXT_HTTP, TXT_SWARM
+    from gossipnet.net.advert import SERVICE_TYPE, TXT_HTTP, TXT_SWARM
 
     try:
         info = AsyncServiceInfo(SERVICE_TYPE, name)
