@@ -208,7 +208,8 @@ class Node:
         for peer in cfg.peers:
             self.membership.add_seed(parse_hostport(peer, what="--peer"), now)
         if cfg.mdns:
-            from gossipnet.net.discovery import Advertisement, Discovery
+            from gossipnet.net.advert import Advertisement
+            from gossipnet.net.discovery import Discovery
 
             advert = Advertisement(self.credentials.swarm_id.hex(), self.node_id, self.udp_port,
                                    self.http_port, self.kind, PROTOCOL_VERSION)
