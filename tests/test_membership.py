@@ -156,6 +156,26 @@ def test_ping_meant_for_another_node_is_rejected_and_counted():
     assert a.counters["rejected.wrong_target"] == 1
 
 
+def test_rumours_spread_by_one_way_gossip_that_nobody_answers():
+    members = [node(i) for i in range(1, 5)]
+    wire = joined(*members)
+    a = members[0]
+    wire.log.clear()
+    assert a.counters["received.gossip"] > 0  # joining already spread news this way
+    before = a.counters["received.gossip"]
+    rumour = {"u": [encode_update(Update(State.SUSPECT, "node4", 0, origin="node3"))]}
+    assert a.handle("node3", ("10.0.0.3", 7946), MsgType.GOSSIP, rumour, 5.0) == []
+    assert a.counters["received.gossip"] == before + 1 and "node4" in a._t.suspects
+    wire.send(a, a.tick(5.2), 5.2)  # a's gossip round passes the rumour on
+    sent = [(dst, body) for src, dst, t, body in wire.log if src == "node1" and t == MsgType.GOSSIP]
+    assert sent and all(set(body) == {"u"} for _, body in sent)
+    assert all("node4" in members[int(dst[-1]) - 1]._t.suspects or dst == "node4" for dst, _ in sent)
+    # one-way: the only ACKs coming back answer the round's probe PINGs, none the GOSSIPs
+    pings = sum(1 for src, _, t, _ in wire.log if src == "node1" and t == MsgType.PING)
+    acks = sum(1 for _, dst, t, _ in wire.log if dst == "node1" and t == MsgType.ACK)
+    assert acks == pings
+
+
 def test_ack_nobody_asked_for_is_counted():
     a, b = node(1), node(2)
     joined(a, b)

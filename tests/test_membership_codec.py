@@ -25,6 +25,7 @@ GOOD = {
     MsgType.SYNC: {"m": [ENTRY], "r": True},
     MsgType.SYNC_REPLY: {"m": [ENTRY]},
     MsgType.LEAVE: {"i": 0},
+    MsgType.GOSSIP: {"u": [ALIVE]},
 }
 
 BAD = [
@@ -70,6 +71,8 @@ BAD = [
     (MsgType.SYNC_REPLY, {"m": ENTRY}),
     (MsgType.LEAVE, {"i": "0"}),
     (MsgType.LEAVE, {"i": 0, "q": 1}),
+    (MsgType.GOSSIP, {"u": [ALIVE], "q": 1}),
+    (MsgType.GOSSIP, {"u": "node2"}),
     (MsgType.MANIFEST, {"kind": "x"}),  # not a membership message at all
 ]
 

@@ -207,6 +207,10 @@ class Leave(NamedTuple):
     incarnation: int
 
 
+class Gossip(NamedTuple):
+    updates: list[Update]
+
+
 def parse(msg_type: MsgType, body: Any) -> Any:
     """Validate ``body`` for ``msg_type``; raise BadBody if it is anything but exact."""
     if msg_type == MsgType.PING:
@@ -232,6 +236,9 @@ def parse(msg_type: MsgType, body: Any) -> Any:
     if msg_type == MsgType.LEAVE:
         b = _dict(body, {"i"})
         return Leave(incarnation(b["i"]))
+    if msg_type == MsgType.GOSSIP:
+        b = _dict(body, {"u"})
+        return Gossip(updates(b["u"]))
     raise BadBody(f"{msg_type!r} is not a membership message")
 
 

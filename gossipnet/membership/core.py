@@ -49,7 +49,6 @@ class Membership:
         self._started = False
         self._next_sync = self._next_reconnect = self._next_reap = 0.0
         self._next_gossip = 0.0
-        self._gossip_seqs: dict[int, None] = {}  # recent gossip pings, oldest first
 
     # ------------------------------------------------------------ reading
 
@@ -224,8 +223,6 @@ class Membership:
             replies = self._fd.on_ack(sender_id, msg.seq)
             if replies is not None:
                 out += replies
-            elif msg.seq in self._gossip_seqs:
-                self.counters["gossip_acks"] += 1
             elif msg.seq == self._fd.last_seq:
                 self.counters["late_acks"] += 1  # another path answered first, or too late
             else:
@@ -257,8 +254,8 @@ class Membership:
     def _gossip_round(self, now: float) -> list[Outgoing]:
         """memberlist's gossip(): pending rumours to a few random peers, the recently dead too.
 
-        There is no one-way GOSSIP message type, so the carrier is a PING; its ACK
-        carries the peer's rumours back, which only speeds things up.
+        One-way GOSSIP datagrams: nothing answers them (a lost one is covered by the
+        rumour's other retransmissions), which halves this traffic against PING + ACK.
         """
         if not len(self._t.broadcasts):
             return []
@@ -268,11 +265,7 @@ class Membership:
                  or (m.state == State.DEAD and m.since >= recent)]
         out = []
         for m in self.rng.sample(peers, min(len(peers), self.config.gossip_nodes)):
-            seq = self._fd.next_seq()
-            self._gossip_seqs[seq] = None
-            if len(self._gossip_seqs) > 64:
-                del self._gossip_seqs[next(iter(self._gossip_seqs))]
-            out.append(self._gossip(m.addr, MsgType.PING, {"q": seq, "t": m.node_id}, m.node_id))
+            out.append(self._gossip(m.addr, MsgType.GOSSIP, {}, m.node_id))
         self.counters["gossip_rounds"] += 1
         return out
 

@@ -15,5 +15,6 @@ class MsgType(IntEnum):
     SYNC = 5  # full state push (push-pull anti-entropy)
     SYNC_REPLY = 6  # the pull half of a full sync
     LEAVE = 7  # graceful goodbye
+    GOSSIP = 8  # one-way: piggy-backed updates only, no answer (memberlist's gossip())
     # Learning plane; body defined in gossip.py.
     MANIFEST = 16  # "I have this snapshot; pull it over HTTP if you want it"
