@@ -20,7 +20,9 @@ import time
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gossipnet.trust import Identity, Swarm, load_credentials
+from gossipnet.trust.credentials import load_credentials
+from gossipnet.trust.identity import Identity
+from gossipnet.trust.swarm import Swarm
 from gossipnet.wire import Accepted, MsgType, Receiver, ReceiverConfig, Sealer
 from gossipnet.wire.blobs import BlobGate, encode_blob, spec_of
 

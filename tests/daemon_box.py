@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from gossipnet.trust import Swarm
+from gossipnet.trust.swarm import Swarm
 from tests.lanbox import LanBox, Process
 
 REPO = Path(__file__).resolve().parent.parent

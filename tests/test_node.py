@@ -17,7 +17,8 @@ from gossipnet.learners.base import Snapshot
 from gossipnet.learners.convnet import ConvnetConfig, ConvnetLearner
 from gossipnet.node import Node
 from gossipnet.status.schema import validate_status
-from gossipnet.trust import load_credentials, load_or_create_identity
+from gossipnet.trust.credentials import load_credentials
+from gossipnet.trust.identity import load_or_create_identity
 from tests.daemon_box import new_swarm_token
 
 pytestmark = pytest.mark.timeout(120)

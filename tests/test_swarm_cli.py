@@ -9,7 +9,8 @@ import time
 
 from gossipnet.cli import main
 from gossipnet.commands import swarm as swarm_cmd
-from gossipnet.trust import load_credentials, load_or_create_identity
+from gossipnet.trust.credentials import load_credentials
+from gossipnet.trust.identity import load_or_create_identity
 from gossipnet.wire import Accepted, MsgType, Receiver, Sealer
 
 

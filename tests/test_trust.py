@@ -10,25 +10,26 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gossipnet.errors import UserError
-from gossipnet.trust import (
-    CERT_LEN,
+from gossipnet.trust.credentials import credentials_from_args, load_credentials
+from gossipnet.trust.identity import (
     PREFIX_CERT,
-    AllowlistPolicy,
-    Certificate,
-    CertPolicy,
     Identity,
-    OpenPolicy,
-    Swarm,
-    create_swarm,
-    credentials_from_args,
     decode_text,
     encode_text,
-    load_credentials,
     load_or_create_identity,
-    load_swarm,
     next_incarnation,
     node_id_of,
     parse_pubkey,
+)
+from gossipnet.trust.swarm import (
+    CERT_LEN,
+    AllowlistPolicy,
+    Certificate,
+    CertPolicy,
+    OpenPolicy,
+    Swarm,
+    create_swarm,
+    load_swarm,
 )
 
 NOW = 1_800_000_000_000

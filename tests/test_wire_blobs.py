@@ -15,7 +15,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gossipnet.trust import Identity, Swarm, load_credentials
+from gossipnet.trust.credentials import load_credentials
+from gossipnet.trust.identity import Identity
+from gossipnet.trust.swarm import Swarm
 from gossipnet.wire import MAX_UDP_BODY, Accepted, MsgType, Receiver, Sealer
 from gossipnet.wire.blobs import (
     CODEC_RAW,

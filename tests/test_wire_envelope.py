@@ -9,7 +9,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gossipnet.trust import Credentials, Identity, Swarm, load_credentials
+from gossipnet.trust.credentials import Credentials, load_credentials
+from gossipnet.trust.identity import Identity
+from gossipnet.trust.swarm import Swarm
 from gossipnet.wire import (
     MAX_DATAGRAM,
     MAX_UDP_BODY,

@@ -56,8 +56,9 @@ def run(args: argparse.Namespace) -> int:
 def _build_nodes(args: argparse.Namespace) -> list:
     from gossipnet.learners.factory import build_learner
     from gossipnet.node import Node
-    from gossipnet.trust import (Swarm, create_swarm, load_credentials, load_or_create_identity,
-                                 load_swarm, next_incarnation)
+    from gossipnet.trust.credentials import load_credentials
+    from gossipnet.trust.identity import load_or_create_identity, next_incarnation
+    from gossipnet.trust.swarm import Swarm, create_swarm, load_swarm
 
     root = Path(args.dir).expanduser()
     now_ms = int(time.time() * 1000)

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gossipnet.config import NodeConfig, build_config, load_toml
-from gossipnet.trust import (TOKEN_ENV, create_swarm, credentials_from_args, load_credentials,
-                             load_or_create_identity, load_swarm, next_incarnation)
+from gossipnet.trust.credentials import TOKEN_ENV, credentials_from_args, load_credentials
+from gossipnet.trust.identity import load_or_create_identity, next_incarnation
+from gossipnet.trust.swarm import create_swarm, load_swarm
 
 if TYPE_CHECKING:  # the node pulls in aiohttp and matplotlib: import it only to run one
     from gossipnet.node import Node

@@ -11,7 +11,8 @@ import argparse
 import time
 from datetime import UTC, datetime
 
-from gossipnet.trust import create_swarm, load_or_create_identity, load_swarm, node_id_of, parse_pubkey
+from gossipnet.trust.identity import load_or_create_identity, node_id_of, parse_pubkey
+from gossipnet.trust.swarm import create_swarm, load_swarm
 
 DEFAULT_STATE_DIR = "~/.gossipnet/node"
 

@@ -16,7 +16,9 @@ import struct
 from dataclasses import dataclass, replace
 from typing import Any
 
-from gossipnet.trust import CERT_LEN, Credentials, Identity
+from gossipnet.trust.credentials import Credentials
+from gossipnet.trust.identity import Identity
+from gossipnet.trust.swarm import CERT_LEN
 from gossipnet.wire.body import BodyLimits, BodyTooLarge, encode_body
 from gossipnet.wire.types import MsgType
 

@@ -18,7 +18,8 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gossipnet.trust import CERT_LEN, Policy, node_id_of
+from gossipnet.trust.identity import node_id_of
+from gossipnet.trust.swarm import CERT_LEN, Policy
 from gossipnet.wire.body import BodyError, decode_body, validate
 from gossipnet.wire.envelope import FLAG_HAS_CERT, HEADER, HEADER_LEN, MAGIC, SIG_LEN, VERSION, WireLimits
 from gossipnet.wire.guards import ReplayWindows, TokenBuckets
