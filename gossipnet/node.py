@@ -35,7 +35,8 @@ from gossipnet.net.pull import BlobPuller, PullError, PullLimits
 from gossipnet.net.udp import UdpClosed, UdpConfig, UdpEndpoint
 from gossipnet.status.history import MetricsHistory
 from gossipnet.status.schema import build_status
-from gossipnet.trust import Credentials, Identity
+from gossipnet.trust.credentials import Credentials
+from gossipnet.trust.identity import Identity
 from gossipnet.wire import BodyTooLarge, MsgType, Receiver, ReceiverConfig, Rejected, Sealer
 from gossipnet.wire import blobs
 
