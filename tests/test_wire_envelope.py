@@ -78,6 +78,7 @@ BODIES = {
     MsgType.SYNC: {"members": [["a", 1, 0.5, None], ["b", 2, -1.25, b"\x00\x01"]]},
     MsgType.SYNC_REPLY: {"members": []},
     MsgType.LEAVE: {"inc": 4},
+    MsgType.GOSSIP: {"u": [{"node": "abc", "inc": 3, "state": "suspect"}]},
     MsgType.MANIFEST: {"sha256": bytes(32), "size": 123456, "codec": "safetensors", "age": 1.5},
 }
 
