@@ -144,3 +144,56 @@ def test_absorb_rejects_foreign_or_broken_models_with_a_reason_and_changes_nothi
         np.testing.assert_array_equal(w, before[k])
         np.testing.assert_array_equal(a.optimizer.state["m"][k], m[k])
     assert a.absorb(b.snapshot(), "b").accepted and a.merges == 1
+
+
+def test_shared_second_moment_travels_as_its_root_and_is_pooled_like_the_weights(data):
+    a, b = make(data, 0, shared_moments=("v",)), make(data, 1, shared_moments=("v",))
+    a.train(2)
+    b.train(6)  # older: b's share of the merge is 6 / (2 + 6)
+    snap = b.snapshot()
+    roots = {k: v for k, v in snap.tensors.items() if k.startswith("moment.v.")}
+    assert set(roots) == {f"moment.v.{k}" for k in b.optimizer.state["v"]}
+    for k, v in b.optimizer.state["v"].items():
+        np.testing.assert_allclose(roots[f"moment.v.{k}"] ** 2, v, rtol=1e-5)
+    own_v = {k: v.astype(np.float64) for k, v in a.optimizer.state["v"].items()}
+    own_m = {k: v.copy() for k, v in a.optimizer.state["m"].items()}
+    share = b.age / (a.age + b.age)
+    assert a.absorb(snap, "b").accepted
+    for k, v in a.optimizer.state["v"].items():
+        expect = (1 - share) * own_v[k] + share * b.optimizer.state["v"][k].astype(np.float64)
+        np.testing.assert_allclose(v, expect, rtol=1e-5, atol=1e-12)
+        np.testing.assert_array_equal(a.optimizer.state["m"][k], own_m[k])  # "m" not shared
+
+
+def test_sharing_moments_is_part_of_the_fingerprint_so_mixed_swarms_never_merge(data):
+    plain, v, mv = make(data, 0), make(data, 1, shared_moments=("v",)), make(data, 2, shared_moments=("m", "v"))
+    assert len({plain.fingerprint, v.fingerprint, mv.fingerprint}) == 3
+    assert make(data, 3, shared_moments=("v", "m")).fingerprint == mv.fingerprint
+    result = plain.absorb(v.snapshot(), "v")
+    assert not result.accepted and result.reason == "wrong_fingerprint"
+
+
+def test_broken_shared_moments_are_refused_and_change_nothing(data):
+    a, b = make(data, 0, shared_moments=("v",)), make(data, 1, shared_moments=("v",))
+    a.train(1)
+    b.train(2)
+    snap = b.snapshot()
+    key = next(k for k in snap.tensors if k.startswith("moment.v."))
+    negative, nan = snap.tensors[key].copy(), snap.tensors[key].copy()
+    negative.flat[0], nan.flat[0] = -1.0, np.nan
+    before = {k: v.copy() for k, v in a.optimizer.state["v"].items()}
+    weights = {k: v.copy() for k, v in a.net.params().items()}
+    for tensors in ({**snap.tensors, key: negative}, {**snap.tensors, key: nan},
+                    {**snap.tensors, key: snap.tensors[key][..., :1]},
+                    {k: v for k, v in snap.tensors.items() if k != key}):
+        result = a.absorb(_tampered(snap, tensors=tensors), "b")
+        assert not result.accepted and result.reason == "bad_moments" and result.detail
+    for k in before:
+        np.testing.assert_array_equal(a.optimizer.state["v"][k], before[k])
+        np.testing.assert_array_equal(a.net.params()[k], weights[k])
+
+
+@pytest.mark.parametrize("moments, optimizer", [(("x",), None), (("v", "v"), None), (("v",), "sgd")])
+def test_unknown_or_unavailable_shared_moments_are_user_errors(data, moments, optimizer):
+    with pytest.raises(UserError, match="moment"):
+        make(data, 0, shared_moments=moments, optimizer=optimizer)

@@ -14,6 +14,7 @@ function of the age, so a checkpoint (which holds the age) restores it exactly.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from gossipnet.learners.base import AbsorbResult, Learner, Scalar, Snapshot
 from gossipnet.nn import Net, Trainer, evaluate, get_preset, make_optimizer
 
 KIND = "convnet"
+MOMENTS = ("m", "v", "velocity")  # optimiser moments a swarm can share (Adam's, SGD's)
+MOMENT_PREFIX = "moment."  # snapshot tensors "moment.<moment>.<param>"
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,12 @@ class ConvnetConfig:
     # Optimiser momentum (Adam's first moment, SGD's velocity) is multiplied by this on every
     # accepted merge: 1 keeps it (local SGD), 0 resets it. Measured in docs/GOSSIP_LEARNING.md.
     momentum_on_absorb: float = 1.0
+    # Optimiser moments that travel with the weights and are averaged like them: "v" (Adam's
+    # second moment, sent as its square root so float16 keeps its range) and "m" (Adam's first
+    # moment; SGD's is "velocity"). Sharing "v" gives every node the same per-weight step
+    # scale, so a node whose shard lacks a class no longer takes full-size steps on that
+    # class's weights from its small local gradients. Measured in docs/GOSSIP_LEARNING.md.
+    shared_moments: tuple[str, ...] = ()
     eval_images: int = 2000  # test images per evaluation: enough for +-1 point at 90%
     visual_samples: int = 24
 
@@ -78,6 +87,10 @@ class ConvnetConfig:
             raise UserError(f"lr_decay_power must be in (0, 2], got {self.lr_decay_power!r}")
         if not (isinstance(self.momentum_on_absorb, (int, float)) and 0 <= self.momentum_on_absorb <= 1):
             raise UserError(f"momentum_on_absorb must be in [0, 1], got {self.momentum_on_absorb!r}")
+        unknown = set(self.shared_moments) - set(MOMENTS)
+        if unknown or len(set(self.shared_moments)) != len(self.shared_moments):
+            raise UserError(f"shared_moments {self.shared_moments!r}: name each of "
+                            f"{', '.join(MOMENTS)} at most once")
 
 
 def age_lr_factor(age: float, half_life_images: float, floor: float, power: float = 0.5) -> float:
@@ -119,6 +132,14 @@ class ConvnetLearner(Learner):
             weight_decay=preset.weight_decay, momentum=preset.momentum,
         )
         self.trainer = Trainer(self.net, self.optimizer, cfg.batch_size or preset.batch_size, seed=cfg.seed)
+        missing = [m for m in cfg.shared_moments if m not in self.optimizer.state]
+        if missing:
+            raise UserError(f"the {self.optimizer.kind} optimiser has no moment {missing[0]!r} to share; "
+                            f"it has: {', '.join(self.optimizer.state) or 'none'}")
+        self._fingerprint = self.net.fingerprint
+        if cfg.shared_moments:  # peers must share the same moments, or never merge with us
+            tag = f"{self.net.fingerprint}/{self.optimizer.kind}/{','.join(sorted(cfg.shared_moments))}"
+            self._fingerprint = hashlib.sha256(tag.encode()).hexdigest()[:32]
         self.age = 0.0  # images embodied in the model, own and merged (gossip learning's age)
         self.merges = 0
         self.last: dict[str, float] = {}
@@ -144,7 +165,8 @@ class ConvnetLearner(Learner):
 
     @property
     def fingerprint(self) -> str:
-        return self.net.fingerprint
+        """The net's, or (sharing optimiser moments) a hash of the net, optimiser and moments."""
+        return self._fingerprint
 
     @property
     def step(self) -> int:
@@ -164,8 +186,11 @@ class ConvnetLearner(Learner):
         return dict(out)
 
     def snapshot(self) -> Snapshot:
-        return Snapshot(KIND, self.fingerprint, float(self.age), self.net.state_dict(),
-                        {"step": self.step})
+        tensors = self.net.state_dict()
+        for moment in self.config.shared_moments:
+            for name, arr in self.optimizer.state[moment].items():
+                tensors[f"{MOMENT_PREFIX}{moment}.{name}"] = np.sqrt(arr) if moment == "v" else arr.copy()
+        return Snapshot(KIND, self.fingerprint, float(self.age), tensors, {"step": self.step})
 
     def absorb(self, snapshot: Snapshot, peer: str) -> AbsorbResult:
         if snapshot.kind != KIND:
@@ -176,11 +201,17 @@ class ConvnetLearner(Learner):
         if not isinstance(age, (int, float)) or not math.isfinite(age) or age < 0:
             return AbsorbResult(False, "bad_age", f"age {age!r} is not a finite count >= 0")
         own = self.net.params()
-        peer_w = {}
+        peer_w, peer_moments = {}, {}
         for name, arr in snapshot.tensors.items():
             if isinstance(arr, np.ndarray) and arr.dtype == np.float16:
                 arr = arr.astype(np.float32)  # blobs travel as float16 to halve the bytes
-            peer_w[name] = arr
+            if name.startswith(MOMENT_PREFIX):
+                peer_moments[name] = arr
+            else:
+                peer_w[name] = arr
+        problem = self._check_moments(peer_moments)
+        if problem:
+            return AbsorbResult(False, "bad_moments", problem)
         try:
             if self.config.merge == "average":
                 merged, new_age = merge.age_weighted(own, self.age, peer_w, float(age))
@@ -195,10 +226,36 @@ class ConvnetLearner(Learner):
         distance = merge.difference_norm(own, peer_w)
         for name, w in merged.items():
             own[name][...] = w
+        if self.config.merge == "average":
+            share = 0.5 if self.age + age == 0 else float(age) / (self.age + float(age))
+            self._merge_moments(peer_moments, share)
         self.age = new_age
         self.merges += 1
         self._after_merge()
         return AbsorbResult(True, "ok", f"distance {distance:.3g} from {peer}")
+
+    def _check_moments(self, peer: dict[str, np.ndarray]) -> str:
+        """'' if ``peer`` holds exactly the moments we share, shaped like ours, finite, and
+        (for "v", sent as its root) non-negative; else what is wrong."""
+        want = {f"{MOMENT_PREFIX}{m}.{name}": arr for m in self.config.shared_moments
+                for name, arr in self.optimizer.state[m].items()}
+        if set(peer) != set(want):
+            return f"expected {len(want)} optimiser moment arrays, got {len(peer)}"
+        for key, arr in peer.items():
+            if not isinstance(arr, np.ndarray) or arr.shape != want[key].shape:
+                return f"{key} is not an array of shape {want[key].shape}"
+            if not np.all(np.isfinite(arr)) or (key.startswith(f"{MOMENT_PREFIX}v.") and arr.min() < 0):
+                return f"{key} holds non-finite or (a root mean square) negative values"
+        return ""
+
+    def _merge_moments(self, peer: dict[str, np.ndarray], share: float) -> None:
+        """Average the shared moments with the weights' share; "v" as a mean of squares."""
+        for m in self.config.shared_moments:
+            for name, arr in self.optimizer.state[m].items():
+                theirs = peer[f"{MOMENT_PREFIX}{m}.{name}"].astype(np.float64)
+                if m == "v":
+                    theirs = np.square(theirs)
+                arr[...] = (1.0 - share) * arr + share * theirs
 
     def _after_merge(self) -> None:
         """Scale the momentum (config) and move the rate to the merged age."""
