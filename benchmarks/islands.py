@@ -49,6 +49,7 @@ def run_setup(
                 seed=seed * 1000 + i,
                 eval_episodes=CONFIRM_EPISODES,
                 migration_interval=args.interval,
+                **({"migration_rate": args.migrants / population} if args.migrants else {}),
             ),
             evaluator=evaluator,
         )
@@ -110,14 +111,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interval", type=int, default=5, help="generations between migrations")
     p.add_argument("--topology", choices=["ring", "random"], default="ring")
     p.add_argument("--workers", type=int, default=-1, help="rollout processes (-1: every core)")
+    p.add_argument("--migrants", type=int, default=0,
+                   help="genomes per offer (0: the learner's default, migration_rate x population)")
+    p.add_argument("--setups", nargs="+", choices=["single", "islands"], default=["single", "islands"],
+                   help="which setups to run (runs are deterministic per seed, so a variant of the "
+                        "islands can be compared with an earlier run of the single population)")
+    p.add_argument("--seed-list", type=int, nargs="+", help="run exactly these seeds instead of 0..seeds-1")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
 
     runs = []
     with Evaluator(args.task, 16, args.workers) as evaluator:
-        for seed in range(args.seeds):
-            for islands, pop in ((1, args.single_population), (args.islands, args.island_population)):
+        setups = {"single": (1, args.single_population), "islands": (args.islands, args.island_population)}
+        for seed in args.seed_list if args.seed_list else range(args.seeds):
+            for islands, pop in (setups[name] for name in args.setups):
                 r = run_setup(args, seed, islands, pop, evaluator)
                 runs.append(r)
                 print(
@@ -125,26 +133,27 @@ def main(argv: list[str] | None = None) -> int:
                     f"{r['confirmed_generations']} gens, {r['env_steps'] / 1e6:.2f} M steps, {r['seconds']} s",
                     file=sys.stderr,
                 )
-    summary = {}
-    for name, islands in (("single", 1), ("islands", args.islands)):
-        rs = [r for r in runs if r["islands"] == islands]
+    summary: dict[str, object] = {}
+    line = []
+    labels = {"single": f"single 1x{args.single_population}",
+              "islands": f"islands {args.islands}x{args.island_population}"}
+    for name in args.setups:
+        rs = [r for r in runs if r["islands"] == setups[name][0]]
         cap = args.max_generations
-        summary[name] = {
+        s = summary[name] = {
             "median_confirmed_generations": _median([r["confirmed_generations"] for r in rs], cap),
             "median_raw_generations": _median([r["raw_generations"] for r in rs], cap),
             "median_env_steps": float(statistics.median(r["env_steps"] for r in rs)),
             "unfinished": sum(r["confirmed_generations"] is None for r in rs),
         }
-    one, many = summary["single"], summary["islands"]
-    summary["steps_ratio_islands_over_single"] = many["median_env_steps"] / one["median_env_steps"]
-    line = []
-    for label, s in ((f"single 1x{args.single_population}", one),
-                     (f"islands {args.islands}x{args.island_population}", many)):
         line.append(
-            f"{label}: median {s['median_confirmed_generations']:.0f} gens "
+            f"{labels[name]}: median {s['median_confirmed_generations']:.0f} gens "
             f"(raw {s['median_raw_generations']:.0f}), {s['median_env_steps'] / 1e6:.2f} M steps"
         )
-    line.append(f"steps ratio {summary['steps_ratio_islands_over_single']:.2f}")
+    if len(args.setups) == 2:
+        ratio = summary["islands"]["median_env_steps"] / summary["single"]["median_env_steps"]
+        summary["steps_ratio_islands_over_single"] = ratio
+        line.append(f"steps ratio {ratio:.2f}")
     print(" | ".join(line), file=sys.stderr)
     if args.json:
         print(json.dumps({"args": vars(args), "summary": summary, "runs": runs}))
