@@ -49,6 +49,7 @@ def run_setup(
                 seed=seed * 1000 + i,
                 eval_episodes=CONFIRM_EPISODES,
                 migration_interval=args.interval,
+                init_seed=seed if args.shared_init else None,
                 **({"migration_rate": args.migrants / population} if args.migrants else {}),
             ),
             evaluator=evaluator,
@@ -117,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="which setups to run (runs are deterministic per seed, so a variant of the "
                         "islands can be compared with an earlier run of the single population)")
     p.add_argument("--seed-list", type=int, nargs="+", help="run exactly these seeds instead of 0..seeds-1")
+    p.add_argument("--shared-init", action="store_true",
+                   help="every island (and the single population) starts from one network drawn from the "
+                        "run's seed, instead of CMA-ES's zero vector")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)

@@ -140,3 +140,20 @@ def test_layout_names_every_slice_and_fingerprints_its_shape():
     assert other.fingerprint != LAYOUT.fingerprint
     with pytest.raises(ValueError):
         LAYOUT.unpack(np.zeros((1, LAYOUT.size + 1), np.float32))
+
+
+def test_islands_sharing_an_init_seed_start_from_one_network_and_then_search_apart():
+    a = make_algorithm("cmaes", LAYOUT, 8, seed=1, init_seed=7)
+    b = make_algorithm("cmaes", LAYOUT, 8, seed=2, init_seed=7)
+    np.testing.assert_array_equal(a.mean, b.mean)
+    assert np.abs(a.mean).max() > 0  # a drawn network, not CMA-ES's symmetric zero vector
+    assert not np.array_equal(a.ask(), b.ask())
+    np.testing.assert_array_equal(make_algorithm("cmaes", LAYOUT, 8, seed=1).mean, 0.0)
+    for name in ("ga", "es"):
+        x = make_algorithm(name, LAYOUT, 8, seed=1, init_seed=7)
+        y = make_algorithm(name, LAYOUT, 8, seed=2, init_seed=7)
+        z = make_algorithm(name, LAYOUT, 8, seed=2)
+        assert np.array_equal(x.state_dict()["members" if name == "ga" else "theta"],
+                              y.state_dict()["members" if name == "ga" else "theta"])
+        assert not np.array_equal(y.state_dict()["members" if name == "ga" else "theta"],
+                                  z.state_dict()["members" if name == "ga" else "theta"])

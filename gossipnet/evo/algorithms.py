@@ -20,17 +20,25 @@ def make_algorithm(
     population: int,
     seed: int,
     config: GAConfig | ESConfig | CMAConfig | None = None,
+    init_seed: int | None = None,
 ) -> Algorithm:
-    """A fresh search over ``layout``'s genomes; everything random follows from ``seed``.
+    """A fresh search over ``layout``'s genomes; everything random follows from ``seed``,
+    the starting networks from ``init_seed`` when one is given.
 
     GA starts from a population of independently initialised networks, ES from
-    one, CMA-ES from the zero vector (its ``sigma0`` provides the spread).
+    one, CMA-ES from the zero vector (its ``sigma0`` provides the spread), or, given
+    ``init_seed``, from one initialised network. Islands that are to trade migrants
+    should share an ``init_seed``: a network's hidden units can be permuted without
+    changing it, searches started apart settle on different permutations, and a
+    CMA-ES mean pulled towards a migrant from another permutation lands between two
+    unrelated networks (as weight averaging of convnets from different inits does).
     """
-    init_rng = np.random.default_rng([seed, 0x1A1])  # separate stream for initial weights
+    init_rng = np.random.default_rng([seed if init_seed is None else init_seed, 0x1A1])
     if name == "ga":
         return GA(layout.init(init_rng, population), population, seed, config or GAConfig())
     if name == "es":
         return OpenAIES(layout.init(init_rng, 1)[0], population, seed, config or ESConfig())
     if name == "cmaes":
-        return CMAES(np.zeros(layout.size), population, seed, config or CMAConfig())
+        x0 = np.zeros(layout.size) if init_seed is None else layout.init(init_rng, 1)[0]
+        return CMAES(x0, population, seed, config or CMAConfig())
     raise UserError(f"unknown algorithm {name!r}; choose one of: {', '.join(ALGORITHMS)}")

@@ -61,6 +61,9 @@ class EvolutionConfig:
     episodes: int = 2  # episodes per fitness score; all individuals of a generation share seeds
     eval_episodes: int = 100  # gymnasium's CartPole criterion: mean of 100 episodes
     seed: int = 0
+    # The swarm's shared starting networks (None: the algorithm's own start from ``seed``);
+    # see make_algorithm for why islands that trade migrants should share one.
+    init_seed: int | None = None
     workers: int = 0  # process-pool size for rollouts; 0 evaluates inline, -1 uses every core
     migration_interval: int = 5  # generations between offers (DESIGN: islands migrate every 5)
     migration_rate: float = 0.125  # fraction of the population offered as migrants
@@ -106,7 +109,8 @@ class EvolutionLearner(Learner):
         config.check()
         self.config = config
         self.task = get_task(config.task, config.hidden)
-        self.algo = make_algorithm(config.algo, self.task.layout, config.population, config.seed)
+        self.algo = make_algorithm(config.algo, self.task.layout, config.population, config.seed,
+                                   init_seed=config.init_seed)
         self._own_evaluator = evaluator is None
         self.evaluator = evaluator or Evaluator(config.task, config.hidden, config.workers)
         if (self.evaluator.task_name, self.evaluator.hidden) != (config.task, config.hidden):
