@@ -77,7 +77,7 @@ class Setup:
     lr_decay_power: float = ConvnetConfig.lr_decay_power
     momentum_on_absorb: float = 1.0  # ConvnetConfig's: 1 keeps the optimizer momentum on merges
     swarm_lr_scale: float = 1.0  # the nodes' (alone and gossip) rate over the preset's; central keeps 1
-    shared_moments: tuple[str, ...] = ()  # ConvnetConfig's: optimiser moments merged with the weights
+    shared_moments: tuple[str, ...] | None = None  # ConvnetConfig's (None: its default, Adam's "v")
 
     def __post_init__(self) -> None:
         if self.nodes < 1 or self.chunk < 1 or self.fanout < 0:
@@ -279,7 +279,7 @@ def _jobs(args: argparse.Namespace) -> list[tuple[str, Setup]]:
                  seed=args.seed, schedule=args.schedule, lr_half_life_images=args.lr_half_life,
                  lr_decay_power=args.lr_decay_power,
                  momentum_on_absorb=args.momentum_on_absorb, swarm_lr_scale=args.swarm_lr_scale,
-                 shared_moments=tuple(args.shared_moments),
+                 shared_moments=None if args.shared_moments is None else tuple(args.shared_moments),
                  clip_radius=args.clip_radius, chunk=args.chunk[0], fanout=args.fanout[0])
     get_preset(base.net)  # an unknown net fails here, before any data is read
     jobs = [(arm, base) for arm in ("central", "central-wide", "alone") if arm in args.arms]
@@ -319,8 +319,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="the age schedule's exponent: 0.5 inverse square root, 1 inverse time")
     p.add_argument("--momentum-on-absorb", type=float, default=1.0,
                    help="multiply the optimizer's momentum by this on every merge (0 resets it)")
-    p.add_argument("--shared-moments", nargs="*", default=[], choices=["m", "v", "velocity"],
-                   help="optimiser moments merged along with the weights (ConvnetConfig.shared_moments)")
+    p.add_argument("--shared-moments", nargs="*", choices=["m", "v", "velocity"],
+                   help="optimiser moments merged along with the weights (default: the learner's, "
+                        "Adam's v; give the flag alone for none)")
     p.add_argument("--swarm-lr-scale", type=float, default=1.0,
                    help="multiply the nodes' learning rate (alone and gossip arms; central keeps the preset's)")
     p.add_argument("--arms", nargs="+", default=["central", "alone", "gossip"], choices=ARMS)

@@ -94,7 +94,7 @@ def test_bad_schedule_settings_are_user_errors_naming_the_field(bad):
 
 
 def test_momentum_on_absorb_scales_adams_first_moment_and_keeps_the_second(data):
-    a, b = make(data, 0, momentum_on_absorb=0.5), make(data, 1)
+    a, b = make(data, 0, momentum_on_absorb=0.5, shared_moments=()), make(data, 1, shared_moments=())
     a.train(2)
     b.train(2)
     m = {k: v.copy() for k, v in a.optimizer.state["m"].items()}
@@ -166,7 +166,10 @@ def test_shared_second_moment_travels_as_its_root_and_is_pooled_like_the_weights
 
 
 def test_sharing_moments_is_part_of_the_fingerprint_so_mixed_swarms_never_merge(data):
-    plain, v, mv = make(data, 0), make(data, 1, shared_moments=("v",)), make(data, 2, shared_moments=("m", "v"))
+    plain, v, mv = make(data, 0, shared_moments=()), make(data, 1), make(data, 2, shared_moments=("m", "v"))
+    assert v.shared_moments == ("v",)  # Adam's default; SGD has no second moment to share
+    assert make(data, 4, optimizer="sgd").shared_moments == ()
+    assert plain.fingerprint == plain.net.fingerprint
     assert len({plain.fingerprint, v.fingerprint, mv.fingerprint}) == 3
     assert make(data, 3, shared_moments=("v", "m")).fingerprint == mv.fingerprint
     result = plain.absorb(v.snapshot(), "v")

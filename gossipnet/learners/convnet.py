@@ -70,7 +70,8 @@ class ConvnetConfig:
     # moment; SGD's is "velocity"). Sharing "v" gives every node the same per-weight step
     # scale, so a node whose shard lacks a class no longer takes full-size steps on that
     # class's weights from its small local gradients. Measured in docs/GOSSIP_LEARNING.md.
-    shared_moments: tuple[str, ...] = ()
+    # None: "v" if the optimiser has it (Adam), nothing otherwise.
+    shared_moments: tuple[str, ...] | None = None
     eval_images: int = 2000  # test images per evaluation: enough for +-1 point at 90%
     visual_samples: int = 24
 
@@ -87,8 +88,8 @@ class ConvnetConfig:
             raise UserError(f"lr_decay_power must be in (0, 2], got {self.lr_decay_power!r}")
         if not (isinstance(self.momentum_on_absorb, (int, float)) and 0 <= self.momentum_on_absorb <= 1):
             raise UserError(f"momentum_on_absorb must be in [0, 1], got {self.momentum_on_absorb!r}")
-        unknown = set(self.shared_moments) - set(MOMENTS)
-        if unknown or len(set(self.shared_moments)) != len(self.shared_moments):
+        moments = self.shared_moments or ()
+        if set(moments) - set(MOMENTS) or len(set(moments)) != len(moments):
             raise UserError(f"shared_moments {self.shared_moments!r}: name each of "
                             f"{', '.join(MOMENTS)} at most once")
 
@@ -132,13 +133,16 @@ class ConvnetLearner(Learner):
             weight_decay=preset.weight_decay, momentum=preset.momentum,
         )
         self.trainer = Trainer(self.net, self.optimizer, cfg.batch_size or preset.batch_size, seed=cfg.seed)
-        missing = [m for m in cfg.shared_moments if m not in self.optimizer.state]
+        self.shared_moments: tuple[str, ...] = (
+            cfg.shared_moments if cfg.shared_moments is not None
+            else tuple(m for m in ("v",) if m in self.optimizer.state))
+        missing = [m for m in self.shared_moments if m not in self.optimizer.state]
         if missing:
             raise UserError(f"the {self.optimizer.kind} optimiser has no moment {missing[0]!r} to share; "
                             f"it has: {', '.join(self.optimizer.state) or 'none'}")
         self._fingerprint = self.net.fingerprint
-        if cfg.shared_moments:  # peers must share the same moments, or never merge with us
-            tag = f"{self.net.fingerprint}/{self.optimizer.kind}/{','.join(sorted(cfg.shared_moments))}"
+        if self.shared_moments:  # peers must share the same moments, or never merge with us
+            tag = f"{self.net.fingerprint}/{self.optimizer.kind}/{','.join(sorted(self.shared_moments))}"
             self._fingerprint = hashlib.sha256(tag.encode()).hexdigest()[:32]
         self.age = 0.0  # images embodied in the model, own and merged (gossip learning's age)
         self.merges = 0
@@ -187,7 +191,7 @@ class ConvnetLearner(Learner):
 
     def snapshot(self) -> Snapshot:
         tensors = self.net.state_dict()
-        for moment in self.config.shared_moments:
+        for moment in self.shared_moments:
             for name, arr in self.optimizer.state[moment].items():
                 tensors[f"{MOMENT_PREFIX}{moment}.{name}"] = np.sqrt(arr) if moment == "v" else arr.copy()
         return Snapshot(KIND, self.fingerprint, float(self.age), tensors, {"step": self.step})
@@ -237,7 +241,7 @@ class ConvnetLearner(Learner):
     def _check_moments(self, peer: dict[str, np.ndarray]) -> str:
         """'' if ``peer`` holds exactly the moments we share, shaped like ours, finite, and
         (for "v", sent as its root) non-negative; else what is wrong."""
-        want = {f"{MOMENT_PREFIX}{m}.{name}": arr for m in self.config.shared_moments
+        want = {f"{MOMENT_PREFIX}{m}.{name}": arr for m in self.shared_moments
                 for name, arr in self.optimizer.state[m].items()}
         if set(peer) != set(want):
             return f"expected {len(want)} optimiser moment arrays, got {len(peer)}"
@@ -250,7 +254,7 @@ class ConvnetLearner(Learner):
 
     def _merge_moments(self, peer: dict[str, np.ndarray], share: float) -> None:
         """Average the shared moments with the weights' share; "v" as a mean of squares."""
-        for m in self.config.shared_moments:
+        for m in self.shared_moments:
             for name, arr in self.optimizer.state[m].items():
                 theirs = peer[f"{MOMENT_PREFIX}{m}.{name}"].astype(np.float64)
                 if m == "v":
