@@ -54,6 +54,12 @@ def _check_age(age: float, what: str) -> float:
     return float(age)
 
 
+def age_share(own_age: float, peer_age: float) -> float:
+    """The peer's weight in an age-weighted merge: a_peer / (a_own + a_peer), 1/2 if both are 0."""
+    a, b = _check_age(own_age, "own_age"), _check_age(peer_age, "peer_age")
+    return 0.5 if a + b == 0 else b / (a + b)
+
+
 def age_weighted(own: Weights, own_age: float, peer: Weights,
                  peer_age: float) -> tuple[dict[str, np.ndarray], float]:
     """(a_own * w_own + a_peer * w_peer) / (a_own + a_peer), and max(a_own, a_peer).
@@ -61,13 +67,12 @@ def age_weighted(own: Weights, own_age: float, peer: Weights,
     Two untrained models (both ages 0) average evenly.
     """
     check_compatible(own, peer)
-    a, b = _check_age(own_age, "own_age"), _check_age(peer_age, "peer_age")
-    share = 0.5 if a + b == 0 else b / (a + b)
+    share = age_share(own_age, peer_age)
     merged = {}
     for name, w in own.items():
         w64 = w.astype(np.float64)
         merged[name] = (w64 + share * (peer[name].astype(np.float64) - w64)).astype(w.dtype)
-    return merged, max(a, b)
+    return merged, max(float(own_age), float(peer_age))
 
 
 def difference_norm(own: Weights, peer: Weights) -> float:

@@ -219,11 +219,11 @@ class ConvnetLearner(Learner):
         problem = self._check_moments(peer_moments)
         if problem:
             return AbsorbResult(False, "bad_moments", problem)
+        share = merge.age_share(self.age, float(age))
         try:
             if self.config.merge == "average":
                 merged, new_age = merge.age_weighted(own, self.age, peer_w, float(age))
             else:
-                share = float(age) / (self.age + float(age)) if self.age + age > 0 else 0.5
                 if share <= 0:
                     return AbsorbResult(True, "ok", "peer model untrained: nothing to merge")
                 merged = merge.clipped(own, peer_w, self.config.clip_radius, weight=min(1.0, share))
@@ -234,7 +234,6 @@ class ConvnetLearner(Learner):
         for name, w in merged.items():
             own[name][...] = w
         if self.config.merge == "average":
-            share = 0.5 if self.age + age == 0 else float(age) / (self.age + float(age))
             self._merge_moments(peer_moments, share)
         self.age = new_age
         self.merges += 1
