@@ -9,6 +9,12 @@ generation whose best training score reached the target is reported too
 (``raw``, a single lucky episode can do it).
 
     python benchmarks/islands.py --seeds 5 --max-generations 300 --json
+    python benchmarks/islands.py --seeds 10 --workers 1 --setups islands --algo ga --interval 10
+
+Runs are deterministic per seed (whatever the number of workers), so a variant of the
+islands (``--setups islands`` with ``--interval``, ``--topology``, ``--migrants``,
+``--shared-init``, ``--algo``) can be set against one earlier run of the single population.
+Results and every variant measured: docs/EVOLUTION.md.
 
 DESIGN reference (CMA-ES, 16-unit MLP, LunarLander-v3): one population of 64
 reached 200 in 115 generations / 3.9 M steps; 4 islands of 16 migrating every 5
