@@ -31,6 +31,7 @@ import time
 
 import numpy as np
 
+from gossipnet.config import NodeConfig
 from gossipnet.evo.rollout import Evaluator
 from gossipnet.learners.evolution import EvolutionConfig, EvolutionLearner
 
@@ -108,7 +109,8 @@ def _median(values: list[int | None], cap: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--task", default="lunarlander")
-    p.add_argument("--algo", default="cmaes", choices=["ga", "es", "cmaes"])
+    p.add_argument("--algo", default=NodeConfig.algo, choices=["ga", "es", "cmaes"],
+                   help="evolution algorithm (default: the daemon's, as islands run it)")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--max-generations", type=int, default=300)
     p.add_argument("--target", type=float, default=200.0)

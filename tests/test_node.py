@@ -138,7 +138,7 @@ async def test_island_takes_migrants_before_its_first_generation(tmp_path):
     token = new_swarm_token()
     idle = EvolutionLearner(EvolutionConfig.for_task("cartpole", "ga", seed=1))
     busy = EvolutionLearner(EvolutionConfig.for_task("cartpole", "ga", seed=2))
-    assert idle.offer_shapes() == {"genomes": (2, idle.task.layout.size)}
+    assert idle.offer_shapes() == {"genomes": (idle.config.migrants_per_offer, idle.task.layout.size)}
     a = _node(tmp_path, "a", idle, token, max_steps=0)
     b = _node(tmp_path, "b", busy, token)
     await _run_until([a, b], lambda: idle.migrants_accepted >= 1, 60)
