@@ -286,3 +286,18 @@ def test_the_best_policy_is_rendered_as_a_strip_of_frames_and_cached():
     assert frames.dtype == np.uint8 and frames.ndim == 4 and frames.shape[-1] == 3
     assert 2 <= frames.shape[0] <= 8 and frames.std() > 0  # a drawn cart, not a blank
     assert learner.visuals()["rollout"] is frames  # same best genome: no second render
+
+
+def test_islands_of_one_process_render_their_rollouts_at_the_same_time():
+    """pygame is not thread-safe (the demo's islands once broke each other's drawing)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gossipnet.evo.rollout import render_episode
+    from gossipnet.evo.tasks import get_task
+
+    genome = np.zeros(get_task("cartpole", 16).layout.size, dtype=np.float32)
+    with ThreadPoolExecutor(4) as pool:
+        strips = list(pool.map(lambda s: render_episode("cartpole", 16, genome, s), range(8)))
+    for frames in strips:
+        assert frames.ndim == 4 and frames.shape[0] >= 2 and frames.shape[-1] == 3
+        assert frames.dtype == np.uint8 and frames.max() > 0

@@ -74,7 +74,9 @@ def _build_nodes(args: argparse.Namespace) -> list:
     nodes = []
     for i in range(args.nodes):
         cfg = build_config({}, {
-            "state_dir": str(root / f"node{i}"), "host": args.host, "interface": args.host,
+            # islands keep their own directories: a convnet checkpoint cannot resume an island
+            "state_dir": str(root / (f"{args.task}-node{i}" if evolution else f"node{i}")),
+            "host": args.host, "interface": args.host,
             "udp_port": 0, "http_port": 0, "mdns": False, "preset": "local",
             "learner": "evolution" if evolution else "convnet", "task": args.task or "cartpole",
             "dataset": args.dataset, "net": args.net, "shards": args.nodes, "shard": i,

@@ -30,6 +30,9 @@ from gossipnet.evo.tasks import get_task, make_env
 # never shared between threads: two islands in one process (the demo, tests) evaluating
 # at once on one env list corrupted each other's episodes.
 _LOCAL = threading.local()
+# pygame keeps global state and imports its surfarray lazily: islands of one process (the
+# demo) drawing at once saw "pygame.surfarray has no attribute pixels3d". One at a time.
+_RENDER_LOCK = threading.Lock()
 
 
 def _envs(env_id: str, count: int) -> list:
@@ -160,25 +163,26 @@ def render_episode(task_name: str, hidden: int, genome: np.ndarray, seed: int,
     Renders only every ``every``-th step (gymnasium's ``rgb_array`` drawing costs more than
     the physics) and keeps at most ``max_frames``, evenly spread, downscaled by 2.
     """
-    task = get_task(task_name, hidden)
-    # Offscreen drawing: pygame must neither look for a display nor open an audio device.
-    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
-    env = gym.make(task.env_id, render_mode="rgb_array", disable_env_checker=True)
-    frames = []
-    try:
-        obs, _ = env.reset(seed=int(seed))
-        g = np.asarray(genome, dtype=np.float32).reshape(1, -1)
-        for t in range(task.max_episode_steps):
-            if t % every == 0:
-                frames.append(np.asarray(env.render(), dtype=np.uint8)[::2, ::2])
-            action = act(task.layout, task.action, g, np.asarray(obs, dtype=np.float32)[None])
-            a = int(action[0]) if task.action.discrete else action[0]
-            obs, _, terminated, truncated, _ = env.step(a)
-            if terminated or truncated:
-                frames.append(np.asarray(env.render(), dtype=np.uint8)[::2, ::2])
-                break
-    finally:
-        env.close()
-    keep = np.unique(np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int))
-    return np.stack([frames[i] for i in keep])
+    with _RENDER_LOCK:
+        task = get_task(task_name, hidden)
+        # Offscreen drawing: pygame must neither look for a display nor open an audio device.
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+        os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+        env = gym.make(task.env_id, render_mode="rgb_array", disable_env_checker=True)
+        frames = []
+        try:
+            obs, _ = env.reset(seed=int(seed))
+            g = np.asarray(genome, dtype=np.float32).reshape(1, -1)
+            for t in range(task.max_episode_steps):
+                if t % every == 0:
+                    frames.append(np.asarray(env.render(), dtype=np.uint8)[::2, ::2])
+                action = act(task.layout, task.action, g, np.asarray(obs, dtype=np.float32)[None])
+                a = int(action[0]) if task.action.discrete else action[0]
+                obs, _, terminated, truncated, _ = env.step(a)
+                if terminated or truncated:
+                    frames.append(np.asarray(env.render(), dtype=np.uint8)[::2, ::2])
+                    break
+        finally:
+            env.close()
+        keep = np.unique(np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int))
+        return np.stack([frames[i] for i in keep])

@@ -315,7 +315,7 @@ class EvolutionLearner(Learner):
         if fp != self.fingerprint:
             raise UserError(
                 f"checkpoint is for task/layout {fp}, this island runs {self.fingerprint}; "
-                "use a matching --task"
+                "use a matching --task, or a fresh state directory for this task"
             )
         algo = bytes(need(state, "learner.algo").astype(np.uint8)).decode(errors="replace")
         if algo != self.config.algo:
