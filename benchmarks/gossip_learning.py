@@ -122,8 +122,7 @@ class WireLink:
 
     def __init__(self, learner: ConvnetLearner, dtype: str) -> None:
         self.dtype = dtype
-        spec = blobs.spec_of(learner.snapshot().tensors)
-        self.gate = blobs.BlobGate(spec)
+        self.gate = blobs.BlobGate(learner.offer_shapes())
         self.rejected = 0
 
     def publish(self, learner: ConvnetLearner) -> tuple[bytes, blobs.Manifest, Snapshot]:
