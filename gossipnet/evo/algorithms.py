@@ -27,11 +27,11 @@ def make_algorithm(
 
     GA starts from a population of independently initialised networks, ES from
     one, CMA-ES from the zero vector (its ``sigma0`` provides the spread), or, given
-    ``init_seed``, from one initialised network. Islands that are to trade migrants
-    should share an ``init_seed``: a network's hidden units can be permuted without
-    changing it, searches started apart settle on different permutations, and a
-    CMA-ES mean pulled towards a migrant from another permutation lands between two
-    unrelated networks (as weight averaging of convnets from different inits does).
+    ``init_seed``, from one initialised network. Islands sharing an ``init_seed`` break
+    the hidden units' permutation symmetry alike, so a migrant is more likely a relative
+    than an unrelated network; measured on LunarLander it did not make CMA-ES islands
+    need fewer env steps (it did help one population), so it is off by default
+    (docs/EVOLUTION.md).
     """
     init_rng = np.random.default_rng([seed if init_seed is None else init_seed, 0x1A1])
     if name == "ga":

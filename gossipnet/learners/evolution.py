@@ -62,7 +62,7 @@ class EvolutionConfig:
     eval_episodes: int = 100  # gymnasium's CartPole criterion: mean of 100 episodes
     seed: int = 0
     # The swarm's shared starting networks (None: the algorithm's own start from ``seed``);
-    # see make_algorithm for why islands that trade migrants should share one.
+    # make_algorithm says what sharing one did and did not do for islands.
     init_seed: int | None = None
     workers: int = 0  # process-pool size for rollouts; 0 evaluates inline, -1 uses every core
     migration_interval: int = 5  # generations between offers (DESIGN: islands migrate every 5)
