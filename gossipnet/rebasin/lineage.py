@@ -84,8 +84,14 @@ class Realigner:
         return perms
 
     def repaired(self, merged: Params, own: Params, aligned_peer: Params, share: float) -> Params:
-        """``merged`` with its units rescaled to the parents' statistics on our sample."""
+        """``merged`` with its units rescaled to the parents' statistics on our sample
+        (timed into the cost of the match that preceded it)."""
         if not self.use_repair or share <= 0:
             return merged
-        return repair(self.net, merged, [own, aligned_peer], self.sample, self.spec,
-                      shares=[1.0 - share, share])
+        t0 = time.perf_counter()
+        fixed = repair(self.net, merged, [own, aligned_peer], self.sample, self.spec,
+                       shares=[1.0 - share, share])
+        spent = time.perf_counter() - t0
+        self.last_seconds += spent
+        self.total_seconds += spent
+        return fixed
