@@ -368,34 +368,45 @@ def fmt(values: list[float], scale: float = 100.0) -> str:
     return f"{m:.1f} ± {h:.1f}"
 
 
+def _setting(r: dict) -> str:
+    images = r["train_limit"] or 60000
+    return f"{r['preset']}, parents trained on {images:,} images x {r['epochs']:g} epochs"
+
+
 def report(cache: Path) -> str:
+    """Markdown tables: mean ± 95% t-interval over seeds; gap = parents' mean - merged."""
     rows = list(load_done(cache).values())
     lines = []
     pairs = [r for r in rows if r["kind"] == "pair"]
-    for preset in sorted({r["preset"] for r in pairs}):
-        lines.append(f"\n### {preset}: pairs (accuracy %, mean ± 95% CI over seeds; n = seeds)\n")
-        lines.append("| data | init | reg | n | parents | avg merged | avg barrier | match merged "
-                     "| match barrier | +REPAIR merged | +REPAIR barrier |")
-        lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
-        keys = sorted({(r["data"], r["init"], str(r["reg"])) for r in pairs if r["preset"] == preset})
+    for setting in sorted({_setting(r) for r in pairs}):
+        lines.append(f"\n### Pairs: {setting}\n")
+        lines.append("| data | init | reg | n | parents | average | avg barrier | match | match barrier "
+                     "| match+REPAIR | gap | REPAIR barrier |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        sel_rows = [r for r in pairs if _setting(r) == setting]
+        keys = sorted({(r["data"], r["init"], str(r["reg"])) for r in sel_rows})
         for data, init, reg in keys:
-            sel = [r for r in pairs if r["preset"] == preset and r["data"] == data
-                   and r["init"] == init and str(r["reg"]) == reg]
+            sel = [r for r in sel_rows if r["data"] == data and r["init"] == init and str(r["reg"]) == reg]
             cells = [fmt([r["parent_mean"] for r in sel])]
             for m in METHODS:
                 cells.append(fmt([r["merged"][m] for r in sel]))
+                if m == METHODS[-1]:
+                    cells.append(fmt([r["parent_mean"] - r["merged"][m] for r in sel]))
                 cells.append(fmt([r["barrier"][m] for r in sel], 1.0))
-            label = reg if reg != "early" else f"early stop ({sel[0].get('fraction')})"
+            label = f"dropout {reg}" if reg != "early" else f"early stop at {sel[0].get('fraction')}"
             lines.append(f"| {data} | {init} | {label} | {len(sel)} | " + " | ".join(cells) + " |")
     groups = [r for r in rows if r["kind"] == "group"]
-    for preset in sorted({r["preset"] for r in groups}):
-        lines.append(f"\n### {preset}: groups of independent nets (accuracy %)\n")
-        lines.append("| k | reg | n | parents | average | match | match+REPAIR | matching s |")
-        lines.append("|---|---|---|---|---|---|---|---|")
-        for k, reg in sorted({(r["k"], str(r["reg"])) for r in groups if r["preset"] == preset}):
-            sel = [r for r in groups if r["preset"] == preset and r["k"] == k and str(r["reg"]) == reg]
-            lines.append(f"| {k} | {reg} | {len(sel)} | {fmt([r['parent_mean'] for r in sel])} | "
+    for setting in sorted({_setting(r) for r in groups}):
+        lines.append(f"\n### Groups of independently initialised nets: {setting}\n")
+        lines.append("| k | reg | n | parents | average | match (MergeMany) | match+REPAIR | gap "
+                     "| MergeMany wall s |")
+        lines.append("|---|---|---|---|---|---|---|---|---|")
+        sel_rows = [r for r in groups if _setting(r) == setting]
+        for k, reg in sorted({(r["k"], str(r["reg"])) for r in sel_rows}):
+            sel = [r for r in sel_rows if r["k"] == k and str(r["reg"]) == reg]
+            lines.append(f"| {k} | dropout {reg} | {len(sel)} | {fmt([r['parent_mean'] for r in sel])} | "
                          + " | ".join(fmt([r["merged"][m] for r in sel]) for m in METHODS)
+                         + f" | {fmt([r['parent_mean'] - r['merged'][METHODS[-1]] for r in sel])}"
                          + f" | {statistics.median(r['match_seconds'] for r in sel):.2f} |")
     return "\n".join(lines)
 
