@@ -65,9 +65,13 @@ class Parent:
     epochs: float
     train_limit: int
     fraction: float = 1.0  # < 1: an early-stopped checkpoint of the same run
+    weight_decay: float = 0.0  # L2 (the second control); 0 keeps the preset's
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:20]
+        fields = asdict(self)
+        if not fields["weight_decay"]:
+            del fields["weight_decay"]  # keys of runs cached before the L2 control existed
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:20]
 
 
 def spec_with_dropout(preset_name: str, rate: float) -> list[dict]:
@@ -128,13 +132,13 @@ class Lab:
         dropout-0 run provides for the control."""
         preset = get_preset(p.preset)
         net = Net(spec_with_dropout(p.preset, p.dropout), preset.input_shape, seed=p.init_seed)
-        opt = make_optimizer(preset.optimizer, net.params(), preset.lr, preset.weight_decay,
-                             preset.momentum)
+        opt = make_optimizer(preset.optimizer, net.params(), preset.lr,
+                             p.weight_decay or preset.weight_decay, preset.momentum)
         trainer = Trainer(net, opt, preset.batch_size, seed=p.order_seed)
         idx = self.indices(p)
         x, y = self.x[idx], self.y[idx]
         total = max(1, round(p.epochs * len(x) / preset.batch_size))
-        fractions = self.args.early_fractions if p.dropout == 0 else (1.0,)
+        fractions = self.args.early_fractions if p.dropout == 0 and not p.weight_decay else (1.0,)
         t0 = time.perf_counter()
         for frac in fractions:
             target = max(1, round(frac * total))
@@ -144,7 +148,7 @@ class Lab:
             q = Parent(**{**asdict(p), "fraction": frac})
             save_state(self.cache / f"{q.key()}.safetensors", net.state_dict(),
                        {"test_accuracy": acc, "parent": asdict(q), "steps": trainer.step})
-        log(f"  trained {p.preset} d{p.dropout} init {p.init_seed} order {p.order_seed} "
+        log(f"  trained {p.preset} d{p.dropout} l2 {p.weight_decay:g} init {p.init_seed} order {p.order_seed} "
             f"shard {p.shard}/{p.shards}: {acc:.4f} in {time.perf_counter() - t0:.0f} s")
 
     def accuracy(self, preset: str, params, x=None, y=None) -> float:
@@ -172,12 +176,12 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
 # ---- cells ------------------------------------------------------------------------------------
 
 def pair_parents(args, preset: str, dropout: float, data: str, init: str, seed: int,
-                 fraction: float = 1.0) -> tuple[Parent, Parent]:
+                 fraction: float = 1.0, weight_decay: float = 0.0) -> tuple[Parent, Parent]:
     """Parent A and B of pair ``seed``. A is shared by the shared- and independent-init cells;
     B shares A's init (shared) or has its own (independent); both use their own order."""
     shards = 2 if data == "shards" else 1
     base = dict(preset=preset, dropout=dropout, shards=shards, epochs=args.epochs,
-                train_limit=args.train_limit or 0, fraction=fraction)
+                train_limit=args.train_limit or 0, fraction=fraction, weight_decay=weight_decay)
     init_a = 1000 + 2 * seed
     a = Parent(init_seed=init_a, order_seed=2 * seed, shard=0 if shards > 1 else -1, **base)
     b = Parent(init_seed=init_a if init == "shared" else init_a + 1, order_seed=2 * seed + 1,
@@ -223,6 +227,10 @@ def run_pair_cell(lab: Lab, args, preset, reg, data, init, seed, done) -> None:
         fraction = early_fraction(lab, args, preset, data, init)
         a_p, b_p = pair_parents(args, preset, 0.0, data, init, seed, fraction)
         cell["fraction"] = fraction
+    elif reg == "l2":
+        decay = l2_decay(lab, args, preset, data, init)
+        a_p, b_p = pair_parents(args, preset, 0.0, data, init, seed, weight_decay=decay)
+        cell["weight_decay"] = decay
     else:
         a_p, b_p = pair_parents(args, preset, float(reg), data, init, seed)
     a, acc_a = lab.parent(a_p)
@@ -258,6 +266,27 @@ def early_fraction(lab: Lab, args, preset: str, data: str, init: str) -> float:
         if gap < best_gap:
             best, best_gap = frac, gap
     return best
+
+
+_L2_CHOICE: dict = {}
+
+
+def l2_decay(lab: Lab, args, preset: str, data: str, init: str) -> float:
+    """The L2 coefficient (from ``--l2-grid``) whose parent (pair 0's A, one run per value)
+    comes closest to the dropout-0.5 parents' mean accuracy: the second accuracy-matched
+    control, which unlike early stopping trains for as many steps as dropout."""
+    key = (preset, data)
+    if key not in _L2_CHOICE:
+        goal = statistics.fmean(lab.parent(p)[1] for seed in range(args.seeds)
+                                for p in pair_parents(args, preset, 0.5, data, init, seed))
+        tried = {}
+        for decay in args.l2_grid:
+            a, _ = pair_parents(args, preset, 0.0, data, init, 0, weight_decay=decay)
+            tried[decay] = lab.parent(a)[1]
+        _L2_CHOICE[key] = min(tried, key=lambda d: abs(tried[d] - goal))
+        log(f"L2 control for {preset} {data}: dropout-0.5 parents {goal:.4f}; tried {tried}; "
+            f"chose {_L2_CHOICE[key]:g}")
+    return _L2_CHOICE[key]
 
 
 def run_group_cell(lab: Lab, args, preset, reg, k, seed, done) -> None:
@@ -393,7 +422,8 @@ def report(cache: Path) -> str:
                 if m == METHODS[-1]:
                     cells.append(fmt([r["parent_mean"] - r["merged"][m] for r in sel]))
                 cells.append(fmt([r["barrier"][m] for r in sel], 1.0))
-            label = f"dropout {reg}" if reg != "early" else f"early stop at {sel[0].get('fraction')}"
+            label = (f"early stop at {sel[0].get('fraction')}" if reg == "early"
+                     else f"L2 {sel[0].get('weight_decay'):g}" if reg == "l2" else f"dropout {reg}")
             lines.append(f"| {data} | {init} | {label} | {len(sel)} | " + " | ".join(cells) + " |")
     groups = [r for r in rows if r["kind"] == "group"]
     for setting in sorted({_setting(r) for r in groups}):
@@ -424,6 +454,9 @@ def main(argv=None) -> int:
     ap.add_argument("--groups", default="4,8", help="group sizes (independent init, same data)")
     ap.add_argument("--group-regs", default="0.0,0.5")
     ap.add_argument("--control", action="store_true", help="add the early-stopping control")
+    ap.add_argument("--l2-control", action="store_true", help="add the L2 control")
+    ap.add_argument("--l2-grid", default="0.001,0.003,0.01,0.03,0.1",
+                    help="L2 coefficients tried for the control")
     ap.add_argument("--early-fractions", default=",".join(map(str, EARLY_FRACTIONS)),
                     help="where dropout-0 runs save early-stop checkpoints (fractions of the run)")
     ap.add_argument("--only", default="", help="'pairs' or 'groups'")
@@ -435,6 +468,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     args.early_fractions = tuple(float(f) for f in args.early_fractions.split(","))
+    args.l2_grid = tuple(float(f) for f in args.l2_grid.split(","))
     if args.early_fractions[-1] != 1.0:
         ap.error("--early-fractions must end with 1.0 (the full run)")
     if not blas.user_chose_threads():
@@ -450,7 +484,8 @@ def main(argv=None) -> int:
     lab = Lab(args)
     done = load_done(lab.cache)
     dropouts = [float(d) for d in args.dropouts.split(",") if d]
-    regs: list = [str(d) for d in dropouts] + (["early"] if args.control else [])
+    regs: list = ([str(d) for d in dropouts] + (["early"] if args.control else [])
+                  + (["l2"] if args.l2_control else []))
     if args.only != "groups":
         for data in args.data.split(","):
             for reg in regs:
