@@ -22,7 +22,7 @@ def test_flags_override_file_which_overrides_defaults(tmp_path):
         ({"shards": 4, "shard": 4}, r"must be in 0\.\.3"),
         ({"alpha": 0.0}, "must be positive"),
         ({"peers": ["nohost"]}, "is not HOST:PORT"),
-        ({"gossip_interval": -1.0}, "must be positive seconds"),
+        ({"announce_interval": -1.0}, "must be positive seconds"),
         ({"udp_port": "7000"}, "should be int"),
         ({"mdns": "yes"}, "should be bool"),
     ],

@@ -41,7 +41,7 @@ class PoisonLearner(ConvnetLearner):
 def _node(tmp_path, name, learner, token, **cfg):
     settings = {"state_dir": str(tmp_path / name), "host": "127.0.0.1", "interface": "127.0.0.1",
                 "udp_port": 0, "http_port": 0, "mdns": False, "preset": "local",
-                "gossip_interval": 0.3, "eval_interval": 60.0, "train_chunk": 2, **cfg}
+                "announce_interval": 0.3, "eval_interval": 60.0, "train_chunk": 2, **cfg}
     config = build_config({}, settings)
     identity = load_or_create_identity(config.state_dir)
     creds = load_credentials(identity, int(time.time() * 1000), swarm_token=token)
@@ -76,7 +76,7 @@ async def test_two_nodes_exchange_and_merge_signed_snapshots(tmp_path, data):
     token = new_swarm_token()
     a = _node(tmp_path, "a", _learner(data, seed=1), token)
     b = _node(tmp_path, "b", _learner(data, seed=2), token)
-    await _run_until([a, b], lambda: a.exchange["absorbed"] >= 2 and b.exchange["absorbed"] >= 2, 60)
+    await _run_until([a, b], lambda: a.core.exchange["absorbed"] >= 2 and b.core.exchange["absorbed"] >= 2, 60)
     for node, other in ((a, b), (b, a)):
         status = validate_status(node.status())
         peer = {p["node_id"]: p for p in status["peers"]}[other.node_id]
@@ -86,7 +86,7 @@ async def test_two_nodes_exchange_and_merge_signed_snapshots(tmp_path, data):
         assert node.learner.merges >= 2
     # Shutdown wrote a checkpoint that a new node resumes from.
     resumed = _node(tmp_path, "a", _learner(data, seed=1), token)
-    await asyncio.get_running_loop().run_in_executor(None, resumed._restore)
+    await asyncio.get_running_loop().run_in_executor(None, resumed.host.restore)
     assert resumed.learner.step == a.learner.step > 0
 
 
@@ -97,7 +97,7 @@ async def test_clipped_merge_bounds_how_far_a_poisoned_peer_moves_a_node(tmp_pat
     before = {k: v.copy() for k, v in victim_learner.net.params().items()}
     victim = _node(tmp_path, "victim", victim_learner, token, max_steps=0)
     poison = _node(tmp_path, "poison", _learner(data, cls=PoisonLearner, seed=9), token)
-    await _run_until([victim, poison], lambda: victim.exchange["absorbed"] >= 2, 60)
+    await _run_until([victim, poison], lambda: victim.core.exchange["absorbed"] >= 2, 60)
     moved = merge.difference_norm(before, victim_learner.net.params())
     assert 0 < moved <= radius * victim_learner.merges + 1e-3
     assert np.all(np.isfinite(np.concatenate([v.ravel() for v in victim_learner.net.params().values()])))
@@ -110,7 +110,7 @@ async def test_average_merge_is_dragged_by_the_same_poison(tmp_path, data):
     before = {k: v.copy() for k, v in victim_learner.net.params().items()}
     victim = _node(tmp_path, "victim", victim_learner, token, max_steps=0)
     poison = _node(tmp_path, "poison", _learner(data, cls=PoisonLearner, seed=9), token)
-    await _run_until([victim, poison], lambda: victim.exchange["absorbed"] >= 1, 60)
+    await _run_until([victim, poison], lambda: victim.core.exchange["absorbed"] >= 1, 60)
     assert merge.difference_norm(before, victim_learner.net.params()) > 50
 
 
@@ -118,14 +118,14 @@ async def test_peer_with_another_architecture_is_never_pulled(tmp_path, data):
     token = new_swarm_token()
     a = _node(tmp_path, "a", _learner(data, net="tiny"), token)
     b = _node(tmp_path, "b", _learner(data, net="fashion"), token, max_steps=0)
-    await _run_until([a, b], lambda: a.gossip.counters["skipped.other_fingerprint"] >= 2, 60)
-    assert a.exchange["absorbed"] == 0 and a.learner.merges == 0
+    await _run_until([a, b], lambda: a.core.gossip.counters["skipped.other_fingerprint"] >= 2, 60)
+    assert a.core.exchange["absorbed"] == 0 and a.learner.merges == 0
 
 
 async def test_node_from_another_swarm_is_rejected_at_the_wire(tmp_path, data):
     a = _node(tmp_path, "a", _learner(data), new_swarm_token(), max_steps=0)
     b = _node(tmp_path, "b", _learner(data), new_swarm_token(), max_steps=0)
-    await _run_until([a, b], lambda: a.receiver.counters.get("wrong_swarm", 0) >= 3, 60)
+    await _run_until([a, b], lambda: a.core.rejections.get("wire", "wrong_swarm") >= 3, 60)
     assert a.members_by_state()["alive"] == [] and b.members_by_state()["alive"] == []
 
 

@@ -323,8 +323,7 @@ def _row(r: NodeReport) -> list[str]:
     alive = sum(p["state"] == "alive" for p in peers)
     merge = s["last_merge"]
     last_merge = "-" if merge is None else format_ago(s["now"] - merge["at"])
-    rejected = {**{f"wire:{k}": v for k, v in counters.get("wire_rejected", {}).items()},
-                **{f"absorb:{k}": v for k, v in counters.get("absorb_rejected", {}).items()}}
+    rejected = {f"{stage}:{k}": v for stage, group in s["rejections"].items() for k, v in group.items()}
     total = sum(rejected.values())
     top = max(rejected.items(), key=lambda kv: kv[1]) if total else None
     return [

@@ -43,7 +43,9 @@ MAX_PEERS = 1024  # far above a LAN swarm; bounds memory against a flood of fake
 MAX_PENDING = 64  # services being resolved at once; a flood beyond this is counted and skipped
 
 
-class EventKind(enum.Enum):
+class PeerChange(enum.Enum):
+    """How a discovered peer changed (not membership's EventKind: mDNS only hints)."""
+
     ADDED = "added"
     UPDATED = "updated"
     REMOVED = "removed"
@@ -51,7 +53,7 @@ class EventKind(enum.Enum):
 
 @dataclass(frozen=True)
 class PeerEvent:
-    kind: EventKind
+    kind: PeerChange
     peer: Peer
 
 
@@ -241,7 +243,7 @@ class Discovery:
                 task.cancel()
             peer = self._peers.pop(name, None)
             if peer is not None:
-                self._emit(PeerEvent(EventKind.REMOVED, peer))
+                self._emit(PeerEvent(PeerChange.REMOVED, peer))
             return
         previous = self._pending.get(name)
         if previous is not None:
@@ -284,7 +286,7 @@ class Discovery:
             # A known peer whose advertisement turned bad, or moved swarm, is gone for us.
             old = self._peers.pop(name, None)
             if old is not None:
-                self._emit(PeerEvent(EventKind.REMOVED, old))
+                self._emit(PeerEvent(PeerChange.REMOVED, old))
             return
         old = self._peers.get(name)
         if old is None and len(self._peers) >= MAX_PEERS:
@@ -292,9 +294,9 @@ class Discovery:
             return
         self._peers[name] = peer
         if old is None:
-            self._emit(PeerEvent(EventKind.ADDED, peer))
+            self._emit(PeerEvent(PeerChange.ADDED, peer))
         elif old != peer:
-            self._emit(PeerEvent(EventKind.UPDATED, peer))
+            self._emit(PeerEvent(PeerChange.UPDATED, peer))
 
     def _peer_from(self, name: str, info: AsyncServiceInfo) -> tuple[Peer | None, RejectReason | None]:
         """Parse a resolved service into a Peer, or say why not: decode its records for ``peer_from_txt``."""
