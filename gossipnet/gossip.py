@@ -44,6 +44,8 @@ class GossipConfig:
     pull_timeout: float = 30.0
     # After a failed pull, leave that peer alone this long.
     retry_after: float = 10.0
+    # The puller's cap; the gate (exchange.Gate) refuses a manifest above it, or above what
+    # our own model can occupy, before pulling.
     max_blob_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
@@ -76,7 +78,6 @@ class Skip(str, Enum):
     ALREADY_PULLING = "already_pulling"  # one pull per peer at a time
     AT_CAPACITY = "at_capacity"  # max_concurrent_pulls reached
     BACKOFF = "backoff"  # that peer's last pull failed recently
-    TOO_LARGE = "too_large"  # size above max_blob_bytes
 
 
 @dataclass(frozen=True)
@@ -166,8 +167,6 @@ class Gossip:
             return Skip.OTHER_KIND
         if m.fp != self.fingerprint:
             return Skip.OTHER_FINGERPRINT
-        if m.size > self.config.max_blob_bytes:
-            return Skip.TOO_LARGE
         last = self._absorbed.get(peer_id)
         if last is not None and (m.step <= last[0] or m.sha256 == last[1]):
             return Skip.NOT_NEWER

@@ -125,6 +125,7 @@ class SimNode:
     shelf: exchange.Shelf = field(default_factory=exchange.Shelf)
     up: bool = True
     boots: int = 1
+    trained_until: float = 0.0  # the learner trains one step per simulated second of uptime
     events: list[MemberEvent] = field(default_factory=list)
 
     @property
@@ -193,7 +194,8 @@ class Swarm:
         index = len(self.nodes) + 1
         addr = (f"10.{index // 65536 % 256}.{index // 256 % 256}.{index % 256}", PORT)
         learner = SimLearner() if self.gossip_config is not None else None
-        node = SimNode(node_id, addr, self.make_core(node_id, addr, 0, learner or SimLearner()), learner)
+        node = SimNode(node_id, addr, self.make_core(node_id, addr, 0, learner or SimLearner()), learner,
+                       trained_until=self.now)
         self.nodes[node_id] = node
         self.by_addr[addr] = node_id
         self._schedule(node_id, self.now)
@@ -203,11 +205,14 @@ class Swarm:
         """The process dies: no goodbye, its datagrams and timers vanish."""
         self.nodes[node_id].up = False
 
-    def restart(self, node_id: str, seed_with: str | None = None) -> None:
+    def restart(self, node_id: str, seed_with: str | None = None, lose_state: bool = False) -> None:
         """A fresh process with the persisted incarnation + 1 (memberlist's rejoin); the
-        learner's state survives, as a checkpoint's would."""
+        learner's state survives, as a checkpoint's would, unless ``lose_state``."""
         node = self.nodes[node_id]
         incarnation = node.membership.incarnation + 1
+        if lose_state and node.learner is not None:
+            node.learner = SimLearner()
+        node.trained_until = self.now
         node.core = self.make_core(node_id, node.addr, incarnation, node.learner or SimLearner())
         node.shelf = exchange.Shelf()
         node.boots += 1
@@ -268,8 +273,10 @@ class Swarm:
                                          (node.node_id, node.addr, dst, msg.msg_type, data)))
 
     def _wake_node(self, node: SimNode) -> None:
-        if node.learner is not None and self.now >= node.learner.step + 1:
-            node.learner.train(int(self.now) - node.learner.step)
+        steps = int(self.now - node.trained_until)
+        if node.learner is not None and steps >= 1:
+            node.learner.train(steps)
+            node.trained_until += steps
             offer = exchange.publish(node.learner.snapshot(), node.learner.wire, node.learner.step)
             if offer is not None:
                 node.shelf.put(offer)

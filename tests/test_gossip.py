@@ -114,11 +114,6 @@ def test_stuck_pull_times_out_frees_its_slot_and_late_result_is_ignored():
     assert offer(g, "p2", manifest(), 31.0) is not None
 
 
-def test_too_large_snapshots_are_not_pulled():
-    g = gossip(max_blob_bytes=1000)
-    assert offer(g, "p1", manifest(size=1001)) is None and g.counters["skipped.too_large"] == 1
-
-
 def test_config_rejects_nonsense():
     for bad in ({"announce_interval": 0}, {"fanout": 0}, {"pull_timeout": float("nan")},
                 {"retry_after": -1}, {"max_concurrent_pulls": 0}):
