@@ -51,7 +51,6 @@ class EvolutionConfig:
     # make_algorithm says what sharing one did and did not do for islands.
     init_seed: int | None = None
     workers: int = 0  # process-pool size for rollouts; 0 evaluates inline, -1 uses every core
-    migration_interval: int = 5  # generations between offers (DESIGN: islands migrate every 5)
     # Fraction of the population offered as migrants: one genome of 16. GA islands on
     # LunarLander needed fewer env steps with one migrant per offer than with two (median
     # 0.65 M against 0.62 M, but a worst seed of 1.29 M against 5.53 M; docs/EVOLUTION.md).
@@ -85,8 +84,8 @@ class EvolutionConfig:
             raise UserError(f"--population must be at least 2, got {self.population}")
         if self.episodes < 1 or self.eval_episodes < 1:
             raise UserError("episodes and eval_episodes must be at least 1")
-        if self.migration_interval < 1 or not 0 < self.migration_rate <= 1 or self.max_migrants < 1:
-            raise UserError("migration interval >= 1, 0 < rate <= 1 and max_migrants >= 1 are required")
+        if not 0 < self.migration_rate <= 1 or self.max_migrants < 1:
+            raise UserError("0 < migration rate <= 1 and max_migrants >= 1 are required")
 
 
 class EvolutionLearner(Learner):
@@ -131,11 +130,6 @@ class EvolutionLearner(Learner):
     @property
     def step(self) -> int:
         return self.algo.generation
-
-    @property
-    def migration_due(self) -> bool:
-        """True on generations where this island should offer migrants."""
-        return self.algo.generation > 0 and self.algo.generation % self.config.migration_interval == 0
 
     def train(self, budget: int) -> dict[str, float]:
         """Run ``budget`` generations."""
