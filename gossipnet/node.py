@@ -22,7 +22,6 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping
 
-from gossipnet import exchange
 from gossipnet.checkpoint import CheckpointStore
 from gossipnet.config import NodeConfig, parse_hostport
 from gossipnet.core import NodeCore, Output
@@ -252,9 +251,8 @@ class Node:
 
     async def _pull(self, pull: Pull) -> None:
         assert self.core is not None
-        download = exchange.Download(pull.manifest, self.gossip_config.max_blob_bytes)
         try:
-            blob = await self.puller.fetch(pull.url, download)
+            blob = await self.puller.fetch(pull.url, pull.manifest)
         except PullError as exc:
             log.debug("pull from %s failed: %s", pull.peer_id, exc)
             outcome: AbsorbResult | Rejection = Rejection("pull", exc.reason, str(exc))

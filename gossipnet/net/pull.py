@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from gossipnet.exchange import Blob, Download, Refused
+from gossipnet.exchange import Blob, Download, Manifest, Refused
 
 
 class PullError(Exception):
@@ -55,11 +55,12 @@ class BlobPuller:
             )
         return self._session
 
-    async def fetch(self, url: str, download: Download) -> Blob:
-        """The blob at ``url``, checked by ``download`` (its manifest's size and sha256) as it streams."""
-        size = download.manifest.size
-        if size <= 0 or size > self.limits.max_bytes:
-            raise PullError("too_large", f"declared size {size} outside 1..{self.limits.max_bytes}")
+    async def fetch(self, url: str, manifest: Manifest) -> Blob:
+        """The blob at ``url``, checked against ``manifest`` (size, then sha256) as it streams."""
+        try:
+            download = Download(manifest, self.limits.max_bytes)  # the declared size, before any request
+        except Refused as exc:
+            raise PullError(exc.rejection.reason, f"{url}: {exc.rejection.detail}") from None
         async with self._slots:
             try:
                 return await asyncio.wait_for(self._fetch(url, download), timeout=self.limits.timeout_s)
