@@ -120,7 +120,7 @@ class NodeCore:
         out = Output()
         out.sends += self.membership.tick(now)
         self._member_events(out)
-        if self._announce is not None or self.gossip.in_flight():  # no timers until there is news
+        if self._gossiping():
             out.sends += self.gossip.tick(now, self.membership.alive_peers(), self._announce)
         out.sends = self._sent(out.sends)
         return out
@@ -153,8 +153,15 @@ class NodeCore:
         return self._sent(self.membership.leave(now))
 
     def next_deadline(self) -> float | None:
-        times = [t for t in (self.membership.next_deadline(), self.gossip.next_deadline()) if t is not None]
+        """When ``tick`` next has work (the driver may also call it earlier)."""
+        gossip = self.gossip.next_deadline() if self._gossiping() else None
+        times = [t for t in (self.membership.next_deadline(), gossip) if t is not None]
         return min(times) if times else None
+
+    def _gossiping(self) -> bool:
+        """Gossip has timers only with something to announce or pulls in flight, so a
+        membership-only core (the simulator's) wakes for membership alone."""
+        return self._announce is not None or bool(self.gossip.in_flight())
 
     # ------------------------------------------------------------------ views
 

@@ -238,3 +238,23 @@ def test_arbitrary_manifest_bodies_never_raise_and_are_all_accounted_for(key, va
     # Every body is accounted for: refused at the gate, skipped with a reason, or pulled.
     skipped = sum(v for k, v in c.gossip.counters.items() if k.startswith("skipped."))
     assert c.rejections.total("gate") + skipped + c.gossip.counters["pulls_started"] == 2
+
+
+def test_ticking_at_each_deadline_moves_time_forward_with_or_without_news():
+    """A driver that sleeps until next_deadline() must never spin: a core that pulled
+    (so its gossip timers ran) but has nothing of its own to announce yet."""
+    from gossipnet.learners.base import AbsorbResult
+
+    c = core()
+    c.tick(0.0)
+    pull = c.on_message("peer", PEER, MsgType.MANIFEST, peer_manifest().to_body(), 0.1).pulls[0]
+    c.tick(0.2)
+    c.pull_done(pull, AbsorbResult(True), 0.3, 0.3)
+    now, seen = 0.3, []
+    for _ in range(50):
+        deadline = c.next_deadline()
+        assert deadline is not None
+        now = max(now, deadline)
+        seen.append(now)
+        c.tick(now)
+    assert seen[-1] - seen[0] > 2.0 and len(set(seen)) > 10

@@ -222,11 +222,11 @@ class _Bad(Exception):
 async def mdns_urls(wait: float, interface: str | None = None, swarm: str | None = None) -> list[str]:
     """Status URLs of gossipnet nodes that answer mDNS within ``wait`` seconds.
 
-    Browse only, through the node's own browser (``net.discovery.browse``, which reads
+    Browse only, through the nodes' own browser (``net.browser.browse``, which reads
     TXT with ``net.advert.read_peer``): TXT records are hints from strangers, so only a
     valid HTTP port and a routable address are taken from them, for at most ``MAX_NODES``.
     """
-    from gossipnet.net.discovery import browse
+    from gossipnet.net.browser import browse
 
     urls = set()
     for peer in await browse(wait, interface):
