@@ -16,7 +16,7 @@ from typing import Any
 
 from gossipnet import exchange
 from gossipnet.checkpoint import Checkpoint, CheckpointStore
-from gossipnet.learners.base import AbsorbResult, Learner
+from gossipnet.learners.base import AbsorbResult, Learner, LearnerWire
 from gossipnet.rejections import Rejection
 from gossipnet.status.history import MetricsHistory
 
@@ -30,6 +30,9 @@ class LearnerHost:
                  train_chunk: int | None, eval_interval: float, publish_interval: float,
                  checkpoint_interval: float, clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time) -> None:
+        if not isinstance(getattr(learner, "wire", None), LearnerWire):
+            raise TypeError(f"{type(learner).__name__} must declare its wire facts: "
+                            "a class attribute `wire = LearnerWire(...)` (see learners/base.py)")
         self.learner = learner
         self.history = history
         self.store = store

@@ -258,3 +258,15 @@ def test_ticking_at_each_deadline_moves_time_forward_with_or_without_news():
         seen.append(now)
         c.tick(now)
     assert seen[-1] - seen[0] > 2.0 and len(set(seen)) > 10
+
+
+def test_the_sans_io_modules_import_no_asyncio_and_no_sockets():
+    import subprocess
+    import sys
+
+    modules = ["gossipnet.core", "gossipnet.exchange", "gossipnet.rejections", "gossipnet.gossip",
+               "gossipnet.learner_host", "gossipnet.learners.migrants", "gossipnet.sim"]
+    code = ("import sys\n" + "".join(f"import {m}\n" for m in modules)
+            + "print(sorted(m for m in ('asyncio', 'socket', 'aiohttp', 'zeroconf', 'asyncio_dgram') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
