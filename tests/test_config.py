@@ -50,3 +50,15 @@ def test_invalid_toml_and_missing_file_are_user_errors(tmp_path):
 
 def test_hostport_parses_ipv6_brackets():
     assert parse_hostport("[::1]:7946", what="--peer") == ("::1", 7946)
+
+
+def test_the_presets_announce_interval_is_the_one_the_node_uses(tmp_path):
+    from gossipnet.gossip import GossipConfig
+
+    assert build_config({}, {"preset": "local"}).gossip_config() == GossipConfig.local()
+    assert build_config({}, {}).gossip_config() == GossipConfig.lan()
+    assert build_config({}, {"preset": "local", "announce_interval": 0.3}).gossip_config().announce_interval == 0.3
+    # The old name still reads from files and flags, as the announce interval.
+    path = tmp_path / "node.toml"
+    path.write_text("gossip-interval = 2.5\n")
+    assert build_config(load_toml(path), {}).gossip_config().announce_interval == 2.5
