@@ -1,9 +1,9 @@
 """A node that trained alone from its own init joins a swarm: realigned merges take it in.
 
-In process, through the exchange path the daemon runs (``snapshot()`` -> float16 blob ->
-``BlobGate.open`` -> ``absorb()``): three MLP nodes from the swarm's init gossip while a
-fourth trains alone from another init; then it joins, and the four gossip and train a
-little. With the lineage rule (realign by activations) the newcomer ends within a point
+In process, through the exchange path the daemon runs (``exchange.publish``, a float16
+blob, ``Gate.check``, ``Download``, ``Gate.open``, ``absorb()``): three MLP nodes from the
+swarm's init gossip while a fourth trains alone from another init; then it joins, and the
+four gossip and train a little. With the lineage rule (realign by activations) the newcomer ends within a point
 of the swarm and the swarm loses nothing; averaged as is, it does not.
 """
 
@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gossipnet import exchange as exchange_path
 from gossipnet.data import load_dataset, partition
 from gossipnet.learners.base import Snapshot
 from gossipnet.learners.convnet import ConvnetConfig, ConvnetLearner
-from gossipnet.wire import blobs
 
 SWARM_INIT, LONER_INIT = 0, 7
 
@@ -33,10 +33,13 @@ def learner(data, i: int, realign: str) -> ConvnetLearner:
 
 
 def exchange(dst: ConvnetLearner, src: ConvnetLearner) -> None:
-    snap = src.snapshot()
-    data, manifest = blobs.encode_blob(snap.tensors, age=snap.age, dtype="float16")
-    opened = blobs.BlobGate(dst.offer_shapes()).open(data, manifest)
-    result = dst.absorb(Snapshot(snap.kind, snap.fingerprint, snap.age, opened, dict(snap.meta)), "peer")
+    """Publish ``src``'s snapshot and let ``dst`` check, download, open and absorb it, as Node does."""
+    offer = exchange_path.publish(src.snapshot(), src.wire, src.step)
+    gate = exchange_path.Gate(dst.kind, dst.offer_shapes())
+    assert gate.check(offer.manifest) is None
+    snapshot = gate.open(exchange_path.Download.whole(offer.manifest, offer.data))
+    assert isinstance(snapshot, Snapshot), snapshot
+    result = dst.absorb(snapshot, "peer")
     assert result.accepted, result
 
 
