@@ -9,8 +9,9 @@ with it), runs the original there, and writes
 - ``tests/data/slime_golden.npz``: per scenario, the serves the original drew, both
   sides' buttons, and after every step the ball and both slimes (x, y, vx, vy), lives,
   reward, done and both observations;
-- ``tests/data/slime_reference.json``: the original's score distributions over 1,000
-  episodes, random buttons against the baseline and baseline against baseline.
+- ``tests/data/slime_reference.json``: the original's score distributions, random buttons
+  against the baseline (1,000 episodes) and baseline against baseline (300 by default:
+  those games mostly run the full 3,000 steps, slowly, in the original).
 
 Usage: ``python scripts/record_slime_golden.py [--venv /tmp/slime-golden] [--episodes 1000]``
 """
@@ -36,7 +37,8 @@ RECORDER = textwrap.dedent(r'''
     import numpy as np
     from slimevolleygym.slimevolley import BaselinePolicy, Game, SlimeVolleyEnv
 
-    out_npz, out_json, episodes = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    out_npz, out_json = sys.argv[1], sys.argv[2]
+    episodes, episodes_bvb = int(sys.argv[3]), int(sys.argv[4])
 
     class LoggedRandom:
         """The game's np_random, remembering every serve it draws."""
@@ -101,7 +103,7 @@ RECORDER = textwrap.dedent(r'''
             arrays[f"{name}/{k}"] = v
     np.savez_compressed(out_npz, **arrays)
 
-    def distribution(right_random, seed0):
+    def distribution(right_random, seed0, episodes):
         scores, steps, t0 = [], 0, time.perf_counter()
         for i in range(episodes):
             env, _ = fresh_env(seed0 + i)
@@ -120,8 +122,8 @@ RECORDER = textwrap.dedent(r'''
                 "steps_per_second": steps / seconds,
                 "histogram": {str(k): int((s == k).sum()) for k in range(-5, 6)}}
 
-    ref = {"random_vs_baseline": distribution(True, 10_000),
-           "baseline_vs_baseline": distribution(False, 20_000)}
+    ref = {"random_vs_baseline": distribution(True, 10_000, episodes),
+           "baseline_vs_baseline": distribution(False, 20_000, episodes_bvb)}
     with open(out_json, "w") as f:
         json.dump(ref, f, indent=1)
     print(json.dumps(ref))
@@ -132,7 +134,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--venv", default="/tmp/slime-golden-venv", help="throw-away venv (made if missing)")
     p.add_argument("--out", default=str(ROOT / "tests" / "data"), help="directory for the golden files")
-    p.add_argument("--episodes", type=int, default=1000, help="episodes per reference distribution")
+    p.add_argument("--episodes", type=int, default=1000, help="episodes of random against the baseline")
+    p.add_argument("--episodes-bvb", type=int, default=300,
+                   help="episodes of baseline against baseline (most run the full 3,000 steps)")
     args = p.parse_args()
     venv = Path(args.venv)
     python = venv / "bin" / "python"
@@ -146,7 +150,8 @@ def main() -> None:
     script.write_text(RECORDER)
     t0 = time.perf_counter()
     subprocess.run([str(python), str(script), str(out / "slime_golden.npz"),
-                    str(out / "slime_reference.json"), str(args.episodes)], check=True)
+                    str(out / "slime_reference.json"), str(args.episodes), str(args.episodes_bvb)],
+                   check=True)
     print(f"recorded in {time.perf_counter() - t0:.0f} s -> {out}")
 
 

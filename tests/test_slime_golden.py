@@ -48,13 +48,13 @@ def test_one_game_replays_the_original_exactly(golden, name):
     g = golden[name]
     games = sp.SlimeBatch(padded_serves(g["serves"])[None])
     np.testing.assert_allclose(games.s[STATE_ROWS, 0], g["state0"], rtol=0, atol=TOL)
-    np.testing.assert_allclose(games.obs[1, 0], g["obs_right0"], rtol=0, atol=TOL)
-    np.testing.assert_allclose(games.obs[0, 0], g["obs_left0"], rtol=0, atol=TOL)
+    np.testing.assert_allclose(games.obs[1, :, 0], g["obs_right0"], rtol=0, atol=TOL)
+    np.testing.assert_allclose(games.obs[0, :, 0], g["obs_left0"], rtol=0, atol=TOL)
     states, obs, rewards, dones = [], [], [], []
     for t in range(len(g["reward"])):
-        reward, done = games.step(g["buttons_left"][t][None], g["buttons_right"][t][None])
+        reward, done = games.step(g["buttons_left"][t][:, None], g["buttons_right"][t][:, None])
         states.append(games.s[STATE_ROWS, 0].copy())
-        obs.append(games.obs[:, 0].copy())
+        obs.append(games.obs[:, :, 0].copy())
         rewards.append(reward[0])
         dones.append(done[0])
     np.testing.assert_allclose(np.array(states), g["state"], rtol=0, atol=TOL, err_msg=name)
@@ -78,16 +78,16 @@ def test_batched_games_and_baseline_policies_replay_the_original(golden):
         for k, (i, g) in enumerate(zip(ids, recs)):
             name = SCENARIOS[i]
             if name.endswith("baseline") or name.startswith("baseline_vs_baseline"):
-                np.testing.assert_array_equal(bl[k], g["buttons_left"][steps], err_msg=name)
+                np.testing.assert_array_equal(bl[:, k], g["buttons_left"][steps], err_msg=name)
             else:
-                bl[k] = g["buttons_left"][steps]
+                bl[:, k] = g["buttons_left"][steps]
             if name.startswith("baseline_vs"):
-                np.testing.assert_array_equal(br[k], g["buttons_right"][steps], err_msg=name)
+                np.testing.assert_array_equal(br[:, k], g["buttons_right"][steps], err_msg=name)
             else:
-                br[k] = g["buttons_right"][steps]
+                br[:, k] = g["buttons_right"][steps]
         reward, done = games.step(bl, br)
         for k, (i, g) in enumerate(zip(ids, recs)):
-            seen[i].append((games.s[STATE_ROWS, k].copy(), games.obs[:, k].copy(), reward[k], done[k]))
+            seen[i].append((games.s[STATE_ROWS, k].copy(), games.obs[:, :, k].copy(), reward[k], done[k]))
         steps += 1
         keep = np.flatnonzero(~done)
         ids = ids[keep]

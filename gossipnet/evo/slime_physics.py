@@ -59,6 +59,12 @@ ACTION_TABLE = np.array(
  LLIFE, RLIFE, DELAY, SERVES, T) = range(23)
 N_ROWS = 23
 _AGENT_ROWS = ((LX, LY, LVX, LVY, LDVX, LDVY, -1.0), (RX, RY, RVX, RVY, RDVX, RDVY, 1.0))
+# Observation rows per side (own x y vx vy, ball x y vx vy, opponent x y vx vy) and the
+# sign each is multiplied by: the original's ``x * dir`` and ``opponent.x * -dir``.
+_OBS_ROWS = (np.array([LX, LY, LVX, LVY, BX, BY, BVX, BVY, RX, RY, RVX, RVY]),
+             np.array([RX, RY, RVX, RVY, BX, BY, BVX, BVY, LX, LY, LVX, LVY]))
+_OBS_SIGN = (np.array([-1.0, 1, -1, 1, -1, 1, -1, 1, 1, 1, 1, 1]),
+             np.array([1.0, 1, 1, 1, 1, 1, 1, 1, -1, 1, -1, 1]))
 
 
 def draw_serves(seeds: np.ndarray) -> np.ndarray:
@@ -90,8 +96,8 @@ class SlimeBatch:
         s[LY] = s[RY] = 1.5
         s[LLIFE] = s[RLIFE] = MAXLIVES
         s[DELAY] = INIT_DELAY_FRAMES
-        self.obs = np.zeros((2, b, 12))  # [side, game, feature], as each slime sees the game
-        self._update_obs(np.arange(b))
+        self.obs = np.zeros((2, 12, b))  # [side, feature, game], as each slime sees the game
+        self._update_obs()
 
     @property
     def size(self) -> int:
@@ -100,18 +106,18 @@ class SlimeBatch:
     def keep(self, rows: np.ndarray) -> None:
         """Drop every game but ``rows`` (finished games leave the batch)."""
         self.s = self.s[:, rows]
-        self.obs = self.obs[:, rows]
+        self.obs = self.obs[:, :, rows]
         self.serves = self.serves[rows]
 
     def step(self, buttons_left: np.ndarray, buttons_right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Advance every game one step. Buttons are ``(B, 3)`` (forward, backward, jump),
+        """Advance every game one step. Buttons are ``(3, B)`` (forward, backward, jump),
         pressed when > 0. Returns ``(reward, done)``: reward +1 when the right slime wins
         the point, -1 when the left one does (the original's sign)."""
         s = self.s
         for (x, y, vx, vy, dvx, dvy, direction), buttons in zip(
                 _AGENT_ROWS, (buttons_left, buttons_right)):
             pressed = np.asarray(buttons) > 0
-            fwd, back, jump = pressed[:, 0], pressed[:, 1], pressed[:, 2]
+            fwd, back, jump = pressed[0], pressed[1], pressed[2]
             s[dvx] = np.where(fwd & ~back, -PLAYER_SPEED_X, np.where(back & ~fwd, PLAYER_SPEED_X, 0.0))
             s[dvy] = np.where(jump, PLAYER_SPEED_Y, 0.0)
             self._agent_update(x, y, vx, vy, dvx, dvy, direction)
@@ -123,8 +129,7 @@ class SlimeBatch:
 
         for x, y, vx, vy in ((LX, LY, LVX, LVY), (RX, RY, RVX, RVY)):
             self._bounce(s[x], s[y], s[vx], s[vy], AGENT_R)
-        zero = np.zeros(self.size)
-        self._bounce(zero, np.full(self.size, REF_WALL_HEIGHT), zero, zero, STUB_R)
+        self._bounce_stub()
 
         reward = -self._check_edges()
         point = reward != 0
@@ -140,9 +145,10 @@ class SlimeBatch:
             s[BVY, rows] = self.serves[rows, k, 1]
             s[SERVES, rows] += 1
             s[DELAY, rows] = INIT_DELAY_FRAMES
-        calm = np.flatnonzero(~point)
-        if calm.size:
-            self._update_obs(calm)
+        if not point.any():
+            self._update_obs()
+        elif not point.all():
+            self._update_obs(np.flatnonzero(~point))
         s[T] += 1
         done = (s[T] >= MAX_STEPS) | (s[LLIFE] <= 0) | (s[RLIFE] <= 0)
         return reward, done
@@ -152,37 +158,42 @@ class SlimeBatch:
     def _agent_update(self, x: int, y: int, vx: int, vy: int, dvx: int, dvy: int,
                       direction: float) -> None:
         s = self.s
-        s[vy] = s[vy] + GRAVITY * TIMESTEP
-        s[vy] = np.where(s[y] <= REF_U + NUDGE * TIMESTEP, s[dvy], s[vy])
-        s[vx] = s[dvx] * direction
-        s[x] = s[x] + s[vx] * TIMESTEP
-        s[y] = s[y] + s[vy] * TIMESTEP
+        new_vy = np.where(s[y] <= REF_U + NUDGE * TIMESTEP, s[dvy], s[vy] + GRAVITY * TIMESTEP)
+        np.multiply(s[dvx], direction, out=s[vx])
+        s[x] += s[vx] * TIMESTEP
+        s[y] += new_vy * TIMESTEP
         landed = s[y] <= REF_U
-        s[y] = np.where(landed, REF_U, s[y])
-        s[vy] = np.where(landed, 0.0, s[vy])
-        at_net = s[x] * direction <= (REF_WALL_WIDTH / 2 + AGENT_R)
-        s[vx] = np.where(at_net, 0.0, s[vx])
-        s[x] = np.where(at_net, direction * (REF_WALL_WIDTH / 2 + AGENT_R), s[x])
-        at_wall = s[x] * direction >= (REF_W / 2 - AGENT_R)
-        s[vx] = np.where(at_wall, 0.0, s[vx])
-        s[x] = np.where(at_wall, direction * (REF_W / 2 - AGENT_R), s[x])
+        np.maximum(s[y], REF_U, out=s[y])  # == where(landed, REF_U, y)
+        s[vy] = np.where(landed, 0.0, new_vy)
+        # stay in one's own half: x * dir within [net + r, wall - r], exactly as the original's
+        # two "if"s (negating x is exact, so the clip is the same comparison mirrored)
+        lo, hi = REF_WALL_WIDTH / 2 + AGENT_R, REF_W / 2 - AGENT_R
+        if direction > 0:
+            np.clip(s[x], lo, hi, out=s[x])
+            stopped = (s[x] <= lo) | (s[x] >= hi)
+        else:
+            np.clip(s[x], -hi, -lo, out=s[x])
+            stopped = (s[x] >= -lo) | (s[x] <= -hi)
+        s[vx, stopped] = 0.0
 
     def _ball_move(self, moving: np.ndarray) -> None:
+        """Gravity, the speed limit, then move (``moving``: games whose serve delay is over)."""
         s = self.s
-        vx, vy = s[BVX], s[BVY] + GRAVITY * TIMESTEP  # applyAcceleration(0, GRAVITY)
-        vx = vx + 0 * TIMESTEP
+        if moving.all():
+            cols = slice(None)
+        else:
+            cols = np.flatnonzero(moving)
+        vx, vy = s[BVX, cols], s[BVY, cols] + GRAVITY * TIMESTEP  # applyAcceleration(0, GRAVITY)
         mag2 = vx * vx + vy * vy
         fast = mag2 > (MAX_BALL_SPEED * MAX_BALL_SPEED)
         if fast.any():
-            mag = np.sqrt(np.where(fast, mag2, 1.0))
-            vx = np.where(fast, vx / mag * MAX_BALL_SPEED, vx)
-            vy = np.where(fast, vy / mag * MAX_BALL_SPEED, vy)
-        s[BVX] = np.where(moving, vx, s[BVX])
-        s[BVY] = np.where(moving, vy, s[BVY])
-        s[BPX] = np.where(moving, s[BX], s[BPX])
-        s[BPY] = np.where(moving, s[BY], s[BPY])
-        s[BX] = np.where(moving, s[BX] + s[BVX] * TIMESTEP, s[BX])
-        s[BY] = np.where(moving, s[BY] + s[BVY] * TIMESTEP, s[BY])
+            mag = np.sqrt(mag2[fast])
+            vx[fast] = vx[fast] / mag * MAX_BALL_SPEED
+            vy[fast] = vy[fast] / mag * MAX_BALL_SPEED
+        s[BVX, cols], s[BVY, cols] = vx, vy
+        s[BPX, cols], s[BPY, cols] = s[BX, cols], s[BY, cols]
+        s[BX, cols] += vx * TIMESTEP
+        s[BY, cols] += vy * TIMESTEP
 
     def _bounce(self, px: np.ndarray, py: np.ndarray, pvx: np.ndarray, pvy: np.ndarray,
                 radius: float) -> None:
@@ -216,45 +227,57 @@ class SlimeBatch:
         s[BX, hit], s[BY, hit] = bx, by
         s[BVX, hit], s[BVY, hit] = ux + pvx, uy + pvy
 
-    def _check_edges(self) -> np.ndarray:
-        """Walls, ceiling, net; returns -1/+1 where the ball touched the left/right ground."""
+    def _bounce_stub(self) -> None:
+        """The net's round cap: a fixed circle, so test distance before building arrays."""
         s = self.s
-        x, y, vx, vy, prev_x = s[BX], s[BY], s[BVX], s[BVY], s[BPX]
+        r = BALL_R + STUB_R
+        dx, dy = 0.0 - s[BX], REF_WALL_HEIGHT - s[BY]
+        if (r * r > dx * dx + dy * dy).any():
+            zero = np.zeros(self.size)
+            self._bounce(zero, np.full(self.size, REF_WALL_HEIGHT), zero, zero, STUB_R)
+
+    def _check_edges(self) -> np.ndarray:
+        """Walls, ceiling, net; returns -1/+1 where the ball touched the left/right ground.
+        Each rule runs only if some game needs it: most steps, no ball is near anything."""
+        s = self.s
+        x, y, prev_x = s[BX], s[BY], s[BPX]
+        result = np.zeros(self.size, dtype=np.int64)
         left = x <= (BALL_R - REF_W / 2)
-        vx = np.where(left, vx * -FRICTION, vx)
-        x = np.where(left, BALL_R - REF_W / 2 + NUDGE * TIMESTEP, x)
+        if left.any():
+            s[BVX, left] *= -FRICTION
+            x[left] = BALL_R - REF_W / 2 + NUDGE * TIMESTEP
         right = x >= (REF_W / 2 - BALL_R)
-        vx = np.where(right, vx * -FRICTION, vx)
-        x = np.where(right, REF_W / 2 - BALL_R - NUDGE * TIMESTEP, x)
+        if right.any():
+            s[BVX, right] *= -FRICTION
+            x[right] = REF_W / 2 - BALL_R - NUDGE * TIMESTEP
         ground = y <= (BALL_R + REF_U)
-        vy = np.where(ground, vy * -FRICTION, vy)
-        y = np.where(ground, BALL_R + REF_U + NUDGE * TIMESTEP, y)
-        result = np.where(ground, np.where(x <= 0, -1, 1), 0)
+        if ground.any():
+            s[BVY, ground] *= -FRICTION
+            y[ground] = BALL_R + REF_U + NUDGE * TIMESTEP
+            result[ground] = np.where(x[ground] <= 0, -1, 1)
         air = ~ground
         ceiling = air & (y >= (REF_H - BALL_R))
-        vy = np.where(ceiling, vy * -FRICTION, vy)
-        y = np.where(ceiling, REF_H - BALL_R - NUDGE * TIMESTEP, y)
+        if ceiling.any():
+            s[BVY, ceiling] *= -FRICTION
+            y[ceiling] = REF_H - BALL_R - NUDGE * TIMESTEP
         edge = REF_WALL_WIDTH / 2 + BALL_R
-        net_r = air & (x <= edge) & (prev_x > edge) & (y <= REF_WALL_HEIGHT)
-        vx = np.where(net_r, vx * -FRICTION, vx)
-        x = np.where(net_r, edge + NUDGE * TIMESTEP, x)
-        net_l = air & (x >= (-REF_WALL_WIDTH / 2 - BALL_R)) & (prev_x < (-REF_WALL_WIDTH / 2 - BALL_R)) & (
-            y <= REF_WALL_HEIGHT)
-        vx = np.where(net_l, vx * -FRICTION, vx)
-        x = np.where(net_l, -REF_WALL_WIDTH / 2 - BALL_R - NUDGE * TIMESTEP, x)
-        s[BX], s[BY], s[BVX], s[BVY] = x, y, vx, vy
+        low = air & (y <= REF_WALL_HEIGHT)
+        if low.any():
+            net_r = low & (x <= edge) & (prev_x > edge)
+            s[BVX, net_r] *= -FRICTION
+            x[net_r] = edge + NUDGE * TIMESTEP
+            net_l = low & (x >= (-REF_WALL_WIDTH / 2 - BALL_R)) & (prev_x < (-REF_WALL_WIDTH / 2 - BALL_R))
+            s[BVX, net_l] *= -FRICTION
+            x[net_l] = -REF_WALL_WIDTH / 2 - BALL_R - NUDGE * TIMESTEP
         return result
 
-    def _update_obs(self, rows: np.ndarray) -> None:
-        """What each slime sees, from its own side (x mirrored for the left one), / 10."""
-        s = self.s[:, rows]
-        for side, (me, other) in enumerate(((0, 1), (1, 0))):
-            mx, my, mvx, mvy = (_AGENT_ROWS[me][i] for i in range(4))
-            ox, oy, ovx, ovy = (_AGENT_ROWS[other][i] for i in range(4))
-            d = _AGENT_ROWS[me][6]
-            feats = np.stack([
-                s[mx] * d, s[my], s[mvx] * d, s[mvy],
-                s[BX] * d, s[BY], s[BVX] * d, s[BVY],
-                s[ox] * -d, s[oy], s[ovx] * -d, s[ovy],
-            ], axis=1)
-            self.obs[side, rows] = feats / OBS_SCALE
+    def _update_obs(self, rows: np.ndarray | None = None) -> None:
+        """What each slime sees, from its own side (x mirrored for the left one), / 10.
+        ``obs`` is feature-major, ``(side, 12, B)``, so this is one gather per side."""
+        for side in (0, 1):
+            feats = np.multiply(self.s[_OBS_ROWS[side]], _OBS_SIGN[side][:, None])
+            feats /= OBS_SCALE
+            if rows is None:
+                self.obs[side] = feats
+            else:
+                self.obs[side][:, rows] = feats[:, rows]

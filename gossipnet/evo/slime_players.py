@@ -1,7 +1,8 @@
 """Who presses the buttons in a batch of slime volleyball games.
 
 A player object acts for one side of every game in a batch at once: ``act(obs)`` takes
-``(B, 12)`` observations (as that slime sees the game) and returns ``(B, 3)`` buttons;
+``(12, B)`` observations (as that slime sees the game, feature-major like the engine's
+state) and returns ``(3, B)`` buttons;
 ``keep(rows)`` follows the batch when finished games leave it (recurrent state too).
 
 - ``GenomePlayers``: evolved MLPs (``gossipnet.evo.policy``) choosing one of the six
@@ -23,6 +24,7 @@ from gossipnet.evo.slime_physics import ACTION_TABLE
 
 OBS_DIM = 12
 N_ACTIONS = len(ACTION_TABLE)
+ACTION_TABLE_T = np.ascontiguousarray(ACTION_TABLE.T)
 SLIME_ACTIONS = ActionSpace(discrete=True, dim=N_ACTIONS)
 
 
@@ -40,17 +42,17 @@ class BaselinePlayers:
     pressed when its output exceeds 0.75. The recurrent state starts at zero per game."""
 
     def __init__(self, size: int) -> None:
-        self.weight_t = baseline_weights()[0].T.copy()
-        self.bias = baseline_weights()[1]
-        self.out = np.zeros((size, 7))
+        self.weight = baseline_weights()[0]
+        self.bias = baseline_weights()[1][:, None]
+        self.out = np.zeros((7, size))
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        x = np.concatenate([obs[:, :8], self.out], axis=1)
-        self.out = np.tanh(x @ self.weight_t + self.bias)
-        return (self.out[:, :3] > 0.75).astype(np.int8)
+        x = np.concatenate([obs[:8], self.out], axis=0)
+        self.out = np.tanh(self.weight @ x + self.bias)
+        return (self.out[:3] > 0.75).astype(np.int8)
 
     def keep(self, rows: np.ndarray) -> None:
-        self.out = self.out[rows]
+        self.out = self.out[:, rows]
 
 
 class RandomPlayers:
@@ -60,7 +62,7 @@ class RandomPlayers:
         self.rng = rng
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        return self.rng.integers(0, 2, size=(obs.shape[0], 3), dtype=np.int8)
+        return self.rng.integers(0, 2, size=(3, obs.shape[1]), dtype=np.int8)
 
     def keep(self, rows: np.ndarray) -> None:
         pass
@@ -84,19 +86,23 @@ class GenomePlayers:
         self._gather()
 
     def _gather(self) -> None:
+        # game-minor copies, (in, out, B): einsum then walks each game's weights in the
+        # innermost loop, ~6x faster here than a stack of (1, 12) @ (12, H) matmuls
         p, i = self.params, self.index
-        self._w1, self._b1, self._w2, self._b2 = p["w1"][i], p["b1"][i], p["w2"][i], p["b2"][i]
+        self._w1 = np.ascontiguousarray(p["w1"][i].transpose(1, 2, 0))
+        self._w2 = np.ascontiguousarray(p["w2"][i].transpose(1, 2, 0))
+        self._b1, self._b2 = np.ascontiguousarray(p["b1"][i].T), np.ascontiguousarray(p["b2"][i].T)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         x = obs.astype(np.float32)
-        h = np.tanh(np.einsum("bo,boh->bh", x, self._w1) + self._b1)
-        y = np.einsum("bh,bha->ba", h, self._w2) + self._b2
-        return ACTION_TABLE[np.argmax(y, axis=1)]
+        h = np.tanh(np.einsum("ob,ohb->hb", x, self._w1) + self._b1)
+        y = np.einsum("hb,hab->ab", h, self._w2) + self._b2
+        return ACTION_TABLE_T[:, np.argmax(y, axis=0)]
 
     def keep(self, rows: np.ndarray) -> None:
         self.index = self.index[rows]
-        self._w1, self._b1 = self._w1[rows], self._b1[rows]
-        self._w2, self._b2 = self._w2[rows], self._b2[rows]
+        self._w1, self._w2 = self._w1[:, :, rows], self._w2[:, :, rows]
+        self._b1, self._b2 = self._b1[:, rows], self._b2[:, rows]
 
 
 def genome_actions(layout: Layout, genomes: np.ndarray, obs: np.ndarray) -> np.ndarray:

@@ -1,0 +1,324 @@
+"""Slime volleyball coevolution: engine speed, and self-play islands against one population.
+
+``speed``: game-steps per second of an original-style loop (one game, one step at a time,
+in plain Python) and of our batched engine, side by side in one run. With
+``--original-venv`` (the venv ``scripts/record_slime_golden.py`` makes) the original
+slimevolleygym itself is timed too.
+
+``run --setup islands|single``: 4 self-play islands of 32 that gossip champions (through
+``snapshot()``/``absorb()``, every claim replayed, every champion re-scored by the
+receiver) against 1 island of 128, at equal total games. Every ``--eval-every`` games the
+swarm's champion (picked by a round-robin among the islands' champions: no baseline
+involved) plays the baseline on fixed seeds; evaluation games are not training games.
+Writes a JSON record (and the champions, for the CIAO plot) to ``--out``.
+
+``report``: the table and the CIAO plot from the JSON records.
+
+    nice -n 10 python benchmarks/coevolution.py speed --json
+    nice -n 10 python benchmarks/coevolution.py run --setup islands --seed 0 --out /tmp/coevo
+    python benchmarks/coevolution.py report /tmp/coevo --plot docs/img/ciao.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gossipnet.evo import slime_physics as sp  # noqa: E402
+from gossipnet.evo.hall_of_fame import elo  # noqa: E402
+from gossipnet.evo.selfplay import payoff_matrix, play_plans, score_vs_baseline  # noqa: E402
+from gossipnet.evo.slime_match import play, play_random_vs_baseline  # noqa: E402
+from gossipnet.evo.slime_players import BaselinePlayers, RandomPlayers, baseline_weights  # noqa: E402
+from gossipnet.learners.selfplay import SelfPlayConfig, SelfPlayLearner  # noqa: E402
+
+# ----------------------------------------------------------------------------- speed
+
+
+def original_style_steps(games: int, seed: int = 0) -> tuple[int, float]:
+    """Baseline against random buttons, one game at a time in scalar Python, the way the
+    original's classes do it (the same rules, floats, no arrays): the per-core reference."""
+    import math
+    rng = np.random.default_rng(seed)
+    w, b = baseline_weights()
+    w_rows = [list(map(float, row)) for row in w]
+    bias = list(map(float, b))
+    steps, t0 = 0, time.perf_counter()
+    for g in range(games):
+        serves = sp.draw_serves(np.array([seed * 100_000 + g]))[0]
+        s = Scalar(serves)
+        state = [0.0] * 7
+        while True:
+            obs = s.observe(-1)
+            x = obs[:8] + state
+            state = [math.tanh(sum(wi * xi for wi, xi in zip(row, x)) + bi) for row, bi in zip(w_rows, bias)]
+            left = [int(state[0] > 0.75), int(state[1] > 0.75), int(state[2] > 0.75)]
+            right = [int(v) for v in rng.integers(0, 2, 3)]
+            steps += 1
+            if s.step(left, right):
+                break
+    return steps, time.perf_counter() - t0
+
+
+class Scalar:
+    """One game in scalar Python floats, the original's object-per-thing style."""
+
+    def __init__(self, serves: np.ndarray) -> None:
+        self.serves = [tuple(map(float, v)) for v in serves]
+        self.k = 1
+        self.ball = [0.0, sp.REF_W / 4, self.serves[0][0], self.serves[0][1], 0.0]
+        self.agents = [[-sp.REF_W / 4, 1.5, 0.0, 0.0, -1.0], [sp.REF_W / 4, 1.5, 0.0, 0.0, 1.0]]
+        self.lives = [sp.MAXLIVES, sp.MAXLIVES]
+        self.delay, self.t = sp.INIT_DELAY_FRAMES, 0
+
+    def observe(self, direction: float) -> list[float]:
+        me = self.agents[0 if direction < 0 else 1]
+        b = self.ball
+        return [me[0] * direction / 10, me[1] / 10, me[2] * direction / 10, me[3] / 10,
+                b[0] * direction / 10, b[1] / 10, b[2] * direction / 10, b[3] / 10]
+
+    def step(self, left: list[int], right: list[int]) -> bool:
+        import math
+        dt, g = sp.TIMESTEP, sp.GRAVITY
+        for a, buttons in zip(self.agents, (left, right)):
+            f, bk, j = buttons[0] > 0, buttons[1] > 0, buttons[2] > 0
+            dvx = -sp.PLAYER_SPEED_X if f and not bk else (sp.PLAYER_SPEED_X if bk and not f else 0.0)
+            a[3] += g * dt
+            if a[1] <= sp.REF_U + sp.NUDGE * dt:
+                a[3] = sp.PLAYER_SPEED_Y if j else 0.0
+            a[2] = dvx * a[4]
+            a[0] += a[2] * dt
+            a[1] += a[3] * dt
+            if a[1] <= sp.REF_U:
+                a[1], a[3] = sp.REF_U, 0.0
+            if a[0] * a[4] <= sp.REF_WALL_WIDTH / 2 + sp.AGENT_R:
+                a[2], a[0] = 0.0, a[4] * (sp.REF_WALL_WIDTH / 2 + sp.AGENT_R)
+            if a[0] * a[4] >= sp.REF_W / 2 - sp.AGENT_R:
+                a[2], a[0] = 0.0, a[4] * (sp.REF_W / 2 - sp.AGENT_R)
+        b = self.ball
+        if self.delay == 0:
+            b[3] += g * dt
+            mag2 = b[2] * b[2] + b[3] * b[3]
+            if mag2 > sp.MAX_BALL_SPEED ** 2:
+                mag = math.sqrt(mag2)
+                b[2], b[3] = b[2] / mag * sp.MAX_BALL_SPEED, b[3] / mag * sp.MAX_BALL_SPEED
+            b[4] = b[0]
+            b[0] += b[2] * dt
+            b[1] += b[3] * dt
+        else:
+            self.delay -= 1
+        for px, py, pvx, pvy, r in ((*self.agents[0][:4], sp.AGENT_R), (*self.agents[1][:4], sp.AGENT_R),
+                                    (0.0, sp.REF_WALL_HEIGHT, 0.0, 0.0, sp.STUB_R)):
+            rr = (sp.BALL_R + r) ** 2
+            if rr > (px - b[0]) ** 2 + (py - b[1]) ** 2:
+                d = math.hypot(b[0] - px, b[1] - py)
+                nx, ny = (b[0] - px) / d, (b[1] - py) / d
+                while rr > (px - b[0]) ** 2 + (py - b[1]) ** 2:
+                    b[0] += nx * sp.NUDGE
+                    b[1] += ny * sp.NUDGE
+                ux, uy = b[2] - pvx, b[3] - pvy
+                un = ux * nx + uy * ny
+                b[2], b[3] = ux - nx * un * 2 + pvx, uy - ny * un * 2 + pvy
+        point = 0
+        if b[0] <= sp.BALL_R - sp.REF_W / 2 or b[0] >= sp.REF_W / 2 - sp.BALL_R:
+            b[2] = -b[2]
+        if b[1] <= sp.BALL_R + sp.REF_U:
+            point = 1 if b[0] > 0 else -1
+        elif b[1] >= sp.REF_H - sp.BALL_R:
+            b[3] = -b[3]
+        if point:
+            self.lives[0 if point < 0 else 1] -= 1
+            vx, vy = self.serves[min(self.k, len(self.serves) - 1)]
+            self.k += 1
+            self.ball = [0.0, sp.REF_W / 4, vx, vy, 0.0]
+            self.delay = sp.INIT_DELAY_FRAMES
+        self.t += 1
+        return self.t >= sp.MAX_STEPS or min(self.lives) <= 0
+
+
+def original_steps(python: str, steps: int) -> tuple[int, float]:
+    """The original slimevolleygym, baseline against random buttons, timed in its venv."""
+    code = (
+        "import sys, types, time; sys.modules['cv2'] = types.ModuleType('cv2')\n"
+        "import numpy as np\nfrom slimevolleygym.slimevolley import SlimeVolleyEnv\n"
+        "rs = np.random.RandomState(0); env = SlimeVolleyEnv(); env.seed(0); env.reset()\n"
+        f"n = {steps}; t0 = time.perf_counter()\n"
+        "for i in range(n):\n"
+        "    _, _, done, _ = env.step(list(rs.randint(0, 2, 3)))\n"
+        "    if done: env.reset()\n"
+        "print(n, time.perf_counter() - t0)\n"
+    )
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    return int(out[0]), float(out[1])
+
+
+def speed(args: argparse.Namespace) -> dict:
+    rows: dict[str, list[float]] = {"original_style_loop": [], "batched": [], "original": []}
+    for rep in range(args.repeats):
+        steps, secs = original_style_steps(args.loop_games, seed=rep)
+        rows["original_style_loop"].append(steps / secs)
+        if args.original_venv:
+            steps, secs = original_steps(str(Path(args.original_venv) / "bin" / "python"), 20_000)
+            rows["original"].append(steps / secs)
+        t0 = time.perf_counter()
+        res = play_random_vs_baseline(np.arange(args.batch) + rep * args.batch, rng_seed=rep)
+        rows["batched"].append(res.steps / (time.perf_counter() - t0))
+    med = {k: float(np.median(v)) for k, v in rows.items() if v}
+    out = {"steps_per_s": med, "batch": args.batch, "repeats": args.repeats,
+           "ratio_batched_over_loop": med["batched"] / med["original_style_loop"]}
+    if "original" in med:
+        out["ratio_batched_over_original"] = med["batched"] / med["original"]
+    for k, v in med.items():
+        print(f"{k:>22}: {v:12,.0f} game-steps/s", file=sys.stderr)
+    print(f"batched / original-style loop: {out['ratio_batched_over_loop']:.1f}x", file=sys.stderr)
+    if "ratio_batched_over_original" in out:
+        print(f"batched / original slimevolleygym: {out['ratio_batched_over_original']:.1f}x", file=sys.stderr)
+    return out
+
+
+# ----------------------------------------------------------------------------- islands
+
+
+def swarm_champion(islands: list[SelfPlayLearner]) -> np.ndarray:
+    """The islands' champions play each other; the best on the round-robin is the swarm's."""
+    champs = [isl.best_genome() for isl in islands]
+    if len(champs) == 1:
+        return champs[0]
+    payoff, _ = payoff_matrix(islands[0].layout, np.stack(champs), 4, seed=7)
+    return champs[int(np.argmax(payoff.sum(axis=1)))]
+
+
+def run(args: argparse.Namespace) -> dict:
+    n_islands = 4 if args.setup == "islands" else 1
+    population = args.population // n_islands
+    islands = [SelfPlayLearner(SelfPlayConfig(population=population, seed=args.seed * 100 + i),
+                               name=f"island{i}") for i in range(n_islands)]
+    layout = islands[0].layout
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f"{args.setup}-seed{args.seed}"
+    record: dict = {"setup": args.setup, "seed": args.seed, "islands": n_islands,
+                    "population_per_island": population, "budget_games": args.games,
+                    "eval_episodes": args.eval_episodes, "points": []}
+    champions: list[np.ndarray] = []
+    next_eval, t0 = 0, time.perf_counter()
+    generation = 0
+    while True:
+        games = sum(isl.games for isl in islands)
+        ready = all(isl.best_genome() is not None for isl in islands)
+        if ready and (games >= next_eval or games >= args.games):
+            champ = swarm_champion(islands)
+            score, _ = score_vs_baseline(layout, champ[None], args.eval_episodes)
+            champions.append(champ)
+            point = {"games": games, "generation": generation, "score_vs_baseline": float(score[0]),
+                     "seconds": round(time.perf_counter() - t0, 1),
+                     "hall": [len(isl.hall) for isl in islands],
+                     "foreign": [isl.hall.foreign(isl.name) for isl in islands]}
+            record["points"].append(point)
+            print(json.dumps(point), file=sys.stderr, flush=True)
+            np.save(f"{stem}-champions.npy", np.stack(champions))
+            stem.with_suffix(".json").write_text(json.dumps(record, indent=1))
+            next_eval += args.eval_every
+            if games >= args.games:
+                break
+        plans = [isl.plan_generation() for isl in islands]
+        for isl, plan, res in zip(islands, plans, play_plans(layout, plans)):
+            isl.finish_generation(plan, res)
+        generation += 1
+        if n_islands > 1 and generation % islands[0].config.champion_interval == 0:
+            snaps = [isl.snapshot() for isl in islands]
+            for j, isl in enumerate(islands):
+                for i, snap in enumerate(snaps):
+                    if i != j:
+                        isl.absorb(snap, f"island{i}")
+    final = champions[-1]
+    score, res = score_vs_baseline(layout, final[None], 1000)
+    record["final"] = {"score_vs_baseline": float(score[0]), "std": float(res.score.std()),
+                       "episodes": 1000, "games": record["points"][-1]["games"]}
+    hall = islands[0].hall.genomes[-32:]
+    payoff, _ = payoff_matrix(layout, hall, 2, seed=3)
+    record["hall_elo"] = [round(float(r), 1) for r in elo(payoff)]
+    record["hall_origin"] = islands[0].hall.origin[-32:]
+    record["seconds"] = round(time.perf_counter() - t0, 1)
+    for k in ("migrants_accepted", "hall_refused", "forged_claims"):
+        record[k] = sum(int(isl.metrics()[k]) for isl in islands)
+    stem.with_suffix(".json").write_text(json.dumps(record, indent=1))
+    print(json.dumps(record["final"]), file=sys.stderr)
+    return record
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def first_games(points: list[dict], level: float) -> int | None:
+    for p in points:
+        if p["score_vs_baseline"] >= level:
+            return p["games"]
+    return None
+
+
+def report(args: argparse.Namespace) -> dict:
+    records = [json.loads(p.read_text()) for p in sorted(Path(args.dir).glob("*-seed*.json"))]
+    rows = []
+    for r in records:
+        rows.append({"setup": r["setup"], "seed": r["seed"], "games": r["points"][-1]["games"],
+                     "to_minus_1": first_games(r["points"], -1.0), "to_0": first_games(r["points"], 0.0),
+                     "final": r.get("final", {}).get("score_vs_baseline"),
+                     "final_std": r.get("final", {}).get("std"), "seconds": r.get("seconds")})
+    print("| setup | seed | games | games to -1 | games to 0 | final vs baseline (1000 episodes) |")
+    print("|---|---|---:|---:|---:|---:|")
+    for row in rows:
+        fin = "unfinished" if row["final"] is None else f"{row['final']:.2f} +/- {row['final_std']:.2f}"
+        print(f"| {row['setup']} | {row['seed']} | {row['games']:,} | {row['to_minus_1'] or '-'} | "
+              f"{row['to_0'] or '-'} | {fin} |")
+    if args.plot:
+        ciao_plot(Path(args.dir), records, args.plot)
+    return {"rows": rows}
+
+
+def ciao_plot(directory: Path, records: list[dict], path: str) -> None:
+    """CIAO: the champion at each evaluation point against every earlier one, per setup."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gossipnet.evo.players_layout import layout_for  # noqa: F401  (kept for clarity)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("speed")
+    s.add_argument("--batch", type=int, default=2048)
+    s.add_argument("--loop-games", type=int, default=20)
+    s.add_argument("--repeats", type=int, default=3)
+    s.add_argument("--original-venv", default=None)
+    s.add_argument("--json", action="store_true")
+    r = sub.add_parser("run")
+    r.add_argument("--setup", choices=["islands", "single"], required=True)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--population", type=int, default=128, help="total over all islands")
+    r.add_argument("--games", type=int, default=300_000, help="training games, all islands together")
+    r.add_argument("--eval-every", type=int, default=10_000)
+    r.add_argument("--eval-episodes", type=int, default=200)
+    r.add_argument("--out", default="/tmp/coevolution")
+    r.add_argument("--json", action="store_true")
+    q = sub.add_parser("report")
+    q.add_argument("dir")
+    q.add_argument("--plot", default=None)
+    q.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    result = {"speed": speed, "run": run, "report": report}[args.cmd](args)
+    if getattr(args, "json", False):
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
