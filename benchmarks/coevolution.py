@@ -283,13 +283,44 @@ def report(args: argparse.Namespace) -> dict:
     return {"rows": rows}
 
 
-def ciao_plot(directory: Path, records: list[dict], path: str) -> None:
-    """CIAO: the champion at each evaluation point against every earlier one, per setup."""
+def ciao_plot(directory: Path, records: list[dict], path: str, games: int = 2) -> None:
+    """CIAO (current individual vs ancestral opponents): the swarm's champion at each
+    evaluation point against every earlier one, one panel per setup. A lower triangle
+    that is red everywhere means steady progress; blue patches mean forgetting or cycles.
+    Below each, the champion's score against the baseline over the run."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from gossipnet.evo.players_layout import layout_for  # noqa: F401  (kept for clarity)
+    from gossipnet.evo.selfplay import slime_task
+
+    layout = slime_task(16).layout
+    fig, axes = plt.subplots(2, len(records), figsize=(5 * len(records), 8.5), squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 1.4]})
+    for col, r in enumerate(records):
+        champs = np.load(directory / f"{r['setup']}-seed{r['seed']}-champions.npy")
+        payoff, _ = payoff_matrix(layout, champs, games, seed=11)
+        ciao = np.where(np.tril(np.ones_like(payoff, dtype=bool), k=-1), payoff, np.nan)
+        ax = axes[0, col]
+        g = [p["games"] / 1000 for p in r["points"]][: len(champs)]
+        im = ax.imshow(ciao, cmap="RdBu_r", vmin=-5, vmax=5, origin="lower", aspect="auto",
+                       extent=(-0.5, len(champs) - 0.5, -0.5, len(champs) - 0.5))
+        ticks = np.linspace(0, len(champs) - 1, min(6, len(champs))).round().astype(int)
+        ax.set_xticks(ticks, [f"{g[i]:.0f}k" for i in ticks])
+        ax.set_yticks(ticks, [f"{g[i]:.0f}k" for i in ticks])
+        ax.set_xlabel("ancestral champion (training games)")
+        ax.set_ylabel("current champion (training games)")
+        ax.set_title(f"{r['setup']} ({r['islands']} x {r['population_per_island']}), seed {r['seed']}")
+        fig.colorbar(im, ax=ax, label="mean score, current vs ancestor")
+        ax2 = axes[1, col]
+        ax2.plot(g, [p["score_vs_baseline"] for p in r["points"]][: len(g)], marker=".")
+        ax2.axhline(-1, color="grey", lw=0.8, ls="--")
+        ax2.axhline(0, color="grey", lw=0.8)
+        ax2.set_ylim(-5.2, 2)
+        ax2.set_xlabel("training games (thousands)")
+        ax2.set_ylabel(f"vs baseline ({r['eval_episodes']} ep.)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
 
 
 def main() -> None:

@@ -6,10 +6,11 @@ and score new individuals against a sample of it, so an island cannot forget how
 beat an old strategy while it chases the newest one. Here the hall is swarm-wide: it
 holds this island's champions and the ones its peers gossiped and it re-scored.
 
-It is capped (memory, and the cost of a round-robin); when full, one entry outside the
-newest ``keep_recent`` goes, at a position that walks the older part by the golden ratio
-(deterministic, but spread out), so the hall thins its history instead of forgetting it
-oldest-first: a sample still spans the whole run, not only the latest fashion.
+It is capped (memory, and the cost of a round-robin): the newest ``keep_recent`` entries
+are always kept, and the rest is a reservoir sample (Vitter's algorithm R) of everything
+older, so however long the run, a sample spans its whole history rather than only the
+latest fashion. The reservoir's coin flips are seeded by the entry count, so a hall is a
+pure function of what was admitted (checkpoints resume it exactly).
 
 ``elo`` turns a payoff matrix (mean scores of every pair) into ratings, for the status
 page and the benchmark: a rating is fitted, not accumulated game by game, so the order
@@ -38,10 +39,12 @@ class HallOfFame:
     origin: list[str] = field(init=False, default_factory=list)
     generation: list[int] = field(init=False, default_factory=list)
     admitted: int = field(init=False, default=0)  # entries ever admitted (evicted ones too)
+    aged: int = field(init=False, default=0)  # entries that have left the newest window
 
     def __post_init__(self) -> None:
         if self.capacity < 1 or self.keep_recent < 0:
             raise ValueError("a hall of fame needs capacity >= 1 and keep_recent >= 0")
+        self.keep_recent = min(self.keep_recent, self.capacity - 1)  # at least one reservoir slot
         self.genomes = np.zeros((0, self.dim), np.float32)
 
     def __len__(self) -> int:
@@ -49,15 +52,22 @@ class HallOfFame:
 
     def add(self, genome: np.ndarray, origin: str, generation: int) -> None:
         g = np.asarray(genome, dtype=np.float32).reshape(1, self.dim)
-        if len(self) >= self.capacity:
-            older = max(1, len(self) - self.keep_recent)
-            drop = int((self.admitted * 0.6180339887498949) % 1.0 * older)
-            self.genomes = np.delete(self.genomes, drop, axis=0)
-            del self.origin[drop], self.generation[drop]
         self.genomes = np.concatenate([self.genomes, g])
         self.origin.append(str(origin)[:64])
         self.generation.append(int(generation))
         self.admitted += 1
+        if len(self) > self.capacity:
+            # the oldest of the newest window leaves it: it enters the reservoir of older
+            # entries with probability slots / aged, replacing a random one; else it goes
+            slots = self.capacity - self.keep_recent
+            leaving = slots
+            self.aged += 1
+            coin = np.random.default_rng([self.aged, 0x4A11])
+            drop = leaving
+            if coin.random() < slots / self.aged:
+                drop = int(coin.integers(0, slots))
+            self.genomes = np.delete(self.genomes, drop, axis=0)
+            del self.origin[drop], self.generation[drop]
 
     def sample(self, k: int, rng: np.random.Generator) -> np.ndarray:
         """``k`` genomes drawn uniformly (with replacement) from the whole hall."""
@@ -75,7 +85,7 @@ class HallOfFame:
             "genomes": self.genomes.copy(),
             "generation": np.asarray(self.generation, np.int64),
             "origin": np.frombuffer(origins, np.uint8).copy() if origins else np.zeros(0, np.uint8),
-            "admitted": np.array([self.admitted], np.int64),
+            "admitted": np.array([self.admitted, self.aged], np.int64),
         }
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
@@ -88,7 +98,7 @@ class HallOfFame:
         if not len(self.origin) == len(self.generation) == genomes.shape[0]:
             raise ValueError("hall of fame state: genomes, origins and generations disagree")
         self.genomes = genomes
-        self.admitted = int(need(state, "admitted", (1,))[0])
+        self.admitted, self.aged = (int(v) for v in need(state, "admitted", (2,)))
 
 
 def elo(payoff: np.ndarray, iterations: int = 2000, lr: float = 20.0) -> np.ndarray:

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from gossipnet.evo.policy import Layout
+from gossipnet.evo.slime_env import ENV_ID
 from gossipnet.evo.slime_match import Results, play_baseline, play_genomes
 from gossipnet.evo.slime_physics import MAX_STEPS
 from gossipnet.evo.slime_players import SLIME_ACTIONS, slime_layout
 from gossipnet.evo.tasks import Task, TaskInfo
 
 TASK_NAME = "slimevolley"
-ENV_ID = "gossipnet/SlimeVolley-v0"
 # Fixed seeds for the yardstick, disjoint from training draws (< 2**31).
 EVAL_SEED_BASE = 2**31
 REFERENCE_SEED = 0x5115E  # the public reference panel's networks come from this seed

@@ -78,6 +78,11 @@ class SlimeVolleyEnv(gym.Env):
         return draw(self.game.s[:, 0], self.width)
 
 
+ENV_ID = "gossipnet/SlimeVolley-v0"
+if ENV_ID not in gym.registry:
+    gym.register(id=ENV_ID, entry_point="gossipnet.evo.slime_env:SlimeVolleyEnv")
+
+
 def _buttons(action) -> np.ndarray:
     """Three buttons as a (3, 1) column, from buttons or an atari action index."""
     a = np.asarray(action)

@@ -314,6 +314,8 @@ class SelfPlayLearner(EvolutionLearner):
             "generations": self.algo.generation, "games": self.games, "env_steps": self.env_steps,
             "eval_env_steps": self.eval_env_steps, "hall_size": len(self.hall),
             "hall_foreign": self.hall.foreign(self.name), "hall_refused": self.hall_refused,
+            # which peers' champions the hall holds (a few ids, for the status page and tests)
+            "hall_peers": ",".join(sorted({o for o in self.hall.origin if o != self.name}))[:256],
             "champions": len(self.champions), "migrants_accepted": self.migrants_accepted,
             "migrants_rejected": self.migrants_rejected, "forged_claims": self.forged_claims,
         }
