@@ -1,9 +1,9 @@
 """Slime volleyball coevolution: engine speed, and self-play islands against one population.
 
-``speed``: game-steps per second of an original-style loop (one game, one step at a time,
-in plain Python) and of our batched engine, side by side in one run. With
-``--original-venv`` (the venv ``scripts/record_slime_golden.py`` makes) the original
-slimevolleygym itself is timed too.
+``speed``: game-steps per second of the original slimevolleygym (its own per-game loop,
+timed in the venv ``scripts/record_slime_golden.py`` makes: ``--original-venv``), of the
+same per-game loop on our engine (our gymnasium env, one game at a time) and of our
+batched engine, interleaved in one run (random buttons against the baseline throughout).
 
 ``run --setup islands|single``: 4 self-play islands of 32 that gossip champions (through
 ``snapshot()``/``absorb()``, every claim replayed, every champion re-scored by the
@@ -32,115 +32,29 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gossipnet.evo import slime_physics as sp  # noqa: E402
 from gossipnet.evo.hall_of_fame import elo  # noqa: E402
 from gossipnet.evo.selfplay import payoff_matrix, play_plans, score_vs_baseline  # noqa: E402
-from gossipnet.evo.slime_match import play, play_random_vs_baseline  # noqa: E402
-from gossipnet.evo.slime_players import BaselinePlayers, RandomPlayers, baseline_weights  # noqa: E402
+from gossipnet.evo.slime_env import SlimeVolleyEnv  # noqa: E402
+from gossipnet.evo.slime_match import play_random_vs_baseline  # noqa: E402
 from gossipnet.learners.selfplay import SelfPlayConfig, SelfPlayLearner  # noqa: E402
 
 # ----------------------------------------------------------------------------- speed
 
 
-def original_style_steps(games: int, seed: int = 0) -> tuple[int, float]:
-    """Baseline against random buttons, one game at a time in scalar Python, the way the
-    original's classes do it (the same rules, floats, no arrays): the per-core reference."""
-    import math
+def per_game_steps(games: int, seed: int = 0) -> tuple[int, float]:
+    """Random buttons against the baseline one game and one step at a time, through our
+    gymnasium env: the original's loop shape on our engine (numpy on 1-game arrays)."""
+    env = SlimeVolleyEnv()
     rng = np.random.default_rng(seed)
-    w, b = baseline_weights()
-    w_rows = [list(map(float, row)) for row in w]
-    bias = list(map(float, b))
     steps, t0 = 0, time.perf_counter()
     for g in range(games):
-        serves = sp.draw_serves(np.array([seed * 100_000 + g]))[0]
-        s = Scalar(serves)
-        state = [0.0] * 7
-        while True:
-            obs = s.observe(-1)
-            x = obs[:8] + state
-            state = [math.tanh(sum(wi * xi for wi, xi in zip(row, x)) + bi) for row, bi in zip(w_rows, bias)]
-            left = [int(state[0] > 0.75), int(state[1] > 0.75), int(state[2] > 0.75)]
-            right = [int(v) for v in rng.integers(0, 2, 3)]
+        env.reset(seed=seed * 100_000 + g)
+        done = False
+        while not done:
+            _, _, terminated, truncated, _ = env.step(rng.integers(0, 2, 3))
+            done = terminated or truncated
             steps += 1
-            if s.step(left, right):
-                break
     return steps, time.perf_counter() - t0
-
-
-class Scalar:
-    """One game in scalar Python floats, the original's object-per-thing style."""
-
-    def __init__(self, serves: np.ndarray) -> None:
-        self.serves = [tuple(map(float, v)) for v in serves]
-        self.k = 1
-        self.ball = [0.0, sp.REF_W / 4, self.serves[0][0], self.serves[0][1], 0.0]
-        self.agents = [[-sp.REF_W / 4, 1.5, 0.0, 0.0, -1.0], [sp.REF_W / 4, 1.5, 0.0, 0.0, 1.0]]
-        self.lives = [sp.MAXLIVES, sp.MAXLIVES]
-        self.delay, self.t = sp.INIT_DELAY_FRAMES, 0
-
-    def observe(self, direction: float) -> list[float]:
-        me = self.agents[0 if direction < 0 else 1]
-        b = self.ball
-        return [me[0] * direction / 10, me[1] / 10, me[2] * direction / 10, me[3] / 10,
-                b[0] * direction / 10, b[1] / 10, b[2] * direction / 10, b[3] / 10]
-
-    def step(self, left: list[int], right: list[int]) -> bool:
-        import math
-        dt, g = sp.TIMESTEP, sp.GRAVITY
-        for a, buttons in zip(self.agents, (left, right)):
-            f, bk, j = buttons[0] > 0, buttons[1] > 0, buttons[2] > 0
-            dvx = -sp.PLAYER_SPEED_X if f and not bk else (sp.PLAYER_SPEED_X if bk and not f else 0.0)
-            a[3] += g * dt
-            if a[1] <= sp.REF_U + sp.NUDGE * dt:
-                a[3] = sp.PLAYER_SPEED_Y if j else 0.0
-            a[2] = dvx * a[4]
-            a[0] += a[2] * dt
-            a[1] += a[3] * dt
-            if a[1] <= sp.REF_U:
-                a[1], a[3] = sp.REF_U, 0.0
-            if a[0] * a[4] <= sp.REF_WALL_WIDTH / 2 + sp.AGENT_R:
-                a[2], a[0] = 0.0, a[4] * (sp.REF_WALL_WIDTH / 2 + sp.AGENT_R)
-            if a[0] * a[4] >= sp.REF_W / 2 - sp.AGENT_R:
-                a[2], a[0] = 0.0, a[4] * (sp.REF_W / 2 - sp.AGENT_R)
-        b = self.ball
-        if self.delay == 0:
-            b[3] += g * dt
-            mag2 = b[2] * b[2] + b[3] * b[3]
-            if mag2 > sp.MAX_BALL_SPEED ** 2:
-                mag = math.sqrt(mag2)
-                b[2], b[3] = b[2] / mag * sp.MAX_BALL_SPEED, b[3] / mag * sp.MAX_BALL_SPEED
-            b[4] = b[0]
-            b[0] += b[2] * dt
-            b[1] += b[3] * dt
-        else:
-            self.delay -= 1
-        for px, py, pvx, pvy, r in ((*self.agents[0][:4], sp.AGENT_R), (*self.agents[1][:4], sp.AGENT_R),
-                                    (0.0, sp.REF_WALL_HEIGHT, 0.0, 0.0, sp.STUB_R)):
-            rr = (sp.BALL_R + r) ** 2
-            if rr > (px - b[0]) ** 2 + (py - b[1]) ** 2:
-                d = math.hypot(b[0] - px, b[1] - py)
-                nx, ny = (b[0] - px) / d, (b[1] - py) / d
-                while rr > (px - b[0]) ** 2 + (py - b[1]) ** 2:
-                    b[0] += nx * sp.NUDGE
-                    b[1] += ny * sp.NUDGE
-                ux, uy = b[2] - pvx, b[3] - pvy
-                un = ux * nx + uy * ny
-                b[2], b[3] = ux - nx * un * 2 + pvx, uy - ny * un * 2 + pvy
-        point = 0
-        if b[0] <= sp.BALL_R - sp.REF_W / 2 or b[0] >= sp.REF_W / 2 - sp.BALL_R:
-            b[2] = -b[2]
-        if b[1] <= sp.BALL_R + sp.REF_U:
-            point = 1 if b[0] > 0 else -1
-        elif b[1] >= sp.REF_H - sp.BALL_R:
-            b[3] = -b[3]
-        if point:
-            self.lives[0 if point < 0 else 1] -= 1
-            vx, vy = self.serves[min(self.k, len(self.serves) - 1)]
-            self.k += 1
-            self.ball = [0.0, sp.REF_W / 4, vx, vy, 0.0]
-            self.delay = sp.INIT_DELAY_FRAMES
-        self.t += 1
-        return self.t >= sp.MAX_STEPS or min(self.lives) <= 0
 
 
 def original_steps(python: str, steps: int) -> tuple[int, float]:
@@ -160,26 +74,32 @@ def original_steps(python: str, steps: int) -> tuple[int, float]:
 
 
 def speed(args: argparse.Namespace) -> dict:
-    rows: dict[str, list[float]] = {"original_style_loop": [], "batched": [], "original": []}
+    """Medians of ``--repeats`` interleaved rounds, so machine load hits every row alike."""
+    rows: dict[str, list[float]] = {"original": [], "per_game_loop": [], "batched": []}
+    python = str(Path(args.original_venv) / "bin" / "python") if args.original_venv else None
     for rep in range(args.repeats):
-        steps, secs = original_style_steps(args.loop_games, seed=rep)
-        rows["original_style_loop"].append(steps / secs)
-        if args.original_venv:
-            steps, secs = original_steps(str(Path(args.original_venv) / "bin" / "python"), 20_000)
+        if python:
+            steps, secs = original_steps(python, args.original_steps)
             rows["original"].append(steps / secs)
+        steps, secs = per_game_steps(args.loop_games, seed=rep)
+        rows["per_game_loop"].append(steps / secs)
         t0 = time.perf_counter()
         res = play_random_vs_baseline(np.arange(args.batch) + rep * args.batch, rng_seed=rep)
         rows["batched"].append(res.steps / (time.perf_counter() - t0))
     med = {k: float(np.median(v)) for k, v in rows.items() if v}
     out = {"steps_per_s": med, "batch": args.batch, "repeats": args.repeats,
-           "ratio_batched_over_loop": med["batched"] / med["original_style_loop"]}
+           "ratio_batched_over_per_game_loop": med["batched"] / med["per_game_loop"]}
     if "original" in med:
         out["ratio_batched_over_original"] = med["batched"] / med["original"]
+    names = {"original": "original slimevolleygym", "per_game_loop": "per-game loop (ours)",
+             "batched": f"batched ({args.batch} games)"}
     for k, v in med.items():
-        print(f"{k:>22}: {v:12,.0f} game-steps/s", file=sys.stderr)
-    print(f"batched / original-style loop: {out['ratio_batched_over_loop']:.1f}x", file=sys.stderr)
-    if "ratio_batched_over_original" in out:
-        print(f"batched / original slimevolleygym: {out['ratio_batched_over_original']:.1f}x", file=sys.stderr)
+        print(f"{names[k]:>26}: {v:12,.0f} game-steps/s", file=sys.stderr)
+    for k, v in out.items():
+        if k.startswith("ratio"):
+            print(f"{k}: {v:.1f}x", file=sys.stderr)
+    if not python:
+        print("(no --original-venv: the original itself was not timed)", file=sys.stderr)
     return out
 
 
@@ -328,7 +248,8 @@ def main() -> None:
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("speed")
     s.add_argument("--batch", type=int, default=2048)
-    s.add_argument("--loop-games", type=int, default=20)
+    s.add_argument("--loop-games", type=int, default=10)
+    s.add_argument("--original-steps", type=int, default=20_000)
     s.add_argument("--repeats", type=int, default=3)
     s.add_argument("--original-venv", default=None)
     s.add_argument("--json", action="store_true")
