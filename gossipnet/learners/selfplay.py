@@ -32,8 +32,8 @@ from gossipnet.evo.algorithm import need, rng_from_state, rng_state
 from gossipnet.evo.algorithms import make_algorithm
 from gossipnet.evo.hall_of_fame import HallOfFame, elo
 from gossipnet.evo.selfplay import (
-    TASK_NAME, Plan, join, pairings, panel_fitness, panel_plan, payoff_matrix, play_plan,
-    reference_score, score_vs_baseline, slime_task,
+    REFERENCE_SIZE, TASK_NAME, Plan, join, pairings, panel_fitness, panel_plan, payoff_matrix,
+    play_plan, reference_plan, reference_score, remember_reference, score_vs_baseline, slime_task,
 )
 from gossipnet.evo.slime_env import draw
 from gossipnet.evo.slime_match import Results
@@ -105,7 +105,9 @@ class SelfPlayLearner(EvolutionLearner):
         self.rng = np.random.default_rng([config.seed, 0x5E1F])
         self.hall = HallOfFame(self.layout.size, config.hall_capacity)
         self.champion: np.ndarray | None = None
-        self.claim: tuple[float, np.ndarray] | None = None  # (reference score, seeds)
+        # what snapshot() offers: a champion, its claimed reference score and the claim's seeds
+        self.offer: tuple[np.ndarray, float, np.ndarray] | None = None
+        self._claim_due: np.ndarray | None = None  # seeds of the newest champion's claim
         self.champions: list[tuple[int, np.ndarray]] = []  # (generation, genome) for CIAO
         self.games = 0
         self.env_steps = 0
@@ -154,6 +156,8 @@ class SelfPlayLearner(EvolutionLearner):
             if len(opponents) == 0:
                 opponents = genomes[c.candidates:][: c.round_robin_size]
             parts.append(("crown", pairings(candidates, opponents, c.round_robin_games, self.rng)))
+        if self._claim_due is not None and self.champion is not None:
+            parts.append(("claim", reference_plan(self.layout, self.champion, self._claim_due)))
         for champion, peer in self._pending:
             opponents = self.hall.sample(c.admit_games // 2, self.rng)
             opponents = np.concatenate([opponents, elites])[: c.admit_games]
@@ -180,6 +184,11 @@ class SelfPlayLearner(EvolutionLearner):
                 population = part.genomes[: c.population]
                 fitness = panel_fitness(part, res, c.population)
                 self.algo.tell(population, fitness)
+            elif name == "claim":
+                score = float(res.score.mean())
+                remember_reference(self.layout, self.champion, self._claim_due, score, res.steps)
+                self.offer = (self.champion, round(score, 4), self._claim_due)
+                self._claim_due = None
             elif name == "crown":
                 n_cand = int(part.right.max()) + 1
                 scores = np.zeros(n_cand)
@@ -198,10 +207,9 @@ class SelfPlayLearner(EvolutionLearner):
         self.hall.add(self.champion, self.name, self.algo.generation)
         self.champions.append((self.algo.generation, self.champion))
         del self.champions[: -c.ciao_limit]
-        claim_seeds = self.rng.integers(0, 2**31, c.claim_episodes)
-        claimed, steps = reference_score(self.layout, self.champion[None], claim_seeds)
-        self._count(len(claim_seeds) * 4, steps)
-        self.claim = (round(float(claimed[0]), 4), claim_seeds)
+        # its claim is measured in the next generation's batch; until then the previous
+        # champion stays on offer
+        self._claim_due = self.rng.integers(0, 2**31, c.claim_episodes)
 
     def _admit(self, champion: np.ndarray, peer: str, measured: float) -> None:
         if measured < self.config.admit_score:
@@ -221,15 +229,15 @@ class SelfPlayLearner(EvolutionLearner):
     def snapshot(self) -> Snapshot:
         """The newest champion and a claim a receiver can replay (nothing before one)."""
         n = self.layout.size
-        if self.champion is None or self.claim is None:
+        if self.offer is None:
             return Snapshot(KIND, self.fingerprint, float(self.games), {"genomes": np.zeros((0, n), np.float32)})
-        claimed, seeds = self.claim
+        champion, claimed, seeds = self.offer
         meta: dict[str, Scalar] = {"count": 1, "generation": self.algo.generation, "algo": "ga",
                                    "fitness_0": claimed, "hall": len(self.hall)}
         for j, s in enumerate(seeds):
             meta[f"seed_{j}"] = int(s)
         return Snapshot(KIND, self.fingerprint, float(self.games),
-                        {"genomes": np.ascontiguousarray(self.champion[None], dtype=np.float32)}, meta)
+                        {"genomes": np.ascontiguousarray(champion[None], dtype=np.float32)}, meta)
 
     def offer_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"genomes": (1, self.layout.size)}
@@ -252,14 +260,14 @@ class SelfPlayLearner(EvolutionLearner):
             self.migrants_rejected += 1
             return AbsorbResult(False, Reject.MALFORMED.value, "a champion needs a numeric claim "
                                 f"fitness_0 and exactly {self.config.claim_episodes} seeds")
-        replayed, steps = reference_score(self.layout, champion, seeds)
-        self._count(len(seeds) * 4, steps)
-        if abs(claim - float(replayed[0])) > CLAIM_TOLERANCE:
+        replayed, steps = reference_score(self.layout, champion[0], seeds)
+        self._count(len(seeds) * REFERENCE_SIZE, steps)  # counted even when replayed before
+        if abs(claim - replayed) > CLAIM_TOLERANCE:
             self.forged_claims += 1
             self.migrants_rejected += 1
-            self.forgeries.append((peer, claim, float(replayed[0])))
+            self.forgeries.append((peer, claim, replayed))
             return AbsorbResult(False, "forged_claim",
-                                f"claimed {claim:.4f} against the reference panel, replayed {float(replayed[0]):.4f}")
+                                f"claimed {claim:.4f} against the reference panel, replayed {replayed:.4f}")
         self._pending.append((champion[0], str(peer)[:64]))
         del self._pending[: -self.config.max_pending]
         return AbsorbResult(True, "ok", "claim replayed; champion queued for re-scoring "
@@ -347,9 +355,12 @@ class SelfPlayLearner(EvolutionLearner):
         state["learner.rejections"] = np.array([self.rejections[r] for r in Reject], dtype=np.int64)
         n = self.layout.size
         state["champion"] = (self.champion if self.champion is not None else np.zeros(0, np.float32)).reshape(-1, n)
-        if self.claim is not None:
-            state["claim.score"] = np.array([self.claim[0]])
-            state["claim.seeds"] = np.asarray(self.claim[1], np.int64)
+        if self.offer is not None:
+            state["offer.genome"] = self.offer[0].reshape(1, n)
+            state["offer.claim"] = np.array([self.offer[1]])
+            state["offer.seeds"] = np.asarray(self.offer[2], np.int64)
+        if self._claim_due is not None:
+            state["claim_due"] = np.asarray(self._claim_due, np.int64)
         state["ciao.generation"] = np.array([g for g, _ in self.champions], np.int64)
         state["ciao.genomes"] = (np.stack([c for _, c in self.champions]) if self.champions
                                  else np.zeros((0, n), np.float32))
@@ -371,9 +382,11 @@ class SelfPlayLearner(EvolutionLearner):
         self.rejections = {r: int(c) for r, c in zip(Reject, need(state, "learner.rejections", (len(Reject),)))}
         champion = need(state, "champion").astype(np.float32)
         self.champion = champion[0].copy() if champion.shape[0] else None
-        self.claim = None
-        if "claim.score" in state:
-            self.claim = (float(state["claim.score"][0]), need(state, "claim.seeds").astype(np.int64))
+        self.offer = None
+        if "offer.genome" in state:
+            self.offer = (need(state, "offer.genome").astype(np.float32)[0],
+                          float(need(state, "offer.claim")[0]), need(state, "offer.seeds").astype(np.int64))
+        self._claim_due = state["claim_due"].astype(np.int64) if "claim_due" in state else None
         gens, genomes = need(state, "ciao.generation"), need(state, "ciao.genomes").astype(np.float32)
         self.champions = [(int(g), c) for g, c in zip(gens, genomes)]
         self._history = {k: [float(x) for x in need(state, f"history.{k}").reshape(-1)]
