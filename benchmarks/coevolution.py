@@ -185,47 +185,61 @@ def first_games(points: list[dict], level: float) -> int | None:
 
 
 def report(args: argparse.Namespace) -> dict:
-    records = [json.loads(p.read_text()) for p in sorted(Path(args.dir).glob("*-seed*.json"))]
-    rows = []
+    """Table, Elo of the champions over time and the CIAO plot. A run stopped before its
+    budget (the machine's time ran out) is judged on its last champion, evaluated here on
+    the same 1,000 fixed seeds, and marked as stopped."""
+    from gossipnet.evo.selfplay import slime_task
+
+    layout = slime_task(16).layout
+    directory = Path(args.dir)
+    records = [json.loads(p.read_text()) for p in sorted(directory.glob("*-seed*.json"))]
+    rows, payoffs = [], []
     for r in records:
+        champs = np.load(directory / f"{r['setup']}-seed{r['seed']}-champions.npy")
+        final = r.get("final")
+        if final is None:
+            score, res = score_vs_baseline(layout, champs[-1][None], 1000)
+            final = {"score_vs_baseline": float(score[0]), "std": float(res.score.std()),
+                     "episodes": 1000, "games": r["points"][-1]["games"], "stopped": True}
+        payoff, _ = payoff_matrix(layout, champs, args.ciao_games, seed=11)
+        payoffs.append(payoff)
         rows.append({"setup": r["setup"], "seed": r["seed"], "games": r["points"][-1]["games"],
                      "to_minus_1": first_games(r["points"], -1.0), "to_0": first_games(r["points"], 0.0),
-                     "final": r.get("final", {}).get("score_vs_baseline"),
-                     "final_std": r.get("final", {}).get("std"), "seconds": r.get("seconds")})
-    print("| setup | seed | games | games to -1 | games to 0 | final vs baseline (1000 episodes) |")
+                     "final": final["score_vs_baseline"], "final_std": final["std"],
+                     "stopped": bool(final.get("stopped")), "best_point": max(p["score_vs_baseline"] for p in r["points"]),
+                     "elo_first_last": [round(float(x), 1) for x in elo(payoff)[[0, -1]]],
+                     "champions": len(champs), "seconds": r["points"][-1]["seconds"]})
+    print("| setup | seed | training games | games to -1 | games to 0 | last champion vs baseline (1,000 episodes) |")
     print("|---|---|---:|---:|---:|---:|")
     for row in rows:
-        fin = "unfinished" if row["final"] is None else f"{row['final']:.2f} +/- {row['final_std']:.2f}"
-        print(f"| {row['setup']} | {row['seed']} | {row['games']:,} | {row['to_minus_1'] or '-'} | "
-              f"{row['to_0'] or '-'} | {fin} |")
+        note = " (stopped: time)" if row["stopped"] else ""
+        print(f"| {row['setup']} | {row['seed']} | {row['games']:,}{note} | {row['to_minus_1'] or 'not reached'} | "
+              f"{row['to_0'] or 'not reached'} | {row['final']:.2f} +/- {row['final_std']:.2f} |")
+    for row in rows:
+        print(f"{row['setup']}: Elo of the first and last champion {row['elo_first_last']}", file=sys.stderr)
     if args.plot:
-        ciao_plot(Path(args.dir), records, args.plot)
+        ciao_plot(records, payoffs, args.plot)
     return {"rows": rows}
 
 
-def ciao_plot(directory: Path, records: list[dict], path: str, games: int = 2) -> None:
+def ciao_plot(records: list[dict], payoffs: list[np.ndarray], path: str) -> None:
     """CIAO (current individual vs ancestral opponents): the swarm's champion at each
-    evaluation point against every earlier one, one panel per setup. A lower triangle
-    that is red everywhere means steady progress; blue patches mean forgetting or cycles.
-    Below each, the champion's score against the baseline over the run."""
+    evaluation point against every earlier one, one panel per setup. A lower triangle that
+    is red everywhere means steady progress; blue patches mean forgetting or cycles. Below
+    each, the champion's score against the baseline over the run."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from gossipnet.evo.selfplay import slime_task
-
-    layout = slime_task(16).layout
     fig, axes = plt.subplots(2, len(records), figsize=(5 * len(records), 8.5), squeeze=False,
                              gridspec_kw={"height_ratios": [3, 1.4]})
-    for col, r in enumerate(records):
-        champs = np.load(directory / f"{r['setup']}-seed{r['seed']}-champions.npy")
-        payoff, _ = payoff_matrix(layout, champs, games, seed=11)
+    for col, (r, payoff) in enumerate(zip(records, payoffs)):
+        n = payoff.shape[0]
         ciao = np.where(np.tril(np.ones_like(payoff, dtype=bool), k=-1), payoff, np.nan)
         ax = axes[0, col]
-        g = [p["games"] / 1000 for p in r["points"]][: len(champs)]
-        im = ax.imshow(ciao, cmap="RdBu_r", vmin=-5, vmax=5, origin="lower", aspect="auto",
-                       extent=(-0.5, len(champs) - 0.5, -0.5, len(champs) - 0.5))
-        ticks = np.linspace(0, len(champs) - 1, min(6, len(champs))).round().astype(int)
+        g = [p["games"] / 1000 for p in r["points"]][:n]
+        im = ax.imshow(ciao, cmap="RdBu_r", vmin=-5, vmax=5, origin="lower", aspect="auto")
+        ticks = np.unique(np.linspace(0, n - 1, min(6, n)).round().astype(int))
         ax.set_xticks(ticks, [f"{g[i]:.0f}k" for i in ticks])
         ax.set_yticks(ticks, [f"{g[i]:.0f}k" for i in ticks])
         ax.set_xlabel("ancestral champion (training games)")
@@ -233,7 +247,7 @@ def ciao_plot(directory: Path, records: list[dict], path: str, games: int = 2) -
         ax.set_title(f"{r['setup']} ({r['islands']} x {r['population_per_island']}), seed {r['seed']}")
         fig.colorbar(im, ax=ax, label="mean score, current vs ancestor")
         ax2 = axes[1, col]
-        ax2.plot(g, [p["score_vs_baseline"] for p in r["points"]][: len(g)], marker=".")
+        ax2.plot(g, [p["score_vs_baseline"] for p in r["points"]][:n], marker=".")
         ax2.axhline(-1, color="grey", lw=0.8, ls="--")
         ax2.axhline(0, color="grey", lw=0.8)
         ax2.set_ylim(-5.2, 2)
@@ -265,6 +279,7 @@ def main() -> None:
     q = sub.add_parser("report")
     q.add_argument("dir")
     q.add_argument("--plot", default=None)
+    q.add_argument("--ciao-games", type=int, default=2, help="games per pair of champions")
     q.add_argument("--json", action="store_true")
     args = p.parse_args()
     result = {"speed": speed, "run": run, "report": report}[args.cmd](args)
