@@ -150,3 +150,15 @@ def test_bad_settings_are_user_errors():
         SelfPlayLearner(replace(SMALL, algo="cmaes"))
     with pytest.raises(UserError, match="population"):
         SelfPlayLearner(replace(SMALL, population=2))
+
+
+def test_nodes_and_the_demo_build_self_play_islands(tmp_path):
+    from gossipnet.config import NodeConfig
+    from gossipnet.learners.factory import build_learner
+
+    cfg = NodeConfig(state_dir=tmp_path, learner="evolution", task="slimevolley", population=6, seed=3)
+    learner = build_learner(cfg, "node-x")
+    assert isinstance(learner, SelfPlayLearner)
+    assert learner.config.population == 6 and learner.name == "node-x" and learner.kind == "evolution"
+    assert learner.fingerprint.startswith("slimevolley:")
+    assert learner.offer_shapes() == {"genomes": (1, learner.layout.size)}

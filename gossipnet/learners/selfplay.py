@@ -319,7 +319,7 @@ class SelfPlayLearner(EvolutionLearner):
         out: dict[str, Scalar] = {
             "task": self.task.name, "algo": "ga", "population": self.config.population,
             "best_fitness": best, "mean_fitness": mean, "generation": self.algo.generation,
-            "generations": self.algo.generation, "games": self.games, "env_steps": self.env_steps,
+            "games": self.games, "env_steps": self.env_steps,
             "eval_env_steps": self.eval_env_steps, "hall_size": len(self.hall),
             "hall_foreign": self.hall.foreign(self.name), "hall_refused": self.hall_refused,
             # which peers' champions the hall holds (a few ids, for the status page and tests)
