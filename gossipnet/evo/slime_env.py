@@ -12,7 +12,8 @@ One difference, on purpose: the original's built-in baseline keeps its recurrent
 across ``reset()``; here each episode starts it from zero, so an episode depends only on
 its seed and the actions.
 
-``render()`` draws the court with numpy (``rgb_array``), in the original's night colours.
+``render()`` draws the court with numpy (``rgb_array``), in the original's night colours;
+``rollout_frames`` draws a strip of one game for the status page.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import gymnasium as gym
 import numpy as np
 
 from gossipnet.evo import slime_physics as sp
-from gossipnet.evo.slime_players import BaselinePlayers
+from gossipnet.evo.policy import Layout
+from gossipnet.evo.slime_players import BaselinePlayers, GenomePlayers
 
 # The original's night colours.
 BACKGROUND = (11, 16, 19)
@@ -129,3 +131,20 @@ def draw(state: np.ndarray, width: int = 600) -> np.ndarray:
         for i in range(1, int(lives)):
             disc(side * (sp.REF_W / 2 + 0.5 - i * 2.0), sp.REF_H * 500 / 1200 - 1.5, 0.5, FENCE)
     return img
+
+
+def rollout_frames(layout: Layout, genome: np.ndarray, seed: int = 2**31, frames: int = 8,
+                   every: int = 15, width: int = 320) -> np.ndarray:
+    """Frames of one game, ``genome`` (right) against the baseline: ``(t, h, w, 3)`` uint8."""
+    games = sp.SlimeBatch(sp.draw_serves(np.array([seed])))
+    left, right = BaselinePlayers(1), GenomePlayers(layout, np.asarray(genome, np.float32)[None],
+                                                    np.zeros(1, np.int64))
+    shots = [draw(games.s[:, 0], width)]
+    for t in range(1, sp.MAX_STEPS + 1):
+        _, done = games.step(left.act(games.obs[0]), right.act(games.obs[1]))
+        if t % every == 0 or done[0]:
+            shots.append(draw(games.s[:, 0], width))
+        if done[0]:
+            break
+    keep = np.unique(np.linspace(0, len(shots) - 1, min(frames, len(shots))).round().astype(int))
+    return np.stack([shots[i] for i in keep])

@@ -35,10 +35,8 @@ from gossipnet.evo.selfplay import (
     REFERENCE_SIZE, TASK_NAME, Plan, join, pairings, panel_fitness, panel_plan, payoff_matrix,
     play_plan, reference_plan, reference_score, remember_reference, score_vs_baseline, slime_task,
 )
-from gossipnet.evo.slime_env import draw
+from gossipnet.evo.slime_env import rollout_frames
 from gossipnet.evo.slime_match import Results
-from gossipnet.evo.slime_physics import SlimeBatch, draw_serves
-from gossipnet.evo.slime_players import BaselinePlayers, GenomePlayers
 from gossipnet.learners.base import AbsorbResult, Scalar, Snapshot
 from gossipnet.learners.evolution import KIND, EvolutionLearner, Reject
 
@@ -396,23 +394,6 @@ class SelfPlayLearner(EvolutionLearner):
         """Nothing to stop: games run inline, batched."""
 
 
-def rollout_frames(layout, genome: np.ndarray, seed: int = 2**31, frames: int = 8,
-                   every: int = 15, width: int = 320) -> np.ndarray:
-    """Frames of one game, ``genome`` (right) against the baseline: ``(t, h, w, 3)`` uint8."""
-    games = SlimeBatch(draw_serves(np.array([seed])))
-    left, right = BaselinePlayers(1), GenomePlayers(layout, np.asarray(genome, np.float32)[None],
-                                                    np.zeros(1, np.int64))
-    shots = [draw(games.s[:, 0], width)]
-    for t in range(1, 3001):
-        _, done = games.step(left.act(games.obs[0]), right.act(games.obs[1]))
-        if t % every == 0 or done[0]:
-            shots.append(draw(games.s[:, 0], width))
-        if done[0]:
-            break
-    keep = np.unique(np.linspace(0, len(shots) - 1, min(frames, len(shots))).round().astype(int))
-    return np.stack([shots[i] for i in keep])
-
-
 def _claim(meta: object, episodes: int) -> tuple[float | None, np.ndarray]:
     """A champion's claimed reference score and its seeds, if the peer sent usable ones."""
     if not isinstance(meta, dict):
@@ -425,4 +406,4 @@ def _claim(meta: object, episodes: int) -> tuple[float | None, np.ndarray]:
     return float(value), np.array(seeds, dtype=np.int64)
 
 
-__all__ = ["SelfPlayConfig", "SelfPlayLearner", "rollout_frames"]
+__all__ = ["SelfPlayConfig", "SelfPlayLearner"]
