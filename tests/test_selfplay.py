@@ -154,7 +154,7 @@ def test_bad_settings_are_user_errors():
 
 def test_nodes_and_the_demo_build_self_play_islands(tmp_path):
     from gossipnet.config import NodeConfig
-    from gossipnet.learners.factory import build_learner
+    from gossipnet.commands.learner_factory import build_learner
 
     cfg = NodeConfig(state_dir=tmp_path, learner="evolution", task="slimevolley", population=6, seed=3)
     learner = build_learner(cfg, "node-x")

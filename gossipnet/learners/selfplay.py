@@ -6,7 +6,7 @@ fitness = mean score against a panel (siblings plus a sample of the swarm-wide h
 fame); every ``champion_interval`` generations it crowns a champion by a round-robin
 against a hall sample, adds it to its hall and offers it as its migrant.
 
-A receiver runs the same door checks as every island (``EvolutionLearner._check``:
+A receiver runs the same door checks as every island (``learners.migrants.check_migrants``:
 kind, fingerprint, shape, finiteness, magnitude), then replays the sender's claim (the
 champion's score against the public reference panel on the named seeds; games are
 deterministic) and refuses the champion if the claim does not replay. Only then does it
@@ -20,7 +20,6 @@ The baseline policy is the yardstick of ``evaluate()`` only; it never enters tra
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -37,8 +36,9 @@ from gossipnet.evo.selfplay import (
 )
 from gossipnet.evo.slime_env import rollout_frames
 from gossipnet.evo.slime_match import Results
-from gossipnet.learners.base import AbsorbResult, Scalar, Snapshot
-from gossipnet.learners.evolution import KIND, EvolutionLearner, Reject
+from gossipnet.learners.base import AbsorbResult, LearnerWire, Scalar, Snapshot
+from gossipnet.learners.evolution import KIND, EvolutionLearner
+from gossipnet.learners.migrants import Door, MigrantReject, check_migrants, claim, claim_seeds
 
 HISTORY_COLUMNS = ("generation", "best", "mean", "env_steps", "migrants", "games")
 CLAIM_TOLERANCE = 1e-3  # claims travel rounded to 4 decimals
@@ -92,6 +92,9 @@ class SelfPlayLearner(EvolutionLearner):
     """A slime volleyball island: GA, panel fitness, a hall of fame, champions as migrants."""
 
     kind = KIND
+    # champions travel exactly (their claims are replayed), one generation per worker call
+    wire = LearnerWire(blob_kind="genome", dtype="float32", default_chunk=1, merge_event="migrant",
+                       absorb_reasons=(*(r.value for r in MigrantReject), "forged_claim"))
 
     def __init__(self, config: SelfPlayConfig, name: str = "self") -> None:  # noqa: D107
         config.check()
@@ -114,7 +117,8 @@ class SelfPlayLearner(EvolutionLearner):
         self.migrants_rejected = 0
         self.forged_claims = 0
         self.hall_refused = 0
-        self.rejections = {r: 0 for r in Reject}
+        self.rejections = {r: 0 for r in MigrantReject}
+        self.door = Door(KIND, self.fingerprint, self.layout.size, config.max_migrants, config.max_abs_gene)
         self.forgeries: deque[tuple[str, float, float]] = deque(maxlen=16)
         self._migrants_since_generation = 0
         self._pending: list[tuple[np.ndarray, str]] = []  # received, not yet re-scored
@@ -243,29 +247,29 @@ class SelfPlayLearner(EvolutionLearner):
     def absorb(self, snapshot: Snapshot, peer: str) -> AbsorbResult:
         """Door checks, claim replay, re-scoring against our panel, then the hall."""
         try:
-            problem = self._check(snapshot)
+            problem = check_migrants(snapshot, self.door)
         except Exception as exc:  # anything odd about the object is the peer's fault
-            problem = (Reject.MALFORMED, f"{type(exc).__name__}: {exc}")
+            problem = (MigrantReject.MALFORMED, f"{type(exc).__name__}: {exc}")
         if problem is not None:
             reason, detail = problem
             self.rejections[reason] += 1
             self.migrants_rejected += 1
             return AbsorbResult(False, reason.value, detail)
         champion = np.array(snapshot.tensors["genomes"][:1], dtype=np.float32)
-        claim, seeds = _claim(snapshot.meta, self.config.claim_episodes)
-        if claim is None:
-            self.rejections[Reject.MALFORMED] += 1
+        claimed, seeds = claim(snapshot.meta, 0), claim_seeds(snapshot.meta, self.config.claim_episodes)
+        if claimed is None or seeds is None:
+            self.rejections[MigrantReject.MALFORMED] += 1
             self.migrants_rejected += 1
-            return AbsorbResult(False, Reject.MALFORMED.value, "a champion needs a numeric claim "
+            return AbsorbResult(False, MigrantReject.MALFORMED.value, "a champion needs a numeric claim "
                                 f"fitness_0 and exactly {self.config.claim_episodes} seeds")
         replayed, steps = reference_score(self.layout, champion[0], seeds)
         self._count(len(seeds) * REFERENCE_SIZE, steps)  # counted even when replayed before
-        if abs(claim - replayed) > CLAIM_TOLERANCE:
+        if abs(claimed - replayed) > CLAIM_TOLERANCE:
             self.forged_claims += 1
             self.migrants_rejected += 1
-            self.forgeries.append((peer, claim, replayed))
+            self.forgeries.append((peer, claimed, replayed))
             return AbsorbResult(False, "forged_claim",
-                                f"claimed {claim:.4f} against the reference panel, replayed {replayed:.4f}")
+                                f"claimed {claimed:.4f} against the reference panel, replayed {replayed:.4f}")
         self._pending.append((champion[0], str(peer)[:64]))
         del self._pending[: -self.config.max_pending]
         return AbsorbResult(True, "ok", "claim replayed; champion queued for re-scoring "
@@ -350,7 +354,7 @@ class SelfPlayLearner(EvolutionLearner):
         state["learner.counters"] = np.array(
             [self.games, self.env_steps, self.eval_env_steps, self.migrants_accepted,
              self.migrants_rejected, self.forged_claims, self.hall_refused], dtype=np.int64)
-        state["learner.rejections"] = np.array([self.rejections[r] for r in Reject], dtype=np.int64)
+        state["learner.rejections"] = np.array([self.rejections[r] for r in MigrantReject], dtype=np.int64)
         n = self.layout.size
         state["champion"] = (self.champion if self.champion is not None else np.zeros(0, np.float32)).reshape(-1, n)
         if self.offer is not None:
@@ -377,7 +381,7 @@ class SelfPlayLearner(EvolutionLearner):
         (self.games, self.env_steps, self.eval_env_steps, self.migrants_accepted,
          self.migrants_rejected, self.forged_claims, self.hall_refused) = (
             int(v) for v in need(state, "learner.counters", (7,)))
-        self.rejections = {r: int(c) for r, c in zip(Reject, need(state, "learner.rejections", (len(Reject),)))}
+        self.rejections = {r: int(c) for r, c in zip(MigrantReject, need(state, "learner.rejections", (len(MigrantReject),)))}
         champion = need(state, "champion").astype(np.float32)
         self.champion = champion[0].copy() if champion.shape[0] else None
         self.offer = None
@@ -392,18 +396,6 @@ class SelfPlayLearner(EvolutionLearner):
 
     def close(self) -> None:
         """Nothing to stop: games run inline, batched."""
-
-
-def _claim(meta: object, episodes: int) -> tuple[float | None, np.ndarray]:
-    """A champion's claimed reference score and its seeds, if the peer sent usable ones."""
-    if not isinstance(meta, dict):
-        return None, np.zeros(0, np.int64)
-    value = meta.get("fitness_0")
-    seeds = [meta.get(f"seed_{j}") for j in range(episodes)]
-    if (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
-            or f"seed_{episodes}" in meta or not all(type(v) is int and 0 <= v < 2**31 for v in seeds)):
-        return None, np.zeros(0, np.int64)
-    return float(value), np.array(seeds, dtype=np.int64)
 
 
 __all__ = ["SelfPlayConfig", "SelfPlayLearner"]
