@@ -37,6 +37,24 @@ export class Optimizer {
     return g[i];
   }
 
+  /**
+   * Continue from saved moments and step (optim.py's state_dict names, e.g. a node's
+   * weights file); an Error naming what does not fit, before anything changes.
+   * @param {Record<string, {data: any, shape: number[]}>} tensors
+   */
+  loadStateDict(tensors) {
+    for (const [m, d] of Object.entries(this.state)) {
+      for (const [k, v] of Object.entries(d)) {
+        const t = tensors[`${this.kind}.${m}.${k}`];
+        if (!t || t.data.length !== v.length) throw new Error(`optimizer state ${this.kind}.${m}.${k} is missing or has the wrong size`);
+      }
+    }
+    const t = tensors[`${this.kind}.t`];
+    if (!t) throw new Error(`optimizer state ${this.kind}.t is missing`);
+    for (const [m, d] of Object.entries(this.state)) for (const [k, v] of Object.entries(d)) v.set(tensors[`${this.kind}.${m}.${k}`].data);
+    this.t = Number(t.data[0]);
+  }
+
   /** Moments and step counter by name, as optim.py's state_dict. */
   stateDict() {
     /** @type {Record<string, Float32Array | BigInt64Array>} */
