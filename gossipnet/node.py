@@ -31,12 +31,14 @@ from gossipnet.learners.base import Learner, Snapshot
 from gossipnet.membership import EventKind, Membership, MembershipConfig, State
 from gossipnet.membership import codec as membership_codec
 from gossipnet.net.http import StatusServer
+from gossipnet.net.volunteer_http import add_volunteer_routes
 from gossipnet.net.pull import BlobPuller, PullError, PullLimits
 from gossipnet.net.udp import UdpClosed, UdpConfig, UdpEndpoint
 from gossipnet.status.history import MetricsHistory
 from gossipnet.status.schema import build_status
 from gossipnet.trust.credentials import Credentials
 from gossipnet.trust.identity import Identity
+from gossipnet.volunteers import TrainingSetup, VolunteerConfig, VolunteerDesk
 from gossipnet.wire import BodyTooLarge, MsgType, Receiver, ReceiverConfig, Rejected, Sealer
 from gossipnet.wire import blobs
 
@@ -130,6 +132,25 @@ class Node:
         self._next_publish = 0.0
         self._next_checkpoint = 0.0
         self.ready = asyncio.Event()  # set once sockets are bound and the node is announced
+        self.volunteers = self._volunteer_desk()
+
+    def _volunteer_desk(self) -> VolunteerDesk | None:
+        """Browser volunteers' desk for a convnet node (``--volunteers on``), else None."""
+        cfg = self.cfg
+        if not cfg.volunteers or self.learner.kind != "convnet":
+            return None
+        vcfg = VolunteerConfig(steps=cfg.volunteer_steps, spot_check_rate=cfg.volunteer_spot_check_rate,
+                               max_share=cfg.volunteer_max_share,
+                               leases_per_minute=cfg.volunteer_leases_per_minute)
+        try:
+            return VolunteerDesk(vcfg, TrainingSetup.of(self.learner), seed=self.rng.getrandbits(32))
+        except UserError as exc:
+            log.warning("browser volunteers are off: %s", exc)
+            return None
+
+    async def _run_heavy(self, fn, *args):
+        """Run CPU work (a volunteer update's checks) where training runs, off the loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -195,7 +216,9 @@ class Node:
     async def _start_sockets(self) -> None:
         cfg = self.cfg
         self.udp = await UdpEndpoint.bind((cfg.host, cfg.udp_port), self.udp_config)
-        self.http = StatusServer(self)
+        desk = self.volunteers
+        routes = (lambda app: add_volunteer_routes(app, desk, self._run_heavy)) if desk else None
+        self.http = StatusServer(self, volunteer_routes=routes)
         await self.http.start(cfg.host, cfg.http_port)
         meta = {"http": self.http_port, "kind": self.kind}
         self.membership = Membership(self.node_id, (cfg.advertised_host, self.udp_port), meta,
@@ -307,6 +330,8 @@ class Node:
         if train:
             out = self.learner.train(self.cfg.train_chunk or DEFAULT_CHUNK.get(self.kind, 1))
         now = _mono()
+        if self.volunteers is not None:
+            self._volunteer_work(now)
         if now >= self._next_eval:
             self._last_eval = dict(self.learner.evaluate())
             out.update(self._last_eval)
@@ -321,6 +346,14 @@ class Node:
         self._step = self.learner.step
         self._metrics = {**self.learner.metrics(), **self._last_eval}
         return out
+
+    def _volunteer_work(self, now: float) -> None:
+        """Between chunks (worker thread): merge accepted volunteer updates, offer new weights."""
+        desk, learner = self.volunteers, self.learner
+        for delta, images in desk.take_accepted():
+            learner.add_delta(delta, images)
+            self.exchange["volunteer_merged"] += 1
+        desk.offer_version(learner.net.params(), learner.optimizer.state_dict(), learner.trainer.images, now)
 
     def _absorb_blob(self, data: bytes, manifest: gsp.Manifest, peer: str) -> tuple[bool, str, str]:
         """Verify a pulled blob against the signed manifest and our model, then merge it."""
@@ -505,6 +538,9 @@ class Node:
             counters["membership"] = dict(self.membership.counters)
         if self.gossip is not None:
             counters["gossip"] = dict(self.gossip.counters)
+        if self.volunteers is not None:
+            counters["volunteer"] = self.volunteers.status(_mono())
+            counters["volunteer_refused"] = dict(self.volunteers.refused)
         addresses = {}
         if self.udp is not None:
             addresses["udp"] = f"{self.cfg.advertised_host}:{self.udp_port}"

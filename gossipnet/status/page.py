@@ -126,6 +126,13 @@ def _counters(counters: Mapping[str, Mapping[str, int]]) -> str:
         items = counters.get(group, {})
         text = ", ".join(f"{k}: {v}" for k, v in sorted(items.items()) if v) or "none"
         rows.append((label, text))
+    volunteer = counters.get("volunteer")
+    if volunteer:
+        refused = counters.get("volunteer_refused", {})
+        rows.append(("volunteers (/volunteer)",
+                     f"{volunteer.get('clients', 0)} browsers, {volunteer.get('images_per_s', 0)} images/s, "
+                     f"{volunteer.get('accepted', 0)} accepted, {volunteer.get('spot_checks', 0)} spot checks"))
+        rows.append(("refused (volunteer)", ", ".join(f"{k}: {v}" for k, v in sorted(refused.items()) if v) or "none"))
     traffic = counters.get("bytes", {})
     if traffic:
         rows.append(("bytes in / out", f"{traffic.get('in', 0):,} / {traffic.get('out', 0):,}"))

@@ -161,16 +161,20 @@ class VolunteerDesk:
     def offer_version(self, params: dict[str, np.ndarray], opt_state: dict[str, np.ndarray],
                       own_images: int, now: float) -> None:
         """Snapshot the node's weights and optimiser state for new leases (at most every
-        version_interval). A lease continues the node's optimiser: Adam restarted from zero
-        moments takes steps of the full rate on every weight, which measurably raised the
-        held-out loss of honest leases (docs/VOLUNTEERS.md)."""
+        version_interval). A lease continues the node's second moment and step count: Adam
+        restarted from zero moments takes steps of the full rate on every weight, which
+        raised the held-out loss of honest leases (docs/VOLUNTEERS.md)."""
         with self._lock:
             self.own_images = own_images
             if now - self._offered_at < self.config.version_interval:
                 return
             self._offered_at = now
             weights = {k: np.array(v, np.float32) for k, v in params.items()}
-            state = {k: np.array(v) for k, v in opt_state.items()}
+            # the first moment (Adam's m, SGD's velocity) starts at zero: carried over, it
+            # put the node's recent direction into every delta again (~5 steps' worth at
+            # beta 0.9 over 8 steps), and merged deltas overshot (accuracy fell, measured)
+            state = {k: np.zeros_like(v) if k.split(".")[1] in ("m", "velocity") else np.array(v)
+                     for k, v in opt_state.items()}
             blob = stn.save({**weights, **state})
             self.version += 1
             self.versions[self.version] = _Version(weights, state, blob, hashlib.sha256(blob).hexdigest())
@@ -187,7 +191,8 @@ class VolunteerDesk:
 
     # ---- the browser's side (event loop) ----------------------------------------------------
 
-    def _refuse(self, reason: str, detail: str) -> Refusal:
+    def refuse(self, reason: str, detail: str) -> Refusal:
+        """Count a refusal under ``reason`` (a REASONS key) and return it."""
         self.refused[reason] += 1
         return Refusal(reason, detail)
 
@@ -197,13 +202,13 @@ class VolunteerDesk:
         client = ip_key(ip)
         with self._lock:
             if not cfg.enabled or not self.versions:
-                return self._refuse("disabled" if not cfg.enabled else "busy",
+                return self.refuse("disabled" if not cfg.enabled else "busy",
                                     "no volunteers here" if not cfg.enabled else "the node has no model to share yet")
             why = self.book.refusal_to_mint(client, now)
             if why is None and not self._room_for(cfg.steps * st.batch_size, now):
                 why = "busy"
             if why is not None:
-                return self._refuse(why, {"banned": "this address failed a spot check; try again later",
+                return self.refuse(why, {"banned": "this address failed a spot check; try again later",
                                           "rate_limited": "too many leases from this address; slow down",
                                           "busy": "the node has enough volunteers right now; retry in a minute"}[why])
             n = cfg.steps * st.batch_size
@@ -244,9 +249,9 @@ class VolunteerDesk:
         with self._lock:
             found = self.book.find(token, now)
             if isinstance(found, str):
-                return self._refuse(found, f"lease {found.replace('_', ' ')}")
+                return self.refuse(found, f"lease {found.replace('_', ' ')}")
             if found.client != ip_key(ip):
-                return self._refuse("wrong_client", "this lease was issued to another address")
+                return self.refuse("wrong_client", "this lease was issued to another address")
             st = self.setup
             x = to_uint8(st.x[found.indices], st.pixel_mean, st.pixel_std)
             y = st.y[found.indices].astype(np.int32)
@@ -258,41 +263,41 @@ class VolunteerDesk:
         client = ip_key(ip)
         with self._lock:
             if not cfg.enabled:
-                return self._refuse("disabled", "no volunteers here")
+                return self.refuse("disabled", "no volunteers here")
             if self.book.banned.get(client, -1.0) > now:
-                return self._refuse("banned", "this address failed a spot check; try again later")
+                return self.refuse("banned", "this address failed a spot check; try again later")
             if len(body) > self.max_update_bytes:
-                return self._refuse("too_large", f"{len(body)} bytes; an update of this net is at most "
+                return self.refuse("too_large", f"{len(body)} bytes; an update of this net is at most "
                                                   f"{self.max_update_bytes}")
             try:
                 header, token, base, _loss, _images = update_meta(body)
             except BadUpdate as exc:
-                return self._refuse(exc.reason, str(exc))
+                return self.refuse(exc.reason, str(exc))
             found = self.book.find(token, now)
             if isinstance(found, str):
-                return self._refuse(found, f"lease {found.replace('_', ' ')}")
+                return self.refuse(found, f"lease {found.replace('_', ' ')}")
             if found.client != client:
-                return self._refuse("wrong_client", "this lease was issued to another address")
+                return self.refuse("wrong_client", "this lease was issued to another address")
             self.book.consume(found)  # single use, whatever follows
             images = len(found.indices)
             self._work.append((now, images, client))
             if base != found.version or base not in self.versions:
-                return self._refuse("stale_base", f"base version {base} is not this lease's ({found.version}) "
+                return self.refuse("stale_base", f"base version {base} is not this lease's ({found.version}) "
                                                   "or no longer held; take a new lease")
             try:
                 delta = update_delta(body, header, self._shapes)
             except BadUpdate as exc:
-                return self._refuse(exc.reason, str(exc))
+                return self.refuse(exc.reason, str(exc))
             size = norm(delta)
             merged = delta
             if size == 0:
-                return self._refuse("zero_delta", "the update changes nothing")
+                return self.refuse("zero_delta", "the update changes nothing")
             if self.references:
                 ref = float(np.median(self.references))
                 if size < cfg.min_factor * ref:
-                    return self._refuse("norm_too_small", f"norm {size:.3g} against {ref:.3g} for an honest lease")
+                    return self.refuse("norm_too_small", f"norm {size:.3g} against {ref:.3g} for an honest lease")
                 if size > cfg.refuse_factor * ref:
-                    return self._refuse("norm_too_large", f"norm {size:.3g} against {ref:.3g} for an honest lease")
+                    return self.refuse("norm_too_large", f"norm {size:.3g} against {ref:.3g} for an honest lease")
                 if size > cfg.clip_factor * ref:
                     scale = np.float32(cfg.clip_factor * ref / size)
                     merged = {k: v * scale for k, v in delta.items()}
@@ -306,7 +311,7 @@ class VolunteerDesk:
         with self._lock:
             version = self.versions.get(lease.version)
         if version is None:
-            return self._refuse("stale_base", "the base version was dropped while this update waited")
+            return self.refuse("stale_base", "the base version was dropped while this update waited")
         net = self._scratch
         hx, hy = self.holdout
         if version.holdout_loss is None:
@@ -318,7 +323,7 @@ class VolunteerDesk:
         # a worse update on a lease picked for a spot check is still recomputed: a liar
         # whose lies hurt the loss is then banned, not merely refused again and again
         if worse and not lease.spot_check:
-            return self._refuse("worse_loss", f"held-out loss {version.holdout_loss:.4f} -> {after:.4f}")
+            return self.refuse("worse_loss", f"held-out loss {version.holdout_loss:.4f} -> {after:.4f}")
         if lease.spot_check:
             self.counters["spot_checks"] += 1
             net.load_state_dict(version.weights)
@@ -332,15 +337,15 @@ class VolunteerDesk:
                 with self._lock:
                     self.book.ban(lease.client, now)
                     self.counters["banned"] += 1
-                return self._refuse("spot_check_mismatch", f"recomputed update differs by {mismatch:.3g} "
+                return self.refuse("spot_check_mismatch", f"recomputed update differs by {mismatch:.3g} "
                                                             f"(tolerance {cfg.tolerance}); address banned")
             self.references.append(norm(want))
         if worse:
-            return self._refuse("worse_loss", f"held-out loss {version.holdout_loss:.4f} -> {after:.4f}")
+            return self.refuse("worse_loss", f"held-out loss {version.holdout_loss:.4f} -> {after:.4f}")
         with self._lock:
             s = cfg.max_share
             if self.merged_images + pending.images > s / (1 - s) * self.own_images + pending.images:
-                return self._refuse("over_share", "volunteers already contributed their share; retry later")
+                return self.refuse("over_share", "volunteers already contributed their share; retry later")
             self.merged_images += pending.images
             self._queue.append(pending)
             self.counters["accepted"] += 1
@@ -349,21 +354,21 @@ class VolunteerDesk:
 
     # ---- what the status page shows ---------------------------------------------------------
 
-    def status(self, now: float, window: float = 60.0) -> dict:
-        """Counters and rates for /api/status (``counters.volunteer``) and /metrics."""
+    def status(self, now: float, window: float = 60.0) -> dict[str, int]:
+        """Counters for /api/status (``counters.volunteer``; refusals by reason are
+        ``self.refused``, ``counters.volunteer_refused``): all integers, as the schema wants."""
         with self._lock:
             recent = [(t, n, c) for t, n, c in self._work if now - t <= window]
             open_leases = sum(1 for lease in self.book.leases.values() if not lease.used and now <= lease.expires_at)
             return {
-                "enabled": self.config.enabled,
-                "clients": len({c for _, _, c in recent}),
-                "images_per_s": sum(n for _, n, _ in recent) / window,
+                "clients": len({c for _, _, c in recent}),  # addresses seen in the last minute
+                "images_per_s": round(sum(n for _, n, _ in recent) / window),
                 "leases": self.counters["leases"],
                 "open_leases": open_leases,
                 "accepted": self.counters["accepted"],
-                "refused": dict(self.refused),
+                "refused": sum(self.refused.values()),
                 "spot_checks": self.counters["spot_checks"],
                 "clipped": self.counters["clipped"],
-                "banned": len([u for u in self.book.banned.values() if u > now]),
+                "banned": sum(1 for until in self.book.banned.values() if until > now),
                 "merged_images": self.merged_images,
             }
