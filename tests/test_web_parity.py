@@ -9,6 +9,7 @@ dropout masks included (both engines draw them from gossipnet.nn.masks' hash).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def _numpy_side(case: dict, rng: np.random.Generator) -> tuple[bytes, dict[str, 
     cfg = {"spec": list(case["spec"]), "input_shape": list(case["input_shape"]), "seed": SEED,
            "lr": {"sgd": 0.05, "adam": ADAM_LR}, "weight_decay": case["weight_decay"], "momentum": 0.9,
            "batch_size": BATCH}
-    want = {"logits": net.forward(x, train=False)}
+    want = {"logits": net.forward(x, train=False), "fingerprint": net.fingerprint}
     net.set_hash_masks(SEED, 0)
     loss, _ = net.loss_and_grads(x, y)
     want["loss"] = np.float32(loss)
@@ -143,6 +144,9 @@ async def test_browser_engine_matches_numpy_for_every_preset(kernel, tmp_path):
     assert set(results) == set(wants), "the page did not report every net"
     for name, want in wants.items():
         got = results[name]
+        # the browser's own SHA-256 (no crypto.subtle on plain-HTTP LAN pages) and spec fingerprint
+        assert bytes(got.pop("fixture_sha256")).decode() == hashlib.sha256(fixtures[name]).hexdigest()
+        assert bytes(got.pop("fingerprint")).decode() == want.pop("fingerprint")
         assert set(got) == set(want), f"{name}: the browser returned {sorted(set(got) ^ set(want))} differently"
         _close(got["logits"], want["logits"], 1e-4, f"{name} logits")
         assert abs(float(got["loss"]) - float(want["loss"])) <= 1e-4 * abs(float(want["loss"]))

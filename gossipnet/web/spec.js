@@ -7,6 +7,8 @@
  * with sorted keys writes them) proves both engines build the same net.
  */
 
+import { sha256Hex } from './sha256.js';
+
 const KEYS = {
   conv: { filters: null, size: null, stride: 1, pad: 0 },
   pool: { size: 2, stride: null },
@@ -78,10 +80,9 @@ function pythonJson(value, floatKey = false) {
 
 /**
  * sha256 (hex, first 16 bytes) of the canonical spec and input shape, as spec.py's.
- * @param {Array<Record<string, any>>} spec @param {number[]} inputShape @returns {Promise<string>}
+ * @param {Array<Record<string, any>>} spec @param {number[]} inputShape @returns {string}
  */
-export async function fingerprint(spec, inputShape) {
+export function fingerprint(spec, inputShape) {
   const doc = pythonJson({ input: inputShape, layers: canonicalSpec(spec) });
-  const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(doc));
-  return Array.from(new Uint8Array(digest).slice(0, 16), (b) => b.toString(16).padStart(2, '0')).join('');
+  return sha256Hex(new TextEncoder().encode(doc)).slice(0, 32);
 }

@@ -13,6 +13,7 @@ import { kernelName } from './gemm.js';
 import { Net } from './net.js';
 import { makeOptimizer } from './optim.js';
 import { fingerprint } from './spec.js';
+import { sha256Hex } from './sha256.js';
 import { readSafetensors, writeSafetensors } from './state.js';
 import { normaliseImages, trainSequence } from './train.js';
 
@@ -22,10 +23,6 @@ let cached = null;
 
 const post = (msg) => postMessage(msg);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function hex(buf) {
-  return Array.from(new Uint8Array(await crypto.subtle.digest('SHA-256', buf)), (b) => b.toString(16).padStart(2, '0')).join('');
-}
 
 async function fetchOk(url, init) {
   const r = await fetch(url, init);
@@ -44,9 +41,9 @@ async function oneLease() {
     fetchOk(lease.weights_url).then((r) => r.arrayBuffer()),
     fetchOk(lease.images_url).then((r) => r.arrayBuffer()),
   ]);
-  if ((await hex(wbuf)) !== lease.weights_sha256) throw new Error('the weights do not match the lease\'s sha256');
+  if (sha256Hex(wbuf) !== lease.weights_sha256) throw new Error('the weights do not match the lease\'s sha256');
   if (!cached || cached.fingerprint !== lease.fingerprint) {
-    const fp = await fingerprint(lease.spec, lease.input_shape);
+    const fp = fingerprint(lease.spec, lease.input_shape);
     if (fp !== lease.fingerprint) throw new Error(`this page builds net ${fp}, the node runs ${lease.fingerprint}: reload the page`);
     cached = { net: new Net(lease.spec, lease.input_shape), fingerprint: fp };
   }

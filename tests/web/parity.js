@@ -5,18 +5,23 @@ import { makeOptimizer } from '/web/optim.js';
 import { readSafetensors, writeSafetensors } from '/web/state.js';
 import { trainSequence } from '/web/train.js';
 import { useKernel } from '/web/gemm.js';
+import { fingerprint } from '/web/spec.js';
+import { sha256Hex } from '/web/sha256.js';
 
 const params = new URLSearchParams(location.search);
 useKernel(params.get('kernel') || 'wasm');
 const names = await (await fetch('/fixtures')).json();
 for (const name of names) {
-  const { tensors, meta } = readSafetensors(await (await fetch(`/fixture/${name}`)).arrayBuffer());
+  const buf = await (await fetch(`/fixture/${name}`)).arrayBuffer();
+  const { tensors, meta } = readSafetensors(buf);
   const cfg = JSON.parse(meta.config);
   const weights = {};
   for (const [k, t] of Object.entries(tensors)) if (k.startsWith('w.')) weights[k.slice(2)] = t;
   const x = tensors.x.data, y = Array.from(tensors.y.data, Number), n = y.length;
   const net = new Net(cfg.spec, cfg.input_shape);
   const out = {};
+  out.fingerprint = { data: new TextEncoder().encode(fingerprint(cfg.spec, cfg.input_shape)), shape: [32] };
+  out.fixture_sha256 = { data: new TextEncoder().encode(sha256Hex(buf)), shape: [64] };
   net.loadStateDict(weights);
   const logits = net.forward(x, n, false);
   out.logits = logits;
