@@ -233,8 +233,11 @@ def hostile(args, rounds: int = 30) -> dict:
     runs = {}
     for with_attackers in (False, True):
         learner = _node_learner("tiny", 8000)
+        # max_share 0.9 (default 0.5): at 0.5 the two honest volunteers fill the share and
+        # most attackers only ever get "busy", which defends but measures nothing
         desk = VolunteerDesk(VolunteerConfig(burst=10_000, max_open_per_client=50, leases_per_minute=10_000,
-                                             version_interval=1.0), TrainingSetup.of(learner), seed=5)
+                                             version_interval=1.0, max_share=0.9), TrainingSetup.of(learner),
+                             seed=5)
         rng = np.random.default_rng(7)
         honest = {"attempts": 0, "accepted": 0, "refused": {}}
         attacks = {k: {"attempts": 0, "outcomes": {}, "caught_after": None} for k in ATTACKS}
@@ -277,7 +280,8 @@ def hostile(args, rounds: int = 30) -> dict:
     for kind, a in runs["with"]["attacks"].items():
         print(f"  {kind:<13} attempts {a['attempts']:3d}  outcomes {a['outcomes']}"
               + (f"  caught by a spot check at attempt {a['caught_after']}" if a["caught_after"] else ""), flush=True)
-    print(f"accuracy with attackers - without: {100 * (runs['with']['accuracy'] - runs['without']['accuracy']):+.2f} points")
+    print(f"accuracy with attackers - without: {100 * (runs['with']['accuracy'] - runs['without']['accuracy']):+.2f} "
+          f"points; refusals {runs['with']['refused']}")
     return runs
 
 
