@@ -16,9 +16,9 @@
  * V8: 0.3-0.6 GFLOP/s for the row loop). Sums accumulate in float64 and are rounded
  * once, on the store.
  *
- * When the browser has WebAssembly SIMD, the same three functions pack their operands
+ * When the browser has WebAssembly SIMD, the same three functions copy their operands
  * into a WebAssembly memory and run gemm.wat's kernel (4 x 8 tiles of f32x4
- * accumulators); `useKernel('js' | 'wasm')` switches between the two so the benchmark
+ * accumulators, reading A or A^T in place); `useKernel('js' | 'wasm')` switches between the two so the benchmark
  * can measure what SIMD pays (docs/VOLUNTEERS.md). Both give the same sums up to
  * float32 rounding (the SIMD kernel accumulates in float32, as BLAS does).
  */
@@ -58,22 +58,26 @@ function wasmFloats(floats) {
   return new Float32Array(mem.buffer);
 }
 
-/** The strided product of `kernel` below, on the SIMD kernel: pack, multiply, unpack. */
+/**
+ * The strided product of `kernel` below on the SIMD kernel: copy A in as it is (row-major
+ * A, or row-major A^T when ai = 1), B padded to n8 columns, multiply, copy C out.
+ */
 function wasmKernel(m, n, k, a, ai, ap, b, bp, bj, c, acc) {
   const m4 = Math.ceil(m / 4) * 4, n8 = Math.ceil(n / 8) * 8;
   const offA = 0, offB = m4 * k, offC = offB + k * n8;
   const f = wasmFloats(offC + m4 * n8);
-  if (m4 > m) f.fill(0, offA + (m4 - 4) * k, offA + m4 * k); // zero rows of the last panel
-  if (ap === 1) {
-    for (let i = 0; i < m; i++) {
-      const dst = offA + (i >> 2) * k * 4 + (i & 3), src = i * ai;
-      for (let p = 0; p < k; p++) f[dst + 4 * p] = a[src + p];
+  let arow, astep, apanel;
+  if (ap === 1) { // A row-major m x k (ai = k): rows beyond m are zeros
+    f.set(a.subarray(0, m * k), offA);
+    f.fill(0, offA + m * k, offA + m4 * k);
+    arow = 4 * k; astep = 4; apanel = 16 * k;
+  } else { // A^T: A stored k x m (ai = 1, ap = m), copied as k x m4
+    if (m4 === m) f.set(a.subarray(0, k * m), offA);
+    else for (let p = 0; p < k; p++) {
+      f.set(a.subarray(p * m, p * m + m), offA + p * m4);
+      f.fill(0, offA + p * m4 + m, offA + (p + 1) * m4);
     }
-  } else {
-    for (let p = 0; p < k; p++) {
-      const src = p * ap;
-      for (let i = 0; i < m; i++) f[offA + ((i >> 2) * k + p) * 4 + (i & 3)] = a[src + i * ai];
-    }
+    arow = 4; astep = 4 * m4; apanel = 16;
   }
   if (bj === 1 && bp === n && n === n8) {
     f.set(b.subarray(0, k * n), offB);
@@ -90,7 +94,7 @@ function wasmKernel(m, n, k, a, ai, ap, b, bp, bj, c, acc) {
       for (let p = 0; p < k; p++) f[offB + p * n8 + j] = b[src + p * bp];
     }
   }
-  /** @type {NonNullable<typeof wasm>} */ (wasm).gemm(m4, n8, k, offA * 4, offB * 4, offC * 4);
+  /** @type {NonNullable<typeof wasm>} */ (wasm).gemm(m4, n8, k, offA * 4, arow, astep, apanel, offB * 4, offC * 4);
   const out = new Float32Array(/** @type {NonNullable<typeof wasm>} */ (wasm).memory.buffer, offC * 4, m4 * n8);
   if (!acc && n === n8) {
     c.set(out.subarray(0, m * n));
