@@ -79,9 +79,13 @@ def add_volunteer_routes(app: web.Application, desk: VolunteerDesk,
         if request.content_length is not None and request.content_length > limit:
             return _refused(desk.refuse("too_large", f"{request.content_length} bytes; an update of this "
                                                      f"net is at most {limit}"))
-        body = await request.content.read(limit + 1)  # bounded whatever the headers claimed
-        if len(body) > limit:
-            return _refused(desk.refuse("too_large", f"more than {limit} bytes"))
+        chunks, size = [], 0
+        while chunk := await request.content.read(1 << 16):  # bounded whatever the headers claimed
+            size += len(chunk)
+            if size > limit:
+                return _refused(desk.refuse("too_large", f"more than {limit} bytes"))
+            chunks.append(chunk)
+        body = b"".join(chunks)
         pending = desk.check(_client(request), body, clock())
         if isinstance(pending, Refusal):
             return _refused(pending)
