@@ -34,6 +34,9 @@ from gossipnet.volunteers.leases import Lease, LeaseBook, ip_key
 from gossipnet.volunteers.validate import BadUpdate, norm, relative_mismatch, update_delta, update_meta
 
 
+IDLE_SECONDS = 60.0  # no lease for this long: stop snapshotting weights until the next one
+
+
 @dataclass(frozen=True)
 class Refusal:
     """A counted refusal: ``reason`` (a REASONS key), its HTTP status and what was wrong."""
@@ -147,6 +150,7 @@ class VolunteerDesk:
         self.versions: OrderedDict[int, _Version] = OrderedDict()
         self.version = 0
         self._offered_at = -math.inf
+        self._leased_at = -math.inf
         self.own_images = 0
         self.merged_images = 0
         self._queue: list[Pending] = []
@@ -168,6 +172,8 @@ class VolunteerDesk:
             self.own_images = own_images
             if now - self._offered_at < self.config.version_interval:
                 return
+            if self.versions and now - self._leased_at > IDLE_SECONDS:
+                return  # nobody is volunteering: no snapshot (a copy and a hash of the model)
             self._offered_at = now
             weights = {k: np.array(v, np.float32) for k, v in params.items()}
             # the first moment (Adam's m, SGD's velocity) starts at zero: carried over, it
@@ -217,6 +223,7 @@ class VolunteerDesk:
             lease = self.book.mint(client, self.version, indices, self.rng.getrandbits(32), cfg.steps,
                                    st.batch_size, now, cfg.lease_seconds, spot)
             self.counters["leases"] += 1
+            self._leased_at = now
             self._work.append((now, 0, client))
             version = self.versions[self.version]
         return {
