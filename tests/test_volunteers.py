@@ -67,8 +67,8 @@ def test_honest_updates_are_accepted_spot_checked_and_merged(learner):
         assert not isinstance(out, Refusal) and out["accepted"], out
     assert desk.counters["accepted"] == 6 and not desk.refused
     assert desk.counters["spot_checks"] >= 3  # the reference leases are all recomputed
-    merged = desk.take_accepted()
-    assert len(merged) == 6 and desk.take_accepted() == []
+    merged = desk.take_accepted()  # one base version: one mean delta for the six
+    assert len(merged) == 1 and merged[0][1] == 6 * 256 and desk.take_accepted() == []
     before = learner.net.state_dict()
     for d, images in merged:
         learner.add_delta(d, images)

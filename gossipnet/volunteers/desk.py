@@ -146,7 +146,7 @@ class VolunteerDesk:
         self.book = LeaseBook(cfg.leases_per_minute, cfg.burst, cfg.max_open_per_client, cfg.max_open,
                               cfg.ban_seconds)
         self.rng = random.Random(self.seed)
-        self.references: collections.deque[float] = collections.deque(maxlen=20)
+        self.references: collections.deque[float] = collections.deque(maxlen=5)  # recent: norms shrink as training settles
         self.versions: OrderedDict[int, _Version] = OrderedDict()
         self.version = 0
         self._offered_at = -math.inf
@@ -189,11 +189,27 @@ class VolunteerDesk:
                 del self.versions[v]
 
     def take_accepted(self) -> list[tuple[dict[str, np.ndarray], int]]:
-        """The accepted (delta, images) not yet merged; the node adds them to its model
-        between training chunks (``ConvnetLearner.add_delta``)."""
+        """What to add to the node's weights now: per base version, the *mean* of the
+        accepted deltas that started from it, times ``merge_weight``, with the images
+        they embody. The node adds them between training chunks (``ConvnetLearner.add_delta``).
+
+        Why the mean: deltas from one base are parallel estimates of the same few steps;
+        summed, K volunteers took a step K times too long from a point the node has
+        already left, and the node's accuracy fell as volunteers were added (measured,
+        docs/VOLUNTEERS.md). Averaged they are one step with a K-times larger batch.
+        """
         with self._lock:
             queue, self._queue = self._queue, []
-        return [(item.merged, item.images) for item in queue]
+        groups: dict[int, list[Pending]] = {}
+        for item in queue:
+            groups.setdefault(item.lease.version, []).append(item)
+        out = []
+        w = np.float32(self.config.merge_weight)
+        for items in groups.values():
+            scale = w / np.float32(len(items))
+            mean = {k: sum(item.merged[k] for item in items) * scale for k in items[0].merged}
+            out.append((mean, sum(item.images for item in items)))
+        return out
 
     # ---- the browser's side (event loop) ----------------------------------------------------
 
