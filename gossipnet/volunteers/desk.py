@@ -379,7 +379,7 @@ class VolunteerDesk:
 
     def status(self, now: float, window: float = 60.0) -> dict[str, int]:
         """Counters for /api/status (``counters.volunteer``; refusals by reason are
-        ``self.refused``, ``counters.volunteer_refused``): all integers, as the schema wants."""
+        ``self.refused``, ``rejections.volunteer``): all integers, as the schema wants."""
         with self._lock:
             recent = [(t, n, c) for t, n, c in self._work if now - t <= window]
             open_leases = sum(1 for lease in self.book.leases.values() if not lease.used and now <= lease.expires_at)
