@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import safetensors.numpy as stn
 
+from gossipnet.data.normalize import normalise
 from gossipnet.errors import UserError
 from gossipnet.nn import Net, make_optimizer
 from gossipnet.nn.loss import log_softmax
@@ -103,14 +104,6 @@ def to_uint8(x: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> 
     return np.clip(np.rint(x.astype(np.float64) * s + m), 0, 255).astype(np.uint8)
 
 
-def _normalise(u8: np.ndarray, mean, std) -> np.ndarray:
-    out = np.empty(u8.shape, np.float32)
-    for c in range(u8.shape[1]):
-        np.subtract(u8[:, c], np.float32(mean[c]), out=out[:, c], dtype=np.float32)
-        out[:, c] *= np.float32(1.0 / std[c])
-    return out
-
-
 def _mean_loss(net: Net, x: np.ndarray, y: np.ndarray) -> float:
     logits = net.forward(x, train=False)
     return float(-log_softmax(logits)[np.arange(len(y)), y].mean())
@@ -137,7 +130,7 @@ class VolunteerDesk:
             raise UserError("this data set has no pixel statistics, so its images cannot be sent to "
                             "browsers exactly; load it with gossipnet.data, or turn volunteers off")
         probe = st.x[:64]
-        if not np.array_equal(_normalise(to_uint8(probe, st.pixel_mean, st.pixel_std), st.pixel_mean,
+        if not np.array_equal(normalise(to_uint8(probe, st.pixel_mean, st.pixel_std), st.pixel_mean,
                                          st.pixel_std), probe):
             raise UserError("this data set's images are not uint8 pixels normalised per channel; "
                             "volunteers cannot reproduce them: turn volunteers off")
@@ -352,7 +345,7 @@ class VolunteerDesk:
             net.load_state_dict(version.weights)
             opt = make_optimizer(st.optimizer, net.params(), st.lr, st.weight_decay, st.momentum)
             opt.load_state_dict(version.opt_state)
-            x = _normalise(to_uint8(st.x[lease.indices], st.pixel_mean, st.pixel_std), st.pixel_mean, st.pixel_std)
+            x = normalise(to_uint8(st.x[lease.indices], st.pixel_mean, st.pixel_std), st.pixel_mean, st.pixel_std)
             train_sequence(net, opt, x, st.y[lease.indices], lease.batch_size, lease.seed)
             want = {k: p - version.weights[k] for k, p in net.params().items()}
             mismatch = relative_mismatch(pending.delta, want)

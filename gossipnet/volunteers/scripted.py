@@ -10,17 +10,9 @@ from __future__ import annotations
 import numpy as np
 import safetensors.numpy as stn
 
+from gossipnet.data.normalize import normalise
 from gossipnet.nn import Net, make_optimizer
 from gossipnet.nn.train import train_sequence
-
-
-def normalise_u8(u8: np.ndarray, mean: list[float], std: list[float]) -> np.ndarray:
-    """What web/train.js's normaliseImages computes (and gossipnet.data.normalize)."""
-    out = np.empty(u8.shape, np.float32)
-    for c in range(u8.shape[1]):
-        np.subtract(u8[:, c], np.float32(mean[c]), out=out[:, c], dtype=np.float32)
-        out[:, c] *= np.float32(1.0 / std[c])
-    return out
 
 
 def honest_update(lease: dict, weights_blob: bytes, images_blob: bytes) -> tuple[dict[str, np.ndarray], float]:
@@ -34,7 +26,7 @@ def honest_update(lease: dict, weights_blob: bytes, images_blob: bytes) -> tuple
     net.load_state_dict(weights)
     opt = make_optimizer(o["kind"], net.params(), o["lr"], o["weight_decay"], o["momentum"])
     opt.load_state_dict({k: v for k, v in blob.items() if k.startswith(o["kind"] + ".")})
-    x = normalise_u8(data["x"], lease["normalise"]["mean"], lease["normalise"]["std"])
+    x = normalise(data["x"], lease["normalise"]["mean"], lease["normalise"]["std"])
     losses = train_sequence(net, opt, x, data["y"].astype(np.int64), lease["batch_size"], lease["seed"])
     return {k: p - weights[k] for k, p in net.params().items()}, float(np.mean(losses))
 
