@@ -79,7 +79,7 @@ def _numpy_side(case: dict, rng: np.random.Generator) -> tuple[bytes, dict[str, 
     return stn.save(tensors, metadata={"config": json.dumps(cfg)}), want
 
 
-async def _run_in_chromium(fixtures: dict[str, bytes], kernel: str, tmp_path) -> dict[str, dict]:
+async def _run_in_chromium(fixtures: dict[str, bytes], tmp_path) -> dict[tuple[str, str], dict]:
     results: dict[str, dict] = {}
     done: asyncio.Future = asyncio.get_running_loop().create_future()
 
@@ -90,7 +90,7 @@ async def _run_in_chromium(fixtures: dict[str, bytes], kernel: str, tmp_path) ->
         return web.Response(body=fixtures[request.match_info["name"]])
 
     async def result(request):
-        results[request.match_info["name"]] = stn.load(await request.read())
+        results[request.match_info["kernel"], request.match_info["name"]] = stn.load(await request.read())
         return web.Response(text="ok")
 
     async def finish(request):
@@ -106,7 +106,7 @@ async def _run_in_chromium(fixtures: dict[str, bytes], kernel: str, tmp_path) ->
     app = web.Application(client_max_size=64 << 20)
     app.router.add_get("/fixtures", fixture_list)
     app.router.add_get("/fixture/{name}", fixture)
-    app.router.add_post("/result/{name}", result)
+    app.router.add_post("/result/{kernel}/{name}", result)
     app.router.add_post("/done", finish)
     app.router.add_post("/error", error)
     app.router.add_static("/web", WEB)
@@ -117,7 +117,7 @@ async def _run_in_chromium(fixtures: dict[str, bytes], kernel: str, tmp_path) ->
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
     try:
-        url = f"http://127.0.0.1:{port}/test/parity.html?kernel={kernel}"
+        url = f"http://127.0.0.1:{port}/test/parity.html"
         async with browser(url, log_path=str(tmp_path / "chromium.log")):
             await asyncio.wait_for(done, timeout=180)
     finally:
@@ -133,37 +133,38 @@ def _close(got: np.ndarray, want: np.ndarray, rtol: float, what: str) -> None:
     assert err <= rtol, f"{what}: max error {err:.2e} of scale {scale:.3g} exceeds {rtol:.0e}"
 
 
-@pytest.mark.parametrize("kernel", ["wasm", "js"])
-async def test_browser_engine_matches_numpy_for_every_preset(kernel, tmp_path):
+async def test_browser_engine_matches_numpy_for_every_preset(tmp_path):
+    """Both GEMM kernels (WebAssembly SIMD and the JavaScript fallback), one page load."""
     rng = np.random.default_rng(20261129)
     fixtures, wants, weights = {}, {}, {}
     for name, case in _cases().items():
         fixtures[name], wants[name] = _numpy_side(case, rng)
         weights[name] = {k[2:]: v for k, v in stn.load(fixtures[name]).items() if k.startswith("w.")}
-    results = await _run_in_chromium(fixtures, kernel, tmp_path)
-    assert set(results) == set(wants), "the page did not report every net"
-    for name, want in wants.items():
-        got = results[name]
+    results = await _run_in_chromium(fixtures, tmp_path)
+    assert set(results) == {(k, n) for k in ("wasm", "js") for n in wants}, "the page did not report every net"
+    for (kernel, name), got in sorted(results.items()):
+        want = dict(wants[name])
+        label = f"{name} ({kernel} GEMM)"
         # the browser's own SHA-256 (no crypto.subtle on plain-HTTP LAN pages) and spec fingerprint
         assert bytes(got.pop("fixture_sha256")).decode() == hashlib.sha256(fixtures[name]).hexdigest()
         assert bytes(got.pop("fingerprint")).decode() == want.pop("fingerprint")
-        assert set(got) == set(want), f"{name}: the browser returned {sorted(set(got) ^ set(want))} differently"
-        _close(got["logits"], want["logits"], 1e-4, f"{name} logits")
+        assert set(got) == set(want), f"{label}: the browser returned {sorted(set(got) ^ set(want))} differently"
+        _close(got["logits"], want["logits"], 1e-4, f"{label} logits")
         assert abs(float(got["loss"]) - float(want["loss"])) <= 1e-4 * abs(float(want["loss"]))
         for key in want:
             if key.startswith("grad."):
-                _close(got[key], want[key], 1e-3, f"{name} {key}")
+                _close(got[key], want[key], 1e-3, f"{label} {key}")
             elif key.startswith("sgd."):
                 # the same update from (float32-rounding-)equal gradients
-                _close(got[key], want[key], 1e-5, f"{name} {key} after {STEPS} SGD steps")
+                _close(got[key], want[key], 1e-5, f"{label} {key} after {STEPS} SGD steps")
             elif key.startswith("adam."):
                 # Adam divides by sqrt(v): where a gradient is ~0, rounding-level differences
-                # move m / sqrt(v) by a visible fraction, so compare against the step size
-                # (sign(g) for |g| << eps): compare the update as a whole, relative to its norm
+                # move m / sqrt(v) by a visible fraction of a step, so compare the update as a
+                # whole, relative to its norm
                 start = weights[name][key[len("adam."):]]
                 diff = float(np.linalg.norm(got[key].astype(np.float64) - want[key]))
                 step = float(np.linalg.norm(want[key].astype(np.float64) - start))
-                assert diff <= 1e-3 * step, f"{name} {key}: off by {diff / step:.1e} of the {STEPS}-step Adam update"
+                assert diff <= 1e-3 * step, f"{label} {key}: off by {diff / step:.1e} of the {STEPS}-step Adam update"
 
 
 def test_hash_masks_keep_the_requested_fraction_and_differ_by_step_and_layer():

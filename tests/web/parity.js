@@ -8,10 +8,9 @@ import { useKernel } from '/web/gemm.js';
 import { fingerprint } from '/web/spec.js';
 import { sha256Hex } from '/web/sha256.js';
 
-const params = new URLSearchParams(location.search);
-useKernel(params.get('kernel') || 'wasm');
 const names = await (await fetch('/fixtures')).json();
-for (const name of names) {
+for (const kernel of ['wasm', 'js']) for (const name of names) {
+  useKernel(kernel);
   const buf = await (await fetch(`/fixture/${name}`)).arrayBuffer();
   const { tensors, meta } = readSafetensors(buf);
   const cfg = JSON.parse(meta.config);
@@ -35,6 +34,6 @@ for (const name of names) {
     trainSequence(net, o, x, y, cfg.batch_size, cfg.seed);
     for (const [k, p] of Object.entries(net.params)) out[`${opt}.${k}`] = { data: p.data.slice(), shape: p.shape };
   }
-  await fetch(`/result/${name}`, { method: 'POST', body: writeSafetensors(out) });
+  await fetch(`/result/${kernel}/${name}`, { method: 'POST', body: writeSafetensors(out) });
 }
 await fetch('/done', { method: 'POST', body: '' });
