@@ -40,7 +40,7 @@ from gossipnet.status.history import MetricsHistory
 from gossipnet.status.report import node_status
 from gossipnet.trust.credentials import Credentials
 from gossipnet.trust.identity import Identity
-from gossipnet.volunteers import TrainingSetup, VolunteerConfig, VolunteerDesk
+from gossipnet.volunteers import REASONS, TrainingSetup, VolunteerConfig, VolunteerDesk
 from gossipnet.wire import BodyTooLarge, Receiver, ReceiverConfig, Rejected, Sealer
 
 log = logging.getLogger(__name__)
@@ -355,7 +355,8 @@ class Node:
         if self.volunteers is not None:
             extra["volunteer"] = self.volunteers.status(_mono())
             if self.core is not None:
-                self.core.rejections.set_totals("volunteer", dict(self.volunteers.refused))
+                refused = self.volunteers.refused  # every reason, zeros included (Prometheus rate())
+                self.core.rejections.set_totals("volunteer", {r: refused.get(r, 0) for r in REASONS})
         return node_status(
             self.core, extra_counters=extra, node_id=self.node_id, swarm=self.credentials.swarm_id.hex(), kind=self.kind,
             fingerprint=self.learner.fingerprint, started_at=self.started_at, now=_wall(), step=self.host.step,

@@ -24,7 +24,6 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from gossipnet.volunteers.config import REASONS as VOLUNTEER_REASONS
 from gossipnet.wire.receiver import Reason as WireReason
 
 # stage -> the reasons it reports from the start. A new stage is a new line here.
@@ -34,7 +33,7 @@ KNOWN_REASONS: dict[str, tuple[str, ...]] = {
     "gate": ("malformed", "too_large", "bad_shape", "bad_dtype", "not_finite", "decompression_bomb"),
     "pull": ("too_large", "size_mismatch", "hash_mismatch", "timeout", "unreachable", "gone", "http_error"),
     "learner": (),  # each learner declares its own (LearnerWire.absorb_reasons)
-    "volunteer": tuple(VOLUNTEER_REASONS),  # browser volunteers' requests (gossipnet.volunteers)
+    "volunteer": (),  # browser volunteers' requests: the node sets gossipnet.volunteers' REASONS
 }
 
 MAX_REASONS_PER_STAGE = 64  # a peer cannot grow the record without bound through odd reasons

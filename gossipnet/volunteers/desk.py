@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import safetensors.numpy as stn
 
-from gossipnet.data.normalize import normalise
 from gossipnet.errors import UserError
 from gossipnet.nn import Net, make_optimizer
 from gossipnet.nn.loss import log_softmax
@@ -129,6 +128,9 @@ class VolunteerDesk:
         if not st.pixel_mean or len(st.pixel_mean) != st.input_shape[0]:
             raise UserError("this data set has no pixel statistics, so its images cannot be sent to "
                             "browsers exactly; load it with gossipnet.data, or turn volunteers off")
+        # gossipnet.data's package imports its downloader (sockets): import the one function here
+        from gossipnet.data.normalize import normalise
+
         probe = st.x[:64]
         if not np.array_equal(normalise(to_uint8(probe, st.pixel_mean, st.pixel_std), st.pixel_mean,
                                          st.pixel_std), probe):
@@ -345,7 +347,7 @@ class VolunteerDesk:
             net.load_state_dict(version.weights)
             opt = make_optimizer(st.optimizer, net.params(), st.lr, st.weight_decay, st.momentum)
             opt.load_state_dict(version.opt_state)
-            x = normalise(to_uint8(st.x[lease.indices], st.pixel_mean, st.pixel_std), st.pixel_mean, st.pixel_std)
+            x = st.x[lease.indices]  # what the browser normalises from uint8, bit for bit (checked at start)
             train_sequence(net, opt, x, st.y[lease.indices], lease.batch_size, lease.seed)
             want = {k: p - version.weights[k] for k, p in net.params().items()}
             mismatch = relative_mismatch(pending.delta, want)
