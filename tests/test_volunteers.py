@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gossipnet.data.loaders import load_dataset
-from gossipnet.nn import blas
 from gossipnet.learners.convnet import ConvnetConfig, ConvnetLearner
+from gossipnet.nn import blas
 from gossipnet.volunteers import REASONS, Refusal, TrainingSetup, VolunteerConfig, VolunteerDesk
 from gossipnet.volunteers.leases import LeaseBook, ip_key
 from gossipnet.volunteers.scripted import honest_update, update_body

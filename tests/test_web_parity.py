@@ -18,7 +18,7 @@ import pytest
 import safetensors.numpy as stn
 from aiohttp import web
 
-from gossipnet.nn import Net, get_preset, make_optimizer
+from gossipnet.nn import Net, make_optimizer
 from gossipnet.nn.masks import keep_mask
 from gossipnet.nn.spec import PRESETS
 from gossipnet.nn.train import train_sequence
