@@ -61,6 +61,9 @@ class NodeConfig:
     checkpoint_interval: float = 60.0
     eval_interval: float = 30.0
     max_steps: int | None = None  # stop training (but keep serving) after this many steps
+    # Training processes (data parallelism inside the node, gossipnet/nn/parallel.py);
+    # None: every core this process may run on (os.sched_getaffinity).
+    cores: int | None = None
 
     def validate(self) -> "NodeConfig":
         """Raise UserError naming the first setting that cannot work."""
@@ -83,6 +86,8 @@ class NodeConfig:
         for name in ("gossip_interval", "checkpoint_interval", "eval_interval"):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name.replace('_', '-')} must be positive seconds")
+        if self.cores is not None and self.cores < 1:
+            raise UserError(f"--cores {self.cores} must be at least 1 (training processes)")
         if self.train_chunk is not None and self.train_chunk < 1:
             raise UserError("--train-chunk must be at least 1 step")
         for peer in self.peers:

@@ -33,6 +33,7 @@ _FLAG_FIELDS = (
     "state_dir", "host", "interface", "udp_port", "http_port", "preset", "learner", "dataset",
     "data_dir", "net", "shards", "shard", "alpha", "task", "algo", "seed", "merge", "clip_radius",
     "train_chunk", "gossip_interval", "checkpoint_interval", "eval_interval", "max_steps",
+    "cores",
 )
 
 
@@ -193,6 +194,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="age-weighted averaging, or ClippedGossip (robust to poisoned peers)")
     learn.add_argument("--clip-radius", type=float, default=None, help="ClippedGossip's L2 radius")
     learn.add_argument("--max-steps", type=int, default=None, help="stop training after N steps (keep serving)")
+    learn.add_argument("--cores", type=int, default=None, metavar="N",
+                       help="train on N cores, one worker process each (default: every core available)")
     cad = p.add_argument_group("cadence (seconds)")
     cad.add_argument("--train-chunk", type=int, default=None, help="steps between merges (default 20)")
     cad.add_argument("--gossip-interval", type=float, default=None, help="announce period (default 5)")

@@ -299,12 +299,20 @@ class Dropout(Layer):
         super().__init__(name)
         self.rate = rate
         self.rng = np.random.default_rng(0)
+        # (start, stop, n): x holds rows start:stop of a batch of n, as on one of several
+        # data-parallel workers; the mask is drawn for all n rows and sliced, so it is the
+        # one a single process would draw for those rows. None: x is the whole batch.
+        self.rows: tuple[int, int, int] | None = None
 
     def forward(self, x, train):
         if not train or self.rate == 0.0:
             self._mask = None
             return x
-        keep = self.rng.random(x.shape, dtype=F32) >= self.rate
+        if self.rows is None:
+            keep = self.rng.random(x.shape, dtype=F32) >= self.rate
+        else:
+            start, stop, n = self.rows
+            keep = self.rng.random((n, *x.shape[1:]), dtype=F32)[start:stop] >= self.rate
         self._mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.rate))
         return x * self._mask
 
