@@ -159,6 +159,10 @@ class ConvnetLearner(Learner):
         self.last: dict[str, float] = {}
         self.last_eval: dict[str, float] = {}
         self._chunk_start = (0.0, 0)  # (age, trainer.images) when the current train() began
+        # CPU seconds spent training (this thread + the workers) and evaluating: what the
+        # node spends on anything else is its overhead (benchmarks/gossip_cost.py)
+        self.cpu = {"train_cpu_s": 0.0, "eval_cpu_s": 0.0}
+        self._worker_cpu_closed = 0.0  # CPU of workers already shut down
         if cfg.lr_schedule == "age":
             self.trainer.lr_schedule = self._scheduled_lr
             self.optimizer.lr = self.lr_at(self.age)
@@ -196,6 +200,7 @@ class ConvnetLearner(Learner):
     def close(self) -> None:
         """Stop the training workers (they also stop by themselves when this process ends)."""
         if self.parallel is not None:
+            self._worker_cpu_closed += self.parallel.cpu_seconds()
             self.parallel.close()
             self.parallel = self.trainer.parallel = None
 
@@ -203,7 +208,9 @@ class ConvnetLearner(Learner):
         self._workers()
         before = self.trainer.images
         self._chunk_start = (self.age, before)
+        cpu0 = time.thread_time()
         out = self.trainer.train(self.x, self.y, budget)
+        self.cpu["train_cpu_s"] += time.thread_time() - cpu0
         self.age += self.trainer.images - before
         if self.config.lr_schedule == "age":
             self.optimizer.lr = self.lr_at(self.age)  # the rate the next step takes, as reported
@@ -295,8 +302,9 @@ class ConvnetLearner(Learner):
             self.optimizer.lr = self.lr_at(self.age)
 
     def evaluate(self) -> dict[str, float]:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.thread_time()
         res = evaluate(self.net, self.x_test, self.y_test)
+        self.cpu["eval_cpu_s"] += time.thread_time() - cpu0
         self.last_eval = {"test_accuracy": res["accuracy"], "test_loss": res["loss"],
                           "eval_seconds": time.perf_counter() - t0}
         return dict(self.last_eval)
@@ -306,6 +314,9 @@ class ConvnetLearner(Learner):
                                   "age": self.age, "merges": self.merges, "lr": self.optimizer.lr}
         out.update(self.last)
         out.update(self.last_eval)
+        workers = self._worker_cpu_closed + (self.parallel.cpu_seconds() if self.parallel else 0.0)
+        out["train_cpu_s"] = round(self.cpu["train_cpu_s"] + workers, 3)
+        out["eval_cpu_s"] = round(self.cpu["eval_cpu_s"], 3)
         return out
 
     def visuals(self) -> dict[str, np.ndarray | list[str]]:

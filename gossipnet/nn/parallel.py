@@ -30,6 +30,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import weakref
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
@@ -87,6 +88,7 @@ class _Layout:
             "y": (np.int64, (max_batch,)),
             "logits": (np.float32, (max_batch, self.classes)),
             "loss": (np.float64, (workers,)),
+            "cpu": (np.float64, (workers,)),  # each worker's process CPU seconds so far
         }
         self.slots, offset = {}, 0
         for name, (dtype, shape) in parts.items():
@@ -153,6 +155,7 @@ def _worker(index: int, fd: int, shm_name: str, spec, input_shape, workers: int,
                 grads_out[name][...] = g
             v["logits"][start:stop] = logits
             v["loss"][index] = loss * (stop - start)
+            v["cpu"][index] = time.process_time()
             conn.send(index)
     except (EOFError, OSError, KeyboardInterrupt):
         return  # the parent closed the socket or died
@@ -302,6 +305,10 @@ class DataParallel:
             except BufferError:
                 pass  # a caller still holds a view; the mapping goes with the process
             self._shm = None
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds the workers have used, as of their last step (0 with one core)."""
+        return float(self._v["cpu"].sum()) if self.workers > 1 and self._v is not None else 0.0
 
     def alive(self) -> bool:
         return bool(self._procs) and all(p.poll() is None for p in self._procs)
