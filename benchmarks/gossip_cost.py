@@ -5,12 +5,12 @@ docs/TESTING.md), first one node alone, then ``--nodes`` nodes that find each ot
 mDNS and gossip with the daemon's defaults. For every node it measures, over a window
 after warm-up:
 
-- the CPU seconds of the daemon's process tree (``/proc``: every thread and any
-  training worker process),
-- the CPU seconds spent training and evaluating, as the learner counts them
-  (``train_cpu_s``, ``eval_cpu_s`` in ``/api/status``: thread CPU time around
-  ``Trainer.train`` and ``evaluate``, plus the data-parallel workers' CPU),
-- images trained (the learner's ``images``),
+- the CPU seconds of the daemon (``process_cpu_s``: every thread of the process plus its
+  data-parallel training workers),
+- the CPU seconds spent training and evaluating (``train_cpu_s``, ``eval_cpu_s``: thread
+  CPU time around ``Trainer.train`` and ``evaluate``, plus the workers' CPU),
+- images trained (the learner's ``images``), all four as of the end of the same chunk
+  (``/api/status``, polled once a second),
 
 and reports ``other_share = 1 - (train + eval) / total``: pulls, signature checks,
 decoding, absorbing, snapshots, membership, mDNS, HTTP and checkpoints. CPU time, not
@@ -38,53 +38,28 @@ from tests.lanbox import LanBox, lanbox_available  # noqa: E402
 
 
 
-# Runs inside a box host (the status page is reachable only there) for the whole window:
-# polls /api/status and, each time the step advances (a training chunk has just ended, so
-# the learner's CPU counters are current), prints one JSON line with the process tree's
-# CPU read from /proc at that moment. Aligning both clocks to chunk ends keeps a chunk's
-# CPU (seconds on a busy machine) out of the error.
+# Runs inside a box host (the status page is reachable only there): polls /api/status
+# once a second and prints one JSON line each time the step advances. The learner reports
+# its training and evaluation CPU and the whole process's CPU (all threads plus training
+# workers) as of the end of its last chunk, so differences between two lines are exact
+# whatever the polling delay.
 POLLER = r"""
-import json, os, sys, time, urllib.request
-url, pid = sys.argv[1], int(sys.argv[2])
-tick = os.sysconf("SC_CLK_TCK")
-
-def tree_cpu(root):
-    kids = {}
-    for e in os.listdir("/proc"):
-        if e.isdigit():
-            try:
-                f = open(f"/proc/{e}/stat").read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            kids.setdefault(int(f[1]), []).append(int(e))
-    total, todo = 0.0, [root]
-    while todo:
-        p = todo.pop()
-        try:
-            f = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(f[11]) + int(f[12])) / tick
-        todo += kids.get(p, [])
-    return total
-
-last = None
+import json, sys, time, urllib.request
+url, last = sys.argv[1], None
 while True:
     try:
         with urllib.request.urlopen(url, timeout=3) as r:
             s = json.load(r)
+        m, step = s["learner"]["metrics"], s["learner"]["step"]
     except Exception:
-        time.sleep(0.2)
+        time.sleep(1)
         continue
-    cpu = tree_cpu(pid)
-    m = s.get("learner", {}).get("metrics", {})
-    step = s.get("learner", {}).get("step")
-    if step != last:
+    if step != last and "process_cpu_s" in m:
         last = step
-        print(json.dumps({"t": time.monotonic(), "step": step, "cpu": cpu,
-                          "train": m.get("train_cpu_s", 0.0), "eval": m.get("eval_cpu_s", 0.0),
-                          "images": m.get("images", 0)}), flush=True)
-    time.sleep(0.2)  # each poll costs the node an HTTP request: keep it rare
+        print(json.dumps({"t": time.monotonic(), "step": step, "cpu": m["process_cpu_s"],
+                          "train": m["train_cpu_s"], "eval": m["eval_cpu_s"], "images": m["images"]}),
+              flush=True)
+    time.sleep(1)
 """
 
 
@@ -95,8 +70,8 @@ def _samples(poller) -> list[dict]:
 def window(lan: LanBox, procs: dict, hosts: list[int], warmup: float, seconds: float) -> dict[int, dict]:
     """Per-node figures between the first chunk end after ``warmup`` and the first after
     ``warmup + seconds`` (counting from when every node has finished a chunk)."""
-    pollers = {h: lan.spawn_python(h, POLLER, f"http://{lan.address(h)}:{HTTP_PORT}/api/status",
-                                   str(procs[h].pid)) for h in hosts}
+    pollers = {h: lan.spawn_python(h, POLLER, f"http://{lan.address(h)}:{HTTP_PORT}/api/status")
+               for h in hosts}
     wait_until("training", lambda: all(any(s["images"] for s in _samples(p)) for p in pollers.values()),
                180, interval=0.5)
     t0 = time.monotonic() + warmup
@@ -147,7 +122,8 @@ def main() -> int:
         token = new_swarm_token()
         procs = {h: start_daemon(lan, h, root / f"n{h}", token, *extra) for h in hosts}
         swarm = window(lan, procs, hosts, args.warmup, args.seconds)
-        absorbed = {h: s.get("exchange", {}).get("absorbed") for h, s in statuses(lan, 0, hosts).items()}
+        absorbed = {h: s.get("counters", {}).get("exchange", {}).get("absorbed")
+                    for h, s in statuses(lan, 0, hosts).items()}
     shares = [s["other_share"] for s in swarm.values()]
     print(f"load average {load0:.1f} -> {os.getloadavg()[0]:.1f}; {args.seconds:.0f} s windows, "
           f"--net {args.net} --cores {args.cores}, daemon defaults otherwise")

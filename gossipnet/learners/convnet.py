@@ -161,7 +161,7 @@ class ConvnetLearner(Learner):
         self._chunk_start = (0.0, 0)  # (age, trainer.images) when the current train() began
         # CPU seconds spent training (this thread + the workers) and evaluating: what the
         # node spends on anything else is its overhead (benchmarks/gossip_cost.py)
-        self.cpu = {"train_cpu_s": 0.0, "eval_cpu_s": 0.0}
+        self.cpu = {"train_cpu_s": 0.0, "eval_cpu_s": 0.0, "process_cpu_s": 0.0}
         self._worker_cpu_closed = 0.0  # CPU of workers already shut down
         if cfg.lr_schedule == "age":
             self.trainer.lr_schedule = self._scheduled_lr
@@ -211,6 +211,9 @@ class ConvnetLearner(Learner):
         cpu0 = time.thread_time()
         out = self.trainer.train(self.x, self.y, budget)
         self.cpu["train_cpu_s"] += time.thread_time() - cpu0
+        # the whole process's CPU (every thread) at the same instant, so a reader can
+        # difference the two counters between chunk ends without racing a chunk
+        self.cpu["process_cpu_s"] = time.process_time()
         self.age += self.trainer.images - before
         if self.config.lr_schedule == "age":
             self.optimizer.lr = self.lr_at(self.age)  # the rate the next step takes, as reported
@@ -317,6 +320,7 @@ class ConvnetLearner(Learner):
         workers = self._worker_cpu_closed + (self.parallel.cpu_seconds() if self.parallel else 0.0)
         out["train_cpu_s"] = round(self.cpu["train_cpu_s"] + workers, 3)
         out["eval_cpu_s"] = round(self.cpu["eval_cpu_s"], 3)
+        out["process_cpu_s"] = round(self.cpu["process_cpu_s"] + workers, 3)
         return out
 
     def visuals(self) -> dict[str, np.ndarray | list[str]]:
