@@ -19,7 +19,9 @@ one node on the whole subset), and a run stops at the last target or at
     python benchmarks/scaling.py --report results/scaling-iid.json results/scaling-dir.json \
         --plot docs/scaling.png        # table + plot from saved runs
 
-Results are written after every K, so an interrupted run keeps what it finished.
+Results are written at every checkpoint (a run still going is marked "finished": false), so
+an interrupted run keeps what it measured; ``--report-targets 0.85 0.90`` reads the images to
+any accuracy off the saved curves.
 """
 
 from __future__ import annotations
@@ -48,8 +50,9 @@ def lr_for(base: float, k: int, rule: str) -> float:
     return base * {"none": 1.0, "sqrt": math.sqrt(k), "linear": float(k)}[rule]
 
 
-def run_k(data, k: int, args, log) -> dict:
-    """One swarm of ``k`` nodes until every target is reached or the image cap."""
+def run_k(data, k: int, args, log, progress=lambda partial: None) -> dict:
+    """One swarm of ``k`` nodes until every target is reached or the image cap;
+    ``progress`` gets the run so far at every checkpoint (to save it)."""
     preset = get_preset(args.net)
     alpha = SPLITS[args.split]
     parts = partition(data.y_train, k, alpha=alpha, seed=args.seed)
@@ -74,6 +77,19 @@ def run_k(data, k: int, args, log) -> dict:
     node_images = next_eval = 0
     t0 = time.perf_counter()
     train_s = exchange_s = eval_s = 0.0
+
+    def summary(finished: bool = False) -> dict:
+        node_s = node_images / args.node_images_per_s  # wall time of a node at the nominal speed
+        return {
+            "k": k, "split": args.split, "lr": lr, "chunk": args.chunk, "fanout": fanout,
+            "shard_sizes": [len(p) for p in parts], "node_images_to": dict(reached), "finished": finished,
+            "node_images": node_images, "capped": node_images >= node_cap and None in reached.values(),
+            "curve": list(curve), "merges": merges, "rejected": sum(l.rejected for l in links),
+            "bytes_sent_per_node": float(sent.mean()),
+            "bytes_sent_per_node_per_s": float(sent.mean() / node_s) if node_s else 0.0,
+            "seconds": {"train": round(train_s, 1), "exchange": round(exchange_s, 1), "eval": round(eval_s, 1)},
+        }
+
     while node_images < node_cap:
         t = time.perf_counter()
         for learner in learners:
@@ -103,18 +119,10 @@ def run_k(data, k: int, args, log) -> dict:
                     reached[key] = node_images
             log(f"  K={k} {args.split}: {node_images:>7} images/node, swarm mean {100 * acc:5.2f}% "
                 f"({time.perf_counter() - t0:.0f} s)")
+            progress(summary())
             if all(v is not None for v in reached.values()):
                 break
-    node_s = node_images / args.node_images_per_s  # wall time of a node at the nominal speed
-    return {
-        "k": k, "split": args.split, "lr": lr, "chunk": args.chunk, "fanout": fanout,
-        "shard_sizes": [len(p) for p in parts], "node_images_to": reached,
-        "node_images": node_images, "capped": node_images >= node_cap and None in reached.values(),
-        "curve": curve, "merges": merges, "rejected": sum(l.rejected for l in links),
-        "bytes_sent_per_node": float(sent.mean()),
-        "bytes_sent_per_node_per_s": float(sent.mean() / node_s) if node_s else 0.0,
-        "seconds": {"train": round(train_s, 1), "exchange": round(exchange_s, 1), "eval": round(eval_s, 1)},
-    }
+    return summary(finished=True)
 
 
 def swarm_accuracy(learners, data, test: np.ndarray) -> float:
@@ -147,7 +155,7 @@ def table(runs: list[dict]) -> str:
         [f"speed-up to {float(k):.0%}" for k in keys] + ["KB sent/node/s", "merges"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in sorted(runs, key=lambda r: (r["split"], r["k"])):
-        cap = f"> {r['node_images']:,} (cap)"
+        cap = f"> {r['node_images']:,}" + (" (cap)" if r.get("finished", True) else " (running)")
         imgs = [f"{r['node_images_to'][k]:,}" if r["node_images_to"][k] else cap for k in keys]
         sp = [f"{r['speedup_to'][k]:.2f}" if r["speedup_to"].get(k) else "-" for k in keys]
         lines.append("| " + " | ".join([r["split"], str(r["k"])] + imgs + sp +
@@ -175,10 +183,24 @@ def plot(runs: list[dict], path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
-def load_runs(paths: list[str]) -> list[dict]:
-    runs = []
+def first_reached(curve, target: float) -> int | None:
+    """Per-node images at the first checkpoint whose accuracy is >= ``target``."""
+    return next((n for n, acc in curve if acc >= target), None)
+
+
+def load_runs(paths: list[str], targets: list[float] | None = None) -> list[dict]:
+    """Runs from result files (the furthest run of each split and K); with ``targets``,
+    images to each target re-read from the curves (so unfinished runs count what they reached)."""
+    best: dict[tuple[str, int], dict] = {}
     for p in paths:
-        runs += json.loads(Path(p).read_text())["runs"]
+        for r in json.loads(Path(p).read_text())["runs"]:
+            key = (r["split"], r["k"])
+            if key not in best or r["node_images"] > best[key]["node_images"]:
+                best[key] = r
+    runs = list(best.values())
+    if targets:
+        for r in runs:
+            r["node_images_to"] = {f"{t:.2f}": first_reached(r["curve"], t) for t in targets}
     base = next((r for r in runs if r["k"] == 1), None)
     for split in {r["split"] for r in runs}:
         speedups([r for r in runs if r["split"] == split], base)
@@ -209,10 +231,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="write results (JSON) here after every K")
     p.add_argument("--report", nargs="+", help="print the table from saved result files and exit")
     p.add_argument("--plot", help="with --report: save the accuracy curves here (PNG)")
+    p.add_argument("--report-targets", type=float, nargs="+",
+                   help="with --report: read images to these accuracies off the curves")
     p.add_argument("--json", action="store_true", help="final line: JSON with every run")
     args = p.parse_args(argv)
     if args.report:
-        runs = load_runs(args.report)
+        runs = load_runs(args.report, args.report_targets)
         print(table(runs))
         if args.plot:
             plot(runs, args.plot)
@@ -225,17 +249,21 @@ def main(argv=None) -> int:
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     log(f"{data.name}: {len(data.y_train)} train; split {args.split}; K {args.ks}; chunk {args.chunk}, "
         f"fanout {args.fanout}, lr scale {args.lr_scale}; load average {os.getloadavg()[0]:.1f}")
-    runs = []
-    for k in (int(v) for v in args.ks.split(",")):
-        runs.append(run_k(data, k, args, log))
+    runs: list[dict] = []
+
+    def save(extra: list[dict]) -> None:
         base = None
         if args.base and Path(args.base).exists():
             base = next((r for r in load_runs([args.base]) if r["k"] == 1), None)
-        speedups(runs, base)
-        doc = {"args": vars(args), "load_average": os.getloadavg(), "runs": runs}
+        speedups(runs + extra, base)
         if args.out:
+            doc = {"args": vars(args), "load_average": os.getloadavg(), "runs": runs + extra}
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(doc))
+
+    for k in (int(v) for v in args.ks.split(",")):
+        runs.append(run_k(data, k, args, log, progress=lambda partial: save([partial])))
+        save([])
         log(table(runs))
     print(table(runs))
     if args.json:
