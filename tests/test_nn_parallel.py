@@ -173,3 +173,27 @@ def test_workers_exit_when_their_parent_dies(sig):
     finally:
         parent.kill()
         parent.wait()
+
+
+def test_a_learner_on_two_cores_trains_and_reports_like_one():
+    from gossipnet.data import load_dataset
+    from gossipnet.learners.convnet import ConvnetConfig, ConvnetLearner
+
+    data = load_dataset("embedded")
+    idx = np.arange(300)
+    one = ConvnetLearner(data, idx, ConvnetConfig(net="tiny", seed=1, cores=1, eval_images=50))
+    two = ConvnetLearner(data, idx, ConvnetConfig(net="tiny", seed=1, cores=2, eval_images=50))
+    try:
+        a, b = one.train(4), two.train(4)
+        assert two.parallel is not None and two.parallel.alive()
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+        for name, w in one.net.params().items():
+            np.testing.assert_allclose(two.net.params()[name], w, rtol=1e-4, atol=1e-5, err_msg=name)
+        m = two.metrics()
+        # the process (every thread + the workers) has used at least what training used
+        assert 0 < m["train_cpu_s"] <= m["process_cpu_s"] + 1e-3
+    finally:
+        two.close()
+    assert two.parallel is None
+    two.train(1)  # trains again after close: new workers
+    two.close()
