@@ -177,7 +177,7 @@ def plot(runs: list[dict], path: str) -> None:
         for t in (90, 91):
             ax.axhline(t, color="grey", lw=0.6, ls="--")
         ax.set(title=f"{split}: swarm mean test accuracy", xlabel="images per node (thousands)",
-               ylabel="accuracy %", ylim=(80, 93), xscale="log")
+               ylabel="accuracy %", ylim=(70, 93), xscale="log")
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
