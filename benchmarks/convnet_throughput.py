@@ -51,7 +51,7 @@ for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 
 from gossipnet.nn import SGD, Net, get_preset  # noqa: E402
-from gossipnet.nn import blas  # noqa: E402
+from gossipnet.nn import blas, heap  # noqa: E402
 from gossipnet.nn.parallel import DataParallel, available_cores  # noqa: E402
 
 try:
@@ -226,6 +226,7 @@ def machine(preset, batch: int = 32) -> dict:
 
 
 def main() -> int:
+    heap.keep_freed_memory()  # as Trainer does for every training process (nn/heap.py)
     preset = get_preset(ARGS.net)
     batch_sizes = [int(b) for b in ARGS.batch_sizes.split(",")]
     blas.set_threads(ARGS.threads)

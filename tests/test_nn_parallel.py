@@ -197,3 +197,23 @@ def test_a_learner_on_two_cores_trains_and_reports_like_one():
     assert two.parallel is None
     two.train(1)  # trains again after close: new workers
     two.close()
+
+
+def test_training_steps_do_not_fault_their_temporaries_back_in():
+    """A fresh process's malloc returned each step's large temporaries to the kernel and
+    faulted them in again: thousands of page faults per step (gossipnet/nn/heap.py)."""
+    import resource
+
+    from gossipnet.nn import get_preset
+
+    p = get_preset("fashion")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((96, *p.input_shape)).astype(np.float32)
+    y = rng.integers(0, 10, 96)
+    net = Net(p.spec, p.input_shape)
+    tr = Trainer(net, make_optimizer("adam", net.params(), 1e-3), batch_size=32)
+    tr.train(x, y, 3)  # warm up: the heap grows to the step's peak once
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    tr.train(x, y, 3)
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 3
+    assert faults < 200, f"{faults:.0f} page faults per step (about 2,000 without nn/heap.py)"

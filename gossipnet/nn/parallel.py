@@ -43,12 +43,6 @@ from gossipnet.nn.loss import softmax_cross_entropy
 from gossipnet.nn.net import Net
 
 POLL_SECONDS = 1.0  # how often a waiting side checks that the other is still alive
-# glibc malloc in a fresh worker returned every step's large temporaries (im2col chunks,
-# activations) to the kernel and faulted them back in: 2,374 page faults per batch-32 step
-# of the CIFAR net against ~0 in a long-lived process, and 35% more CPU per image. Keeping
-# freed memory in the heap (no mmap below 32 MB, glibc's maximum; no trimming below 512 MB)
-# removes them. Read by glibc at start-up, so set in the worker's environment.
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(512 << 20)}
 
 
 class WorkerDied(RuntimeError):
@@ -130,9 +124,10 @@ def _attach(name: str) -> SharedMemory:
 def _worker(index: int, fd: int, shm_name: str, spec, input_shape, workers: int,
             max_batch: int, parent_pid: int) -> None:
     """A worker's life: attach, then one forward + backward per command until told to stop."""
-    from gossipnet.nn import blas
+    from gossipnet.nn import blas, heap
 
     blas.set_threads(1)
+    heap.keep_freed_memory()  # a fresh process faulted every step's temporaries in (nn/heap.py)
     conn = Connection(fd)
     net = Net(spec, input_shape)
     layout = _Layout(net, workers, max_batch)
@@ -221,7 +216,6 @@ class DataParallel:
                 "input_shape": list(self.net.input_shape), "workers": self.workers,
                 "max_batch": self.max_batch, "parent": os.getpid()}
         env = dict(os.environ)
-        env.update(MALLOC_ENV)
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
         try:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from gossipnet.errors import UserError
+from gossipnet.nn import heap
 from gossipnet.nn.loss import check_labels, log_softmax
 from gossipnet.nn.net import Net
 from gossipnet.nn.optim import Optimizer
@@ -33,6 +34,7 @@ class Trainer:
                  lr_schedule: Callable[[int], float] | None = None, parallel=None):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise UserError(f"batch size must be a positive integer, got {batch_size!r}")
+        heap.keep_freed_memory()  # or every step faults its temporaries back in (nn/heap.py)
         self.net, self.optimizer = net, optimizer
         self.batch_size, self.seed = batch_size, seed
         self.lr_schedule = lr_schedule
