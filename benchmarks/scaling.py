@@ -3,8 +3,8 @@
 K in-process nodes train in lock step, as K equal machines on a LAN would (equal images/s
 per node, so per-node images are wall-clock time). After every ``--chunk`` steps each node
 publishes its model and ``--fanout`` random peers pull and absorb it, every exchange through
-the daemon's blob path (``gossip_learning.WireLink``: snapshot -> float16 blob -> BlobGate ->
-absorb). At checkpoints the swarm's mean test accuracy is measured, and the run records the
+the daemon's path (``gossipnet.exchange`` via ``gossip_learning.WireLink``: publish -> gate
+check -> download check -> gate open -> absorb, with the learner's wire dtype). At checkpoints the swarm's mean test accuracy is measured, and the run records the
 per-node images at which it first reaches each ``--targets`` accuracy. The speed-up at K is
 (one node's images to the target) / (a node's images in the K-swarm to the target).
 
@@ -62,7 +62,7 @@ def run_k(data, k: int, args, log, progress=lambda partial: None) -> dict:
         cfg = ConvnetConfig(net=args.net, seed=args.seed * 1000 + i, init_seed=args.seed, lr=lr,
                             eval_images=1)
         learners.append(ConvnetLearner(data, part, cfg))
-    links = [WireLink(learner, "float16") for learner in learners]
+    links = [WireLink(learner) for learner in learners]
     rng = np.random.default_rng((args.seed, k, 7))
     fanout = min(args.fanout, k - 1)
     batch = preset.batch_size
@@ -104,7 +104,7 @@ def run_k(data, k: int, args, log, progress=lambda partial: None) -> dict:
                      for dst in rng.choice([j for j in range(k) if j != src], fanout, replace=False)]
             rng.shuffle(pulls)
             for dst, src in pulls:
-                sent[src] += len(offers[src][0])
+                sent[src] += len(offers[src].data)
                 merges += links[dst].absorb(learners[dst], offers[src], f"node-{src}")
         exchange_s += time.perf_counter() - t
         if node_images >= next_eval or node_images >= node_cap:

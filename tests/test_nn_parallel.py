@@ -101,7 +101,7 @@ def test_cores_settings_are_checked_and_divided():
 def test_cores_flag_reaches_the_learner(tmp_path):
     from gossipnet.cli import build_parser
     from gossipnet.commands.run import config_from_args
-    from gossipnet.learners.factory import build_learner
+    from gossipnet.commands.learner_factory import build_learner
 
     args = build_parser().parse_args(["run", "--cores", "2", "--state-dir", str(tmp_path),
                                       "--host", "127.0.0.1", "--net", "tiny"])
