@@ -170,8 +170,12 @@ def plot(runs: list[dict], path: str) -> None:
 
     splits = sorted({r["split"] for r in runs})
     fig, axes = plt.subplots(1, len(splits), figsize=(6 * len(splits), 4.2), squeeze=False)
+    one = next((r for r in runs if r["k"] == 1), None)  # one node: the same run for every split
     for ax, split in zip(axes[0], splits):
-        for r in sorted((r for r in runs if r["split"] == split), key=lambda r: r["k"]):
+        mine = [r for r in runs if r["split"] == split]
+        if one is not None and not any(r["k"] == 1 for r in mine):
+            mine.append(one)
+        for r in sorted(mine, key=lambda r: r["k"]):
             xs, ys = zip(*r["curve"])
             ax.plot(np.array(xs) / 1e3, 100 * np.array(ys), label=f"K = {r['k']}")
         for t in (90, 91):
