@@ -68,6 +68,13 @@ class NodeConfig:
     checkpoint_interval: float = 60.0
     eval_interval: float = 30.0
     max_steps: int | None = None  # stop training (but keep serving) after this many steps
+    # Browser volunteers (docs/VOLUNTEERS.md): on by default, because a volunteer cannot harm
+    # the model beyond a bounded share and every update is validated and spot-checked.
+    volunteers: bool = True
+    volunteer_steps: int = 8
+    volunteer_spot_check_rate: float = 0.1
+    volunteer_max_share: float = 0.5
+    volunteer_leases_per_minute: float = 30.0
     # Training processes (data parallelism inside the node, gossipnet/nn/parallel.py);
     # None: every core this process may run on (os.sched_getaffinity).
     cores: int | None = None
@@ -100,6 +107,14 @@ class NodeConfig:
             raise UserError("--train-chunk must be at least 1 step")
         for peer in self.peers:
             parse_hostport(peer, what="--peer")
+        if self.volunteer_steps < 1:
+            raise UserError("--volunteer-steps must be at least 1")
+        if not 0 <= self.volunteer_spot_check_rate <= 1:
+            raise UserError("--volunteer-spot-check-rate must be between 0 and 1")
+        if not 0 < self.volunteer_max_share < 1:
+            raise UserError("--volunteer-max-share must be strictly between 0 and 1")
+        if self.volunteer_leases_per_minute <= 0:
+            raise UserError("--volunteer-leases-per-minute must be positive")
         return self
 
     def gossip_config(self) -> GossipConfig:

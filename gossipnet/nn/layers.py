@@ -291,6 +291,8 @@ class Dropout(Layer):
 
     The net hands it a fresh ``rng`` before each training forward pass, derived from
     (seed, step), so a resumed run draws the same masks as an uninterrupted one.
+    ``mask_source`` (shape -> bool keep mask), when set, replaces the generator: the
+    browser volunteers' hash masks (``gossipnet.nn.masks``), which JavaScript reproduces.
     """
 
     kind = "dropout"
@@ -299,6 +301,7 @@ class Dropout(Layer):
         super().__init__(name)
         self.rate = rate
         self.rng = np.random.default_rng(0)
+        self.mask_source = None
         # (start, stop, n): x holds rows start:stop of a batch of n, as on one of several
         # data-parallel workers; the mask is drawn for all n rows and sliced, so it is the
         # one a single process would draw for those rows. None: x is the whole batch.
@@ -308,11 +311,13 @@ class Dropout(Layer):
         if not train or self.rate == 0.0:
             self._mask = None
             return x
-        if self.rows is None:
-            keep = self.rng.random(x.shape, dtype=F32) >= self.rate
+        shape = x.shape if self.rows is None else (self.rows[2], *x.shape[1:])
+        if self.mask_source is not None:
+            keep = self.mask_source(shape)
         else:
-            start, stop, n = self.rows
-            keep = self.rng.random((n, *x.shape[1:]), dtype=F32)[start:stop] >= self.rate
+            keep = self.rng.random(shape, dtype=F32) >= self.rate
+        if self.rows is not None:
+            keep = keep[self.rows[0] : self.rows[1]]
         self._mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.rate))
         return x * self._mask
 
