@@ -57,6 +57,7 @@ class NodeConfig:
     # (docs/EVOLUTION.md); alone, CMA-ES and GA are alike, and `gossipnet train` uses CMA-ES.
     algo: str = "ga"
     seed: int | None = None  # None: derived from the node id, so nodes differ
+    population: int | None = None  # members per island; None: the task's default
     # Merging.
     merge: str = "average"  # "average" (age-weighted) or "clipped" (ClippedGossip)
     clip_radius: float = 1.0
@@ -105,6 +106,8 @@ class NodeConfig:
             raise UserError(f"--cores {self.cores} must be at least 1 (training processes)")
         if self.train_chunk is not None and self.train_chunk < 1:
             raise UserError("--train-chunk must be at least 1 step")
+        if self.population is not None and self.population < 4:
+            raise UserError(f"--population {self.population} is too small: an island needs at least 4 members")
         for peer in self.peers:
             parse_hostport(peer, what="--peer")
         if self.volunteer_steps < 1:

@@ -34,7 +34,7 @@ _FLAG_FIELDS = (
     "data_dir", "net", "shards", "shard", "alpha", "task", "algo", "seed", "merge", "clip_radius",
     "train_chunk", "announce_interval", "checkpoint_interval", "eval_interval", "max_steps",
     "volunteer_steps", "volunteer_spot_check_rate", "volunteer_max_share", "volunteer_leases_per_minute",
-    "cores",
+    "population", "cores",
 )
 
 
@@ -194,6 +194,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     learn.add_argument("--task", default=None, help="neuroevolution control task (implies --learner evolution)")
     learn.add_argument("--algo", choices=["ga", "es", "cmaes"], default=None)
     learn.add_argument("--seed", type=int, default=None, help="default: derived from the node id")
+    learn.add_argument("--population", type=int, default=None, help="members per island (evolution)")
     learn.add_argument("--merge", choices=["average", "clipped"], default=None,
                        help="age-weighted averaging, or ClippedGossip (robust to poisoned peers)")
     learn.add_argument("--clip-radius", type=float, default=None, help="ClippedGossip's L2 radius")
