@@ -225,7 +225,7 @@ class Gossip:
         body = manifest.to_body()
         targets = self.rng.sample(list(alive_peers), min(self.config.fanout, len(alive_peers)))
         self.counters["announced"] += len(targets)
-        return [Outgoing(p.addr, MsgType.MANIFEST, dict(body)) for p in targets]
+        return [Outgoing(p.addr, MsgType.MANIFEST, dict(body), p.node_id) for p in targets]
 
     def on_manifest(self, peer_id: str, peer_addr: Addr, body: Any, now: float) -> Pull | None:
         """A peer's announcement: the pull to start, or None (counted, with a reason)."""

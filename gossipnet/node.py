@@ -204,7 +204,7 @@ class Node:
         self.gossip = gsp.Gossip(BLOB_KIND.get(self.kind, self.kind), self.learner.fingerprint,
                                  self.gossip_config, random.Random(self.rng.random()))
         self.sealer = Sealer(self.identity, self.credentials, self.incarnation)
-        self.receiver = Receiver(self.credentials.policy, ReceiverConfig.udp())
+        self.receiver = Receiver(self.credentials.policy, ReceiverConfig.udp(), node_id=self.node_id)
         now = _mono()
         for peer in cfg.peers:
             self.membership.add_seed(parse_hostport(peer, what="--peer"), now)
@@ -389,7 +389,13 @@ class Node:
             self.msgs_in[res.msg_type.name] += 1
             now = _mono()
             if res.msg_type == MsgType.MANIFEST:
-                pull = self.gossip.on_manifest(sender, (addr[0], addr[1]), res.body, now)
+                # Pull only from the address the member itself announced, never from the
+                # datagram's source: a replayed or spoofed manifest must not pick the server.
+                member = self.membership.member(sender)
+                if member is None or member.state != State.ALIVE:
+                    self.absorb_rejected["manifest_from_non_member"] += 1
+                    continue
+                pull = self.gossip.on_manifest(sender, member.addr, res.body, now)
                 if pull is not None and self._tg is not None:
                     self._tg.create_task(self._pull(pull), name=f"pull {sender}")
             else:
@@ -461,7 +467,7 @@ class Node:
         now_ms = int(_wall() * 1000)
         for out in outs:
             try:
-                data = self.sealer.seal(out.msg_type, out.body, now_ms)
+                data = self.sealer.seal(out.msg_type, out.body, now_ms, to=out.to)
             except BodyTooLarge as exc:  # a bug in a body builder; never let it stop the node
                 log.error("dropped an oversized %s body: %s", out.msg_type.name, exc)
                 continue

@@ -143,7 +143,7 @@ class Membership:
         peers = self.alive_peers()
         peers = self.rng.sample(peers, min(len(peers), self.config.leave_fanout))
         body = {"i": self._t.incarnation}
-        return [self._out(p.addr, MsgType.LEAVE, dict(body)) for p in peers]
+        return [self._out(p.addr, MsgType.LEAVE, dict(body), p.node_id) for p in peers]
 
     def tick(self, now: float) -> list[Outgoing]:
         """Advance timers to ``now``; return what to send."""
@@ -176,7 +176,8 @@ class Membership:
             peers = self.alive_peers()
             if peers:
                 self.counters["syncs_started"] += 1
-                out += self._sync(self.rng.choice(peers).addr, MsgType.SYNC)
+                peer = self.rng.choice(peers)
+                out += self._sync(peer.addr, MsgType.SYNC, peer.node_id)
         if now >= self._next_reconnect:
             self._next_reconnect = now + self.config.reconnect_interval
             out += self._reconnect()
@@ -244,7 +245,7 @@ class Membership:
             last = self._sync_replied.get(sender_id)
             if last is None or now - last >= self.config.probe_interval:
                 self._sync_replied[sender_id] = now
-                out += self._sync(sender_addr, MsgType.SYNC_REPLY)
+                out += self._sync(sender_addr, MsgType.SYNC_REPLY, sender_id)
         elif isinstance(msg, codec.Leave):
             self._t.dead(sender_id, msg.incarnation, sender_id, True, now)
         return out
@@ -271,11 +272,11 @@ class Membership:
 
     # ------------------------------------------------------------ sync
 
-    def _sync(self, addr: Addr, msg_type: MsgType) -> list[Outgoing]:
+    def _sync(self, addr: Addr, msg_type: MsgType, to: str | None = None) -> list[Outgoing]:
         """Our full state in as many datagrams as it takes; only the first asks for a reply."""
         chunks = codec.chunk_rows(self._t.entries(), self.config.max_body_bytes,
                                   reply_flag=msg_type == MsgType.SYNC)
-        return [self._out(addr, msg_type, body) for body in chunks]
+        return [self._out(addr, msg_type, body, to) for body in chunks]
 
     def _reconnect(self) -> list[Outgoing]:
         """Serf's reconnect: sync with a random dead member, more often the more are dead."""
@@ -283,7 +284,8 @@ class Membership:
         if not dead or self.rng.random() > len(dead) / self._t.num_nodes():
             return []
         self.counters["reconnects"] += 1
-        return self._sync(self.rng.choice(dead).addr, MsgType.SYNC)
+        peer = self.rng.choice(dead)
+        return self._sync(peer.addr, MsgType.SYNC, peer.node_id)
 
     def _reap(self, now: float) -> None:
         for m in list(self._t.members.values()):
@@ -294,9 +296,10 @@ class Membership:
 
     # ------------------------------------------------------------ sending
 
-    def _out(self, addr: Addr, msg_type: MsgType, body: dict[str, Any]) -> Outgoing:
+    def _out(self, addr: Addr, msg_type: MsgType, body: dict[str, Any],
+             to: str | None = None) -> Outgoing:
         self.counters[f"sent.{msg_type.name.lower()}"] += 1
-        return Outgoing(addr, msg_type, body)
+        return Outgoing(addr, msg_type, body, to)
 
     def _gossip(self, addr: Addr, msg_type: MsgType, body: dict[str, Any],
                 to: str | None) -> Outgoing:
@@ -306,7 +309,7 @@ class Membership:
         body["u"] = []
         body["u"] = self._t.broadcasts.take(body, self.config.max_body_bytes, limit, first)
         self.counters["updates_sent"] += len(body["u"])
-        return self._out(addr, msg_type, body)
+        return self._out(addr, msg_type, body, to)
 
     def _reject(self, reason: Reject) -> list[Outgoing]:
         self.counters[f"rejected.{reason.value}"] += 1
