@@ -124,6 +124,7 @@ class Node:
         self._last_eval: dict[str, Any] = {}  # the newest evaluate(), shown until the next one
         self._visuals: Mapping[str, Any] = {}
         self._step = 0
+        self._member_hosts: frozenset[str] = frozenset()
         self._stop = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self._next_eval = 0.0
@@ -195,6 +196,7 @@ class Node:
     async def _start_sockets(self) -> None:
         cfg = self.cfg
         self.udp = await UdpEndpoint.bind((cfg.host, cfg.udp_port), self.udp_config)
+        self.udp.priority = lambda addr: addr[0] in self._member_hosts  # members never queue behind junk
         self.http = StatusServer(self)
         await self.http.start(cfg.host, cfg.http_port)
         meta = {"http": self.http_port, "kind": self.kind}
@@ -445,7 +447,10 @@ class Node:
     def _member_events(self) -> None:
         assert self.membership and self.gossip
         wall = _wall()
-        for ev in self.membership.drain_events():
+        events = self.membership.drain_events()
+        if events:
+            self._member_hosts = frozenset(m.addr[0] for m in self.membership.alive_peers())
+        for ev in events:
             if ev.kind in (EventKind.JOINED, EventKind.RECOVERED):
                 self.gossip.forget(ev.node_id)  # a restarted peer's step counter may start over
                 self.history.event(wall, "peer_joined", ev.node_id)

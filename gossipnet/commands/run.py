@@ -109,6 +109,9 @@ def run(args: argparse.Namespace) -> int:
         # One BLAS thread per process: a node shares its cores with its event loop (and,
         # in the demo, with other nodes); two threads ran 5-8x slower under load (nn/blas.py).
         blas.set_threads(1)
+    from gossipnet.net.http_guard import raise_open_file_limit
+
+    raise_open_file_limit()  # sockets, HTTP connections and checkpoints share one budget
     learner = build_learner(cfg, identity.node_id)
     node = Node(cfg, learner, identity, credentials, incarnation=incarnation)
     return asyncio.run(_serve(node, join_line))

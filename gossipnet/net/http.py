@@ -9,6 +9,9 @@ The PNG costs a few hundred milliseconds of matplotlib, so it is rendered in a
 dedicated worker thread (never on the event loop, never in the executor the node
 trains in), cached, and re-rendered in the background at most once per
 ``render_interval`` and only when the history's version has changed.
+
+Connections pass ``net.http_guard`` first (caps per IP and in total, a header
+deadline, a short keep-alive), and ``/blob`` downloads are rate-limited per IP.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 from aiohttp import web
 
 from gossipnet.errors import UserError
+from gossipnet.net.http_guard import ConnectionGuard, GuardedSite, HttpLimits, listen_socket
 from gossipnet.status.history import MetricsHistory
 from gossipnet.status.metrics import make_registry, render_metrics
 from gossipnet.status.page import CONTENT_SECURITY_POLICY, render_page
@@ -126,7 +130,8 @@ async def _read_only(request: web.Request, handler) -> web.StreamResponse:
     return response
 
 
-def create_app(provider: StatusProvider, progress: ProgressImage) -> web.Application:
+def create_app(provider: StatusProvider, progress: ProgressImage,
+               guard: ConnectionGuard | None = None) -> web.Application:
     """The aiohttp application for one node (routes in the module docstring and docs/API.md)."""
     registry = make_registry(provider.status)
 
@@ -152,6 +157,9 @@ def create_app(provider: StatusProvider, progress: ProgressImage) -> web.Applica
         digest = request.match_info["sha256_hex"]
         if not _SHA256_HEX.fullmatch(digest):
             raise web.HTTPBadRequest(text="expected /blob/<sha256 as 64 lowercase hex digits>\n")
+        if guard is not None and not guard.blob_allowed(request.remote or "", int(time.time() * 1000)):
+            raise web.HTTPTooManyRequests(text="too many downloads from your address; retry later\n",
+                                          headers={"Retry-After": "1"})
         data = provider.blob(digest)
         if data is None:
             raise web.HTTPNotFound(text="this node no longer offers that snapshot\n")
@@ -170,10 +178,12 @@ def create_app(provider: StatusProvider, progress: ProgressImage) -> web.Applica
 class StatusServer:
     """One node's HTTP server; ``await start(host, port)``, later ``await stop()``."""
 
-    def __init__(self, provider: StatusProvider, *, render_interval: float = 1.0) -> None:
+    def __init__(self, provider: StatusProvider, *, render_interval: float = 1.0,
+                 limits: HttpLimits | None = None) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gossipnet-png")
         self.progress = ProgressImage(provider, self._executor, render_interval)
-        self.app = create_app(provider, self.progress)
+        self.guard = ConnectionGuard(limits)
+        self.app = create_app(provider, self.progress, self.guard)
         self._runner: web.AppRunner | None = None
         self.host: str | None = None
         self.port: int | None = None
@@ -185,10 +195,11 @@ class StatusServer:
         """
         if self._runner is not None:
             raise RuntimeError("StatusServer already started")
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                               keepalive_timeout=self.guard.limits.keepalive)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, host, port)
+            site = GuardedSite(runner, listen_socket(host, port), self.guard)
             await site.start()
         except OSError as exc:
             await runner.cleanup()
