@@ -42,7 +42,7 @@ from gossipnet.wire import blobs
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # wire envelope v2 (recipient binding)
 BLOB_KIND = {"convnet": "weights", "evolution": "genome"}  # learner kind -> wire blob kind
 KEEP_BLOBS = 3  # recent snapshots still served, so a pull started just before a refresh completes
 DEFAULT_CHUNK = {"convnet": 20, "evolution": 1}  # batches or generations between merges
@@ -460,12 +460,14 @@ class Node:
                 log.info("peer %s %s", ev.node_id, ev.kind.value)
 
     async def _discovery_loop(self) -> None:
+        from gossipnet.net.advert import on_subnet
         from gossipnet.net.discovery import EventKind as DiscoveryEvent
 
         assert self.discovery and self.membership
         async for ev in self.discovery.events():
             if ev.kind in (DiscoveryEvent.ADDED, DiscoveryEvent.UPDATED):
-                self.membership.discovered(ev.peer.node_id, ev.peer.udp_addr, _mono())
+                self.membership.discovered(ev.peer.node_id, ev.peer.udp_addr, _mono(),
+                                           preferred=on_subnet(ev.peer.address, self.discovery.network))
 
     async def _send_all(self, outs: list) -> None:
         assert self.sealer and self.udp

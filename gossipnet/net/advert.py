@@ -104,12 +104,15 @@ class Peer:
 
 
 def peer_from_txt(
-    ours: Advertisement, name: str, props: Mapping[str, str | None], addresses: Iterable[str]
+    ours: Advertisement, name: str, props: Mapping[str, str | None], addresses: Iterable[str],
+    subnet: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None,
 ) -> tuple[Peer | None, RejectReason | None]:
     """Read a resolved service named ``name`` into a Peer of our swarm, or say why not.
 
     ``props`` is its decoded TXT record, ``addresses`` its IP literals of our IP version
-    (most recent first). A pure function of the records: no TXT content makes it raise.
+    (most recent first); one on ``subnet`` (our interface's) is preferred, since a peer
+    we can reach directly is there. A pure function of the records: no TXT content makes
+    it raise.
     """
     txt = {k: v for k, v in list(props.items())[:MAX_TXT_KEYS]
            if isinstance(k, str) and isinstance(v, str) and len(k) <= MAX_TXT_VALUE and len(v) <= MAX_TXT_VALUE}
@@ -133,6 +136,8 @@ def peer_from_txt(
               if not (ip := ipaddress.ip_address(a.split("%")[0])).is_multicast and not ip.is_unspecified]
     if not usable:
         return None, RejectReason.NO_ADDRESS
+    if subnet is not None:
+        usable.sort(key=lambda a: not on_subnet(a, subnet))  # stable: keeps recency within each
     return Peer(name, node_id, usable[0], udp_port, http_port, learner, int(proto),
                 MappingProxyType(txt)), None
 
@@ -147,3 +152,13 @@ def _port(value: str | None) -> int | None:
         return None
     port = int(value)
     return port if 1 <= port <= 65535 else None
+
+
+def on_subnet(address: str, subnet: ipaddress.IPv4Network | ipaddress.IPv6Network | None) -> bool:
+    """Whether the IP literal ``address`` lies in ``subnet`` (False for junk or None)."""
+    if subnet is None:
+        return False
+    try:
+        return ipaddress.ip_address(address.split("%")[0]) in subnet
+    except ValueError:
+        return False

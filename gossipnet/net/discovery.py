@@ -73,6 +73,35 @@ class DiscoveryConfig:
         return cls(resolve_timeout=1.0, stop_timeout=1.0)
 
 
+def interface_network(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """The subnet ``ip`` sits on, read from the kernel (Linux), else its /24 or /64.
+
+    Discovered addresses on it are preferred: a forged mDNS record that points a node
+    at some other network (to make it send joins there) then loses to a real neighbour.
+    """
+    if ip.version == 4:
+        try:
+            import fcntl
+            import struct
+
+            siocgifaddr, siocgifnetmask = 0x8915, 0x891B  # linux/sockios.h
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                for _, name in socket.if_nameindex():
+                    req = struct.pack("256s", name.encode()[:15])
+                    try:
+                        addr = socket.inet_ntoa(fcntl.ioctl(s.fileno(), siocgifaddr, req)[20:24])
+                        if addr != str(ip):
+                            continue
+                        mask = socket.inet_ntoa(fcntl.ioctl(s.fileno(), siocgifnetmask, req)[20:24])
+                    except OSError:
+                        continue
+                    return ipaddress.IPv4Network(f"{ip}/{mask}", strict=False)
+        except (ImportError, OSError):
+            pass
+        return ipaddress.IPv4Network(f"{ip}/24", strict=False)
+    return ipaddress.IPv6Network(f"{ip}/64", strict=False)
+
+
 class Discovery:
     """Advertise this node and browse for peers of its swarm on one interface.
 
@@ -95,6 +124,7 @@ class Discovery:
         self.advert = advert
         self.interface = interface
         self.config = config or DiscoveryConfig()
+        self.network = interface_network(self._ip)
         self._on_event = on_event
         self._events: asyncio.Queue[PeerEvent | None] = asyncio.Queue()
         self._peers: dict[str, Peer] = {}
@@ -303,7 +333,7 @@ class Discovery:
         except (UnicodeDecodeError, ValueError):
             return None, RejectReason.BAD_TXT
         version = IPVersion.V6Only if self._ip.version == 6 else IPVersion.V4Only
-        return peer_from_txt(self.advert, name, props, info.parsed_scoped_addresses(version))
+        return peer_from_txt(self.advert, name, props, info.parsed_scoped_addresses(version), self.network)
 
     def _reject(self, reason: RejectReason, name: str) -> None:
         self.rejected[reason] += 1
