@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from gossipnet import gossip as gsp
-from gossipnet.checkpoint import Checkpoint, CheckpointStore
+from gossipnet.checkpoint import CheckpointStore
 from gossipnet.config import NodeConfig, parse_hostport
 from gossipnet.errors import UserError
 from gossipnet.learners.base import Learner, Snapshot
@@ -33,10 +33,12 @@ from gossipnet.membership import codec as membership_codec
 from gossipnet.net.http import StatusServer
 from gossipnet.net.pull import BlobPuller, PullError, PullLimits
 from gossipnet.net.udp import UdpClosed, UdpConfig, UdpEndpoint
+from gossipnet.nn.train import Diverged
+from gossipnet.persistence import StateKeeper
 from gossipnet.status.history import MetricsHistory
 from gossipnet.status.schema import build_status
 from gossipnet.trust.credentials import Credentials
-from gossipnet.trust.identity import Identity
+from gossipnet.trust.identity import Identity, save_incarnation
 from gossipnet.wire import BodyTooLarge, MsgType, Receiver, ReceiverConfig, Rejected, Sealer
 from gossipnet.wire import blobs
 
@@ -93,6 +95,8 @@ class Node:
         self.blob_dtype = blob_dtype or ("float32" if learner.kind == "evolution" else "float16")
         self.history = history or MetricsHistory()
         self.store = CheckpointStore(cfg.state_dir)
+        self.keeper = StateKeeper(self.store, cfg.checkpoint_interval)
+        self._saved_incarnation = incarnation
         self.started_at = _wall()
         self.rng = random.Random(identity.node_id)
         # Counters for the status page, grouped as docs/API.md describes.
@@ -250,13 +254,11 @@ class Node:
     # ------------------------------------------------------------------ checkpoints (worker thread)
 
     def _restore(self) -> None:
-        ckpt = self.store.load()
+        ckpt = self.keeper.restore(self.learner)  # falls back to checkpoint.prev if refused
         if ckpt is None:
             self.history.event(_wall(), "start", "fresh state")
         else:
-            learner_state = {k[8:]: v for k, v in ckpt.tensors.items() if k.startswith("learner/")}
             history_state = {k[8:]: v for k, v in ckpt.tensors.items() if k.startswith("history/")}
-            self.learner.load_state_dict(learner_state)
             if history_state:
                 self.history.load_state_dict(history_state)
             counters = ckpt.meta.get("exchange", {})
@@ -272,12 +274,12 @@ class Node:
         self._next_eval = _mono() + self.cfg.eval_interval
 
     def _checkpoint(self) -> None:
-        tensors = {f"learner/{k}": v for k, v in self.learner.state_dict().items()}
-        tensors.update({f"history/{k}": v for k, v in self.history.state_dict().items()})
+        """Save (never raising for a full disk: counted and retried, see persistence.py)."""
+        extra = {f"history/{k}": v for k, v in self.history.state_dict().items()}
         meta = {"node_id": self.node_id, "step": self.learner.step, "incarnation": self.incarnation,
                 "exchange": dict(self.exchange), "saved_at": _wall()}
-        size = self.store.save(Checkpoint(tensors, meta))
-        log.debug("checkpoint: %d bytes at step %d", size, self.learner.step)
+        self.keeper.save(self.learner, extra, meta, _mono())
+        self._next_checkpoint = self.keeper.next_due
 
     # ------------------------------------------------------------------ learner work (worker thread)
 
@@ -307,7 +309,16 @@ class Node:
         """One unit of worker time: train a chunk, evaluate and publish when due."""
         out: dict[str, float] = {}
         if train:
-            out = self.learner.train(self.cfg.train_chunk or DEFAULT_CHUNK.get(self.kind, 1))
+            try:
+                out = self.learner.train(self.cfg.train_chunk or DEFAULT_CHUNK.get(self.kind, 1))
+            except Diverged as exc:
+                # NaN weights must neither end the daemon nor be saved or offered to peers.
+                rolled = self.keeper.rollback(self.learner)
+                self.keeper.counters["diverged"] += 1
+                self.history.event(_wall(), "diverged", "rolled back" if rolled else "no good state yet")
+                log.warning("%s; %s", exc, "rolled back to the last good state" if rolled
+                            else "no good state to roll back to yet")
+                out = {}
         now = _mono()
         if now >= self._next_eval:
             self._last_eval = dict(self.learner.evaluate())
@@ -318,8 +329,9 @@ class Node:
             self._next_publish = now + self.gossip_config.interval / 2
         if now >= self._next_checkpoint:
             if self._next_checkpoint:
-                self._checkpoint()
-            self._next_checkpoint = now + self.cfg.checkpoint_interval
+                self._checkpoint()  # sets the next due time (sooner after a failed write)
+            else:
+                self._next_checkpoint = now + self.cfg.checkpoint_interval
         self._step = self.learner.step
         self._metrics = {**self.learner.metrics(), **self._last_eval}
         return out
@@ -438,11 +450,21 @@ class Node:
             now = _mono()
             outs = self.membership.tick(now)
             self._member_events()
+            if self.membership.incarnation > self._saved_incarnation:
+                self._persist_incarnation(self.membership.incarnation)
             outs += self.gossip.tick(now, self.membership.alive_peers(), self._manifest)
             await self._send_all(outs)
             deadlines = [d for d in (self.membership.next_deadline(), self.gossip.next_deadline()) if d is not None]
             wait = (min(deadlines) - _mono()) if deadlines else 0.1
             await asyncio.sleep(min(0.1, max(0.005, wait)))
+
+    def _persist_incarnation(self, incarnation: int) -> None:
+        """A refutation raised our incarnation: a restart must start above it."""
+        try:
+            save_incarnation(self.cfg.state_dir, incarnation)
+            self._saved_incarnation = incarnation
+        except OSError as exc:  # retried on the next tick
+            log.warning("cannot persist incarnation %d: %s", incarnation, exc.strerror or exc)
 
     def _member_events(self) -> None:
         assert self.membership and self.gossip
@@ -516,6 +538,9 @@ class Node:
         }
         if self.membership is not None:
             counters["membership"] = dict(self.membership.counters)
+        counters["checkpoint"] = dict(self.keeper.counters)
+        if self.http is not None:
+            counters["http"] = dict(self.http.guard.counters)
         if self.gossip is not None:
             counters["gossip"] = dict(self.gossip.counters)
         addresses = {}

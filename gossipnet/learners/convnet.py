@@ -18,6 +18,7 @@ function of the age, so a checkpoint (which holds the age) restores it exactly.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from gossipnet.data.dataset import Dataset
 from gossipnet.errors import UserError
 from gossipnet.learners.base import AbsorbResult, Learner, Scalar, Snapshot
 from gossipnet.nn import Net, Trainer, evaluate, get_preset, make_optimizer
+
+log = logging.getLogger(__name__)
 
 KIND = "convnet"
 MOMENTS = ("m", "v", "velocity")  # optimiser moments a swarm can share (Adam's, SGD's)
@@ -104,6 +107,14 @@ def age_lr_factor(age: float, half_life_images: float, floor: float, power: floa
     return max(floor, (1.0 + scale * max(0.0, age) / half_life_images) ** -power)
 
 
+def data_fingerprint(name: str, indices: np.ndarray, labels: np.ndarray) -> bytes:
+    """16 bytes naming this node's training data: the data set, which images, their labels."""
+    h = hashlib.sha256(name.encode() + b"\0")
+    h.update(np.ascontiguousarray(indices, np.int64).tobytes())
+    h.update(np.ascontiguousarray(labels, np.int64).tobytes())
+    return h.digest()[:16]
+
+
 def default_net_for(data: Dataset) -> str:
     """The preset tuned for this data set's image shape."""
     return "convnetjs-cifar10" if data.input_shape == (3, 32, 32) else "fashion"
@@ -127,6 +138,7 @@ class ConvnetLearner(Learner):
         if len(idx) == 0:
             raise UserError("this node's shard of the training data is empty; use fewer --shards")
         self.x, self.y = data.x_train[idx], data.y_train[idx]
+        self.data_fingerprint = data_fingerprint(data.name, idx, self.y)
         self.x_test, self.y_test = data.x_test[: cfg.eval_images], data.y_test[: cfg.eval_images]
         self.classes = data.classes
         self.net = Net(preset.spec, preset.input_shape, seed=cfg.init_seed)
@@ -307,6 +319,7 @@ class ConvnetLearner(Learner):
         state["learner.age"] = np.array(self.age, np.float64)
         state["learner.merges"] = np.array(self.merges, np.int64)
         state["learner.fingerprint"] = np.frombuffer(self.fingerprint.encode(), np.uint8).copy()
+        state["learner.data"] = np.frombuffer(self.data_fingerprint, np.uint8).copy()
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
@@ -320,6 +333,13 @@ class ConvnetLearner(Learner):
         self.net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
         self.optimizer.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("opt.")})
         self.trainer.load_state_dict(state)
+        saved = bytes(np.asarray(state.get("learner.data", np.zeros(0, np.uint8)), np.uint8))
+        if saved != self.data_fingerprint:
+            # Another data set, shard count, skew or shard index: the saved epoch position
+            # points into other data. Keep what was learned (weights, optimiser, age).
+            log.warning("training data differs from the checkpoint's (another --dataset, --shards, "
+                        "--shard or --alpha): keeping weights, optimiser and age, starting a new epoch")
+            self.trainer.new_epoch()
         self.age = float(state["learner.age"])
         self.merges = int(state["learner.merges"])
         if self.config.lr_schedule == "age":
