@@ -191,13 +191,22 @@ def replay(sw: Swarm, scale: float) -> Outcome:
         "297 idle or half-sent connections exhausted file descriptors; the next checkpoint write failed")
 def idle(sw: Swarm, scale: float) -> Outcome:
     hold = max(8.0, 25 * scale)
+    before = sw.status()
     p = sw.tool(ATTACKER, "idle-conns", "--target", sw.addr(VICTIM, HTTP_PORT),
                 "--idle", int(150 * max(scale, 0.2)), "--half", int(150 * max(scale, 0.2)), "--hold", hold)
     got = last_json(p, hold + 120)
-    held = got["cut_by_victim"] + got["refused_at_connect"] >= got["attempted"] - 8  # at most one IP's cap
-    return Outcome({"attempted": got["attempted"]},
-                   {"cut_or_refused": got["cut_by_victim"] + got["refused_at_connect"],
-                    "median_cut_s": got["median_cut_s"]}, held, "connections stayed open")
+    after = sw.status()
+    saved = delta(after, before, "checkpoint").get("saved", 0)
+    failed = delta(after, before, "checkpoint").get("write_failures", 0)
+    # every connection refused at the per-IP cap or cut at the header deadline; checkpoints go on
+    held = got["cut_by_victim"] + got["refused_at_connect"] >= got["attempted"] and saved > 0 and not failed
+    return Outcome({"connections": got["attempted"], "idle": got["attempted"] // 2,
+                    "half_sent": got["attempted"] - got["attempted"] // 2, "hold_s": hold},
+                   {**delta(after, before, "http"), "cut_or_refused": got["cut_by_victim"] + got["refused_at_connect"],
+                    "median_cut_s": got["median_cut_s"], "checkpoints_saved": saved,
+                    "checkpoint_write_failures": failed},
+                   held, f"{got['cut_by_victim'] + got['refused_at_connect']} of {got['attempted']} cut; "
+                   f"checkpoints saved {saved}, failed {failed}")
 
 
 @attack("fake_mdns_records", 4,
@@ -238,12 +247,15 @@ def fake_mdns(sw: Swarm, scale: float) -> Outcome:
 def redirect(sw: Swarm, scale: float) -> Outcome:
     duration = max(10.0, 20 * scale)
     canary = f"http://{sw.lan.address(ATTACKER)}:8080/canary"
+    before = sw.status()
     p = sw.tool(ATTACKER, "member", "--bind", sw.lan.address(ATTACKER), "--token", sw.token,
                 "--peer", sw.addr(VICTIM), "--canary", canary, "--fingerprint", sw.fingerprint,
                 "--duration", duration)
     got = last_json(p, duration + 60)
+    refused = delta(sw.status(), before, "absorb_rejected").get("pull_redirect", 0)
     return Outcome({"manifests": got["announced"]},
-                   {"blob_requests": got["blob_requests"], "canary_hits": got["canary_hits"]},
+                   {"blob_requests": got["blob_requests"], "pull_redirect": refused,
+                    "canary_hits": got["canary_hits"]},
                    got["canary_hits"] == 0 and got["blob_requests"] > 0,
                    "canary fetched" if got["canary_hits"] else "victim never tried the blob")
 

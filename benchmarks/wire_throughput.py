@@ -2,7 +2,7 @@
 
     python benchmarks/wire_throughput.py [--repeats 7] [--n 2000] [--json]
 
-Datagrams: the same 1,180-byte payload either signed/verified bare (cryptography's
+Datagrams: the same 1,170-byte payload either signed/verified bare (cryptography's
 Ed25519) or sealed/opened as a full envelope (msgpack body, header, certificate,
 every receiver check). Side by side in one run, medians over repeats; the ratio is
 what the wire layer adds (target: <= 1.20). Blobs: encode and check+decode MB/s for
@@ -26,7 +26,7 @@ from gossipnet.trust.swarm import Swarm
 from gossipnet.wire import Accepted, MsgType, Receiver, ReceiverConfig, Sealer
 from gossipnet.wire.blobs import BlobGate, encode_blob, spec_of
 
-PAYLOAD = 1180  # + 6 bytes of msgpack framing = a 1,186-byte body, just under MAX_UDP_BODY
+PAYLOAD = 1170  # + 6 bytes of msgpack framing = a 1,176-byte body, just under MAX_UDP_BODY (1,182)
 
 
 def per_op_us(fn, n: int, repeats: int) -> float:

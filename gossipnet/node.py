@@ -314,6 +314,8 @@ class Node:
             except Diverged as exc:
                 # NaN weights must neither end the daemon nor be saved or offered to peers.
                 rolled = self.keeper.rollback(self.learner)
+                if rolled:
+                    self.learner.after_rollback()
                 self.keeper.counters["diverged"] += 1
                 self.history.event(_wall(), "diverged", "rolled back" if rolled else "no good state yet")
                 log.warning("%s; %s", exc, "rolled back to the last good state" if rolled

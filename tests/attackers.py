@@ -260,13 +260,13 @@ def fake_mdns(args) -> None:
             infos.append(ServiceInfo(SERVICE_TYPE, f"fake{i}-{node}.{SERVICE_TYPE}", port=7946,
                                      properties=txt, addresses=[socket.inet_aton(addr)],
                                      server=f"fake{i}-{node}.local."))
-        registered = 0
-        for chunk in range(0, len(infos), 32):
-            tasks = [await zc.async_register_service(info, allow_name_change=True)
-                     for info in infos[chunk:chunk + 32]]
-            await asyncio.gather(*tasks, return_exceptions=True)
-            registered += len(tasks)
+        # No probing for name conflicts (cooperating_responders): an attacker does not wait.
+        broadcasts = await asyncio.gather(*(zc.async_register_service(info, cooperating_responders=True)
+                                            for info in infos), return_exceptions=True)
+        registered = sum(not isinstance(b, BaseException) for b in broadcasts)
         emit(tool="fake-mdns", registered=registered)
+        await asyncio.gather(*(b for b in broadcasts if not isinstance(b, BaseException)),
+                             return_exceptions=True)
         await asyncio.sleep(args.duration)
         await zc.async_close()
         emit(tool="fake-mdns", done=True)

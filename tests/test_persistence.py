@@ -157,6 +157,7 @@ def test_a_divergence_while_training_rolls_back_and_the_node_keeps_going(tmp_pat
 
     asyncio.run(go())
     assert node.keeper.counters["diverged"] == 1 and node.keeper.counters["rollbacks"] == 1
+    assert node.learner.trainer.epoch >= 1  # moved on to a new order, not the same batches again
     assert not non_finite(node.learner.state_dict())
     assert node.status()["counters"]["checkpoint"]["diverged"] == 1
     assert CheckpointStore(cfg.state_dir).load() is not None  # the final checkpoint is finite

@@ -99,6 +99,13 @@ class Learner(abc.ABC):
         """
         return {}
 
+    def after_rollback(self) -> None:
+        """The node put back an earlier state after a divergence: avoid replaying the same steps.
+
+        By default nothing; a learner whose batches are a pure function of its position
+        should move on (the convnet starts a new epoch, in a new order).
+        """
+
     @abc.abstractmethod
     def state_dict(self) -> dict[str, np.ndarray]:
         """Everything needed to resume (model, optimiser, counters) as named arrays."""

@@ -312,6 +312,9 @@ class ConvnetLearner(Learner):
             "classes": list(self.classes),
         }
 
+    def after_rollback(self) -> None:
+        self.trainer.new_epoch()  # the same batches in the same order could diverge again
+
     def state_dict(self) -> dict[str, np.ndarray]:
         state = {f"net.{k}": v for k, v in self.net.state_dict().items()}
         state.update({f"opt.{k}": v for k, v in self.optimizer.state_dict().items()})

@@ -122,9 +122,9 @@ class Trainer:
             self.new_epoch()
 
     def new_epoch(self) -> None:
-        """Start the next epoch from its first batch (the data or the seed changed)."""
-        if self.position:
-            self.epoch += 1
+        """Start the next epoch from its first batch, in that epoch's order (the data or the
+        seed changed, or a divergence was rolled back)."""
+        self.epoch += 1
         self.position, self._n, self._perm = 0, None, None
 
 
