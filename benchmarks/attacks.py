@@ -233,7 +233,7 @@ def fake_mdns(sw: Swarm, scale: float) -> Outcome:
     got = last_json(p, duration + 120)
     d = delta(sw.status(), before, "membership")
     joins = d.get("joins_sent", 0)
-    # each fake record is tried at most 3 times, then set aside for 10 minutes
+    # each fake record is tried at most 3 times, then set aside for an hour
     bound = 3 * count + 10
     return Outcome({"fake_records": got.get("registered", count)},
                    {"joins_sent": joins, "late_joiner_alive_after_s": joined_s and round(joined_s, 1),

@@ -28,7 +28,7 @@ MAX_SEEDS = 256  # static --peer seeds: the user's word, kept until they answer
 # few at a time, a few join attempts each, then set aside for a while (docs/SECURITY.md).
 MAX_DISCOVERED_SEEDS = 32
 DISCOVERED_SEED_ATTEMPTS = 3
-SEED_QUARANTINE = 600.0  # seconds before an expired discovered address is tried again
+SEED_QUARANTINE = 3600.0  # seconds before an expired discovered address is tried again (it may join us itself)
 MAX_QUARANTINED = 1024
 
 
