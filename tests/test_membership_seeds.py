@@ -65,3 +65,32 @@ def test_an_on_subnet_record_displaces_an_untried_off_subnet_one():
     a.discovered("node3", ("10.0.0.3", 7946), 0.0, preferred=True)
     assert a.counters["seeds_evicted"] == 1
     assert ("10.0.0.3", 7946) in syncs_until(a, 0.0, 3.0)
+
+
+def test_every_datagram_names_its_recipient_except_a_join_to_a_seed():
+    """The envelope binds each message to the node it is for (docs/WIRE.md): membership must say whom."""
+    nodes = {f"node{i}": member(i) for i in range(1, 5)}
+    by_addr = {m.self_addr: m for m in nodes.values()}
+    for m in list(nodes.values())[1:]:
+        m.add_seed(nodes["node1"].self_addr, 0.0)
+    seen_types = set()
+    queue = []
+    t = 0.0
+    down = "node4"
+    while t < 60.0:
+        if t >= 20.0 and down in nodes:  # one node dies: suspicion, indirect probes, NACKs
+            by_addr.pop(nodes.pop(down).self_addr)
+        for m in nodes.values():
+            queue += [(m, o) for o in m.tick(t)]
+        while queue:
+            src, o = queue.pop(0)
+            seen_types.add(o.msg_type)
+            dst = by_addr.get(o.addr)
+            if o.to is None:
+                assert o.msg_type == MsgType.SYNC, o
+            elif dst is not None:
+                assert o.to == dst.self_id, o
+            if dst is not None:
+                queue += [(dst, r) for r in dst.handle(src.self_id, src.self_addr, o.msg_type, o.body, t)]
+        t += 0.1
+    assert {MsgType.PING, MsgType.ACK, MsgType.SYNC, MsgType.SYNC_REPLY, MsgType.PING_REQ} <= seen_types
