@@ -195,3 +195,36 @@ def test_an_incarnation_raised_by_refutation_survives_a_restart(tmp_path):
     first = next_incarnation(tmp_path, 1000)
     save_incarnation(tmp_path, first + 10**9)  # what the node does after refuting a rumour
     assert next_incarnation(tmp_path, 2000) == first + 10**9 + 1
+
+
+def test_a_running_node_persists_the_incarnation_its_refutation_raised(tmp_path, data):
+    from gossipnet.membership.codec import Update, encode_update
+    from gossipnet.membership.types import State
+    from gossipnet.trust.identity import INCARNATION_FILE
+    from gossipnet.wire.types import MsgType
+
+    cfg = build_config({}, {"state_dir": str(tmp_path / "n"), "host": "127.0.0.1", "interface": "127.0.0.1",
+                            "udp_port": 0, "http_port": 0, "mdns": False, "preset": "local",
+                            "train_chunk": 1, "eval_interval": 600.0, "checkpoint_interval": 600.0})
+    ident = load_or_create_identity(cfg.state_dir)
+    creds = load_credentials(ident, int(time.time() * 1000), swarm_token=new_swarm_token())
+    start = next_incarnation(cfg.state_dir, 1000)
+    node = Node(cfg, learner(data), ident, creds, incarnation=start)
+    path = tmp_path / "n" / INCARNATION_FILE
+
+    async def go():
+        task = asyncio.create_task(node.run())
+        await asyncio.wait_for(node.ready.wait(), 30)
+        # a peer's rumour that we are suspect: membership refutes it with a higher incarnation
+        rumour = {"u": [encode_update(Update(State.SUSPECT, node.node_id, start, origin="bbbbbbbbbbbbbbbb"))]}
+        node.membership.handle("aaaaaaaaaaaaaaaa", ("127.0.0.1", 9), MsgType.GOSSIP, rumour, time.monotonic())
+        assert node.membership.incarnation > start
+        deadline = time.monotonic() + 30
+        while int(path.read_text()) <= start:
+            assert time.monotonic() < deadline and not task.done()
+            await asyncio.sleep(0.05)
+        node.stop()
+        await task
+
+    asyncio.run(go())
+    assert next_incarnation(cfg.state_dir, 1000) > node.membership.incarnation
