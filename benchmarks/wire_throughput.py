@@ -59,20 +59,22 @@ def bench_datagrams(n: int, repeats: int) -> dict[str, float]:
     creds = load_credentials(ident, now, swarm_token=swarm.token)
     body = {"p": payload}
 
+    receiver_id = Identity.generate()
+
     def seal(_):
         sealer = Sealer(ident, creds, 1)
-        return lambda i: sealer.seal(MsgType.PING, body, now)
+        return lambda i: sealer.seal(MsgType.PING, body, now, to=receiver_id.node_id)
 
     config = ReceiverConfig(rate_per_s=1e9, burst=1e9)  # measure the checks, not the limiter
     sealer = Sealer(ident, creds, 2)
-    datagrams = [sealer.seal(MsgType.PING, body, now) for _ in range(n)]
+    datagrams = [sealer.seal(MsgType.PING, body, now, to=receiver_id.node_id) for _ in range(n)]
     assert len(datagrams[0]) <= 1400
     # Warm the certificate cache once, as a long-running receiver would have it.
-    policy = load_credentials(Identity.generate(), now, swarm_token=swarm.token).policy
-    Receiver(policy, config).open(datagrams[0], ("10.0.0.1", 1), now)
+    policy = load_credentials(receiver_id, now, swarm_token=swarm.token).policy
+    Receiver(policy, config, node_id=receiver_id.node_id).open(datagrams[0], ("10.0.0.1", 1), now)
 
     def open_(_):
-        receiver = Receiver(policy, config)
+        receiver = Receiver(policy, config, node_id=receiver_id.node_id)
 
         def step(i):
             result = receiver.open(datagrams[i], ("10.0.0.1", 1), now)
