@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import resource
+from dataclasses import replace
 
 import aiohttp
 import pytest
@@ -37,7 +38,7 @@ async def closed_by_server(reader: asyncio.StreamReader, within: float) -> bool:
 
 
 async def serve(limits: HttpLimits) -> StatusServer:
-    server = StatusServer(BlobProvider(), limits=limits)
+    server = StatusServer(BlobProvider(), limits=replace(limits, exempt_loopback=False))
     await server.start("127.0.0.1", 0)
     return server
 
@@ -49,6 +50,8 @@ def test_guard_counts_per_ip_and_in_total():
     g.release("a")
     assert g.admit("c")
     assert g.counters == {"refused_per_ip_cap": 1, "refused_total_cap": 1}
+    g.release("c")
+    assert g.admit("127.0.0.1", loopback=True) and not g.admit("b", loopback=True)  # total cap holds
 
 
 async def test_connections_beyond_the_per_ip_cap_are_closed_and_the_page_still_answers():
@@ -118,6 +121,19 @@ async def test_blob_downloads_are_rate_limited_per_ip():
                         assert await resp.read() == BLOB
         assert codes == [200, 200, 200, 429, 429, 429]
         assert server.guard.counters["blob_rate_limited"] == 3
+    finally:
+        await server.stop()
+
+
+async def test_loopback_clients_are_exempt_from_per_ip_limits_by_default():
+    server = StatusServer(BlobProvider(), limits=HttpLimits(blob_per_ip_per_s=0.01, blob_burst=1))
+    await server.start("127.0.0.1", 0)
+    url = server.url + "blob/" + hashlib.sha256(BLOB).hexdigest()
+    try:
+        async with aiohttp.ClientSession() as s:
+            for _ in range(3):  # a demo swarm on one machine pulls from 127.0.0.1 only
+                async with s.get(url) as resp:
+                    assert resp.status == 200
     finally:
         await server.stop()
 

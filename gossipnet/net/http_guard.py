@@ -9,11 +9,15 @@ and in total, request headers must arrive within ``header_timeout`` of their fir
 byte, and an idle keep-alive connection closes after ``keepalive``. ``/blob``
 downloads, the only expensive route, have a token bucket per IP on top
 (``blob_allowed``).
+
+Loopback clients are exempt from the per-IP limits (not from the total cap): no LAN host
+can send from 127.0.0.1, and ``gossipnet demo`` runs a whole swarm on that one address.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import resource
 import socket
@@ -46,6 +50,15 @@ class HttpLimits:
     blob_per_ip_per_s: float = 2.0
     blob_burst: float = 6.0
     max_tracked_ips: int = 4096
+    # See the module docstring; tests of the per-IP limits turn it off.
+    exempt_loopback: bool = True
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
 
 
 class ConnectionGuard:
@@ -62,11 +75,11 @@ class ConnectionGuard:
     def open_connections(self) -> int:
         return sum(self.open_by_ip.values())
 
-    def admit(self, ip: str) -> bool:
+    def admit(self, ip: str, loopback: bool = False) -> bool:
         if self.open_connections >= self.limits.max_connections:
             self.counters["refused_total_cap"] += 1
             return False
-        if self.open_by_ip[ip] >= self.limits.max_per_ip:
+        if self.open_by_ip[ip] >= self.limits.max_per_ip and not loopback:
             self.counters["refused_per_ip_cap"] += 1
             return False
         self.open_by_ip[ip] += 1
@@ -79,7 +92,8 @@ class ConnectionGuard:
 
     def blob_allowed(self, host: str, now_ms: int) -> bool:
         """Take one download token for ``host``'s IP (or /64); False = answer 429."""
-        if self._blobs.allow(source_key(host), now_ms):
+        exempt = self.limits.exempt_loopback and is_loopback(host)
+        if exempt or self._blobs.allow(source_key(host), now_ms):
             return True
         self.counters["blob_rate_limited"] += 1
         return False
@@ -98,8 +112,10 @@ class _GuardedProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
-        ip = source_key(str(peer[0])) if peer else "unknown"
-        if not self._guard.admit(ip):
+        host = str(peer[0]) if peer else "unknown"
+        ip = source_key(host)
+        exempt = self._guard.limits.exempt_loopback and is_loopback(host)
+        if not self._guard.admit(ip, loopback=exempt):
             transport.abort()  # never reaches aiohttp: costs one accept() and one close()
             return
         self._ip = ip
