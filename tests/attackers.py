@@ -248,6 +248,9 @@ def fake_mdns(args) -> None:
     from zeroconf.asyncio import AsyncZeroconf
 
     from gossipnet.net.advert import SERVICE_TYPE
+    from gossipnet.node import PROTOCOL_VERSION
+
+    proto = args.proto if args.proto is not None else PROTOCOL_VERSION
 
     async def main():
         zc = AsyncZeroconf(interfaces=[args.bind], ip_version=IPVersion.V4Only)
@@ -255,7 +258,7 @@ def fake_mdns(args) -> None:
         for i in range(args.count):
             addr = f"{args.prefix}{i // 250}.{i % 250 + 1}"
             node = os.urandom(10).hex()[:16]
-            txt = {"swarm": args.swarm_id, "node": node, "proto": str(args.proto), "udp": "7946",
+            txt = {"swarm": args.swarm_id, "node": node, "proto": str(proto), "udp": "7946",
                    "http": "8080", "learner": "convnet"}
             infos.append(ServiceInfo(SERVICE_TYPE, f"fake{i}-{node}.{SERVICE_TYPE}", port=7946,
                                      properties=txt, addresses=[socket.inet_aton(addr)],
@@ -395,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
     s = sub.add_parser("fake-mdns")
     s.add_argument("--bind", required=True)
     s.add_argument("--swarm-id", required=True)
-    s.add_argument("--proto", type=int, default=2)
+    s.add_argument("--proto", type=int, default=None, help="default: this version's (node.PROTOCOL_VERSION)")
     s.add_argument("--count", type=int, default=64)
     s.add_argument("--prefix", default="10.66.")
     s.add_argument("--duration", type=float, default=30)

@@ -156,7 +156,7 @@ def test_a_divergence_while_training_rolls_back_and_the_node_keeps_going(tmp_pat
         await task
 
     asyncio.run(go())
-    assert node.keeper.counters["diverged"] == 1 and node.keeper.counters["rollbacks"] == 1
+    assert node.host.keeper.counters["diverged"] == 1 and node.host.keeper.counters["rollbacks"] == 1
     assert node.learner.trainer.epoch >= 1  # moved on to a new order, not the same batches again
     assert not non_finite(node.learner.state_dict())
     assert node.status()["counters"]["checkpoint"]["diverged"] == 1
@@ -217,8 +217,8 @@ def test_a_running_node_persists_the_incarnation_its_refutation_raised(tmp_path,
         await asyncio.wait_for(node.ready.wait(), 30)
         # a peer's rumour that we are suspect: membership refutes it with a higher incarnation
         rumour = {"u": [encode_update(Update(State.SUSPECT, node.node_id, start, origin="bbbbbbbbbbbbbbbb"))]}
-        node.membership.handle("aaaaaaaaaaaaaaaa", ("127.0.0.1", 9), MsgType.GOSSIP, rumour, time.monotonic())
-        assert node.membership.incarnation > start
+        node.core.membership.handle("aaaaaaaaaaaaaaaa", ("127.0.0.1", 9), MsgType.GOSSIP, rumour, time.monotonic())
+        assert node.core.membership.incarnation > start
         deadline = time.monotonic() + 30
         while int(path.read_text()) <= start:
             assert time.monotonic() < deadline and not task.done()
@@ -227,4 +227,4 @@ def test_a_running_node_persists_the_incarnation_its_refutation_raised(tmp_path,
         await task
 
     asyncio.run(go())
-    assert next_incarnation(cfg.state_dir, 1000) > node.membership.incarnation
+    assert next_incarnation(cfg.state_dir, 1000) > node.core.membership.incarnation

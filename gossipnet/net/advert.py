@@ -103,31 +103,24 @@ class Peer:
         return (self.address, self.udp_port)
 
 
-def peer_from_txt(
-    ours: Advertisement, name: str, props: Mapping[str, str | None], addresses: Iterable[str],
-    subnet: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None,
-) -> tuple[Peer | None, RejectReason | None]:
-    """Read a resolved service named ``name`` into a Peer of our swarm, or say why not.
+Subnet = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-    ``props`` is its decoded TXT record, ``addresses`` its IP literals of our IP version
-    (most recent first); one on ``subnet`` (our interface's) is preferred, since a peer
-    we can reach directly is there. A pure function of the records: no TXT content makes
-    it raise.
+
+def read_peer(
+    name: str, props: Mapping[str, str | None], addresses: Iterable[str], subnet: Subnet | None = None,
+) -> tuple[Peer | None, RejectReason | None]:
+    """Read any gossipnet node's resolved service into a Peer (of whatever swarm), or say why not.
+
+    ``props`` is its decoded TXT record, ``addresses`` its IP literals (most recent first);
+    one on ``subnet`` (our interface's) is preferred, since a peer we reach directly is there.
+    A pure function of the records: no TXT content makes it raise. ``gossipnet status``
+    uses it as it is; a node filters further with ``peer_from_txt``.
     """
     txt = {k: v for k, v in list(props.items())[:MAX_TXT_KEYS]
            if isinstance(k, str) and isinstance(v, str) and len(k) <= MAX_TXT_VALUE and len(v) <= MAX_TXT_VALUE}
-    if txt.get(TXT_SWARM) != ours.swarm_id:
-        return None, RejectReason.OTHER_SWARM
-    node_id = txt.get(TXT_NODE)
-    if not _valid_node_id(node_id):
+    swarm, node_id, proto = txt.get(TXT_SWARM, ""), txt.get(TXT_NODE), txt.get(TXT_PROTO, "")
+    if not swarm or len(swarm) > 64 or not _valid_node_id(node_id) or not proto.isdigit() or len(proto) > 3:
         return None, RejectReason.BAD_TXT
-    if node_id == ours.node_id:
-        return None, RejectReason.SELF
-    proto = txt.get(TXT_PROTO, "")
-    if not proto.isdigit() or len(proto) > 3:
-        return None, RejectReason.BAD_TXT
-    if int(proto) != ours.protocol:
-        return None, RejectReason.OTHER_PROTOCOL
     udp_port, http_port = _port(txt.get(TXT_UDP)), _port(txt.get(TXT_HTTP))
     learner = txt.get(TXT_LEARNER, "")
     if udp_port is None or http_port is None or not _LEARNER_RE.fullmatch(learner):
@@ -142,6 +135,27 @@ def peer_from_txt(
                 MappingProxyType(txt)), None
 
 
+def peer_from_txt(
+    ours: Advertisement, name: str, props: Mapping[str, str | None], addresses: Iterable[str],
+    subnet: Subnet | None = None,
+) -> tuple[Peer | None, RejectReason | None]:
+    """Read a resolved service named ``name`` into a Peer of our swarm, or say why not.
+
+    ``props`` is its decoded TXT record, ``addresses`` its IP literals of our IP version
+    (most recent first). A pure function of the records: no TXT content makes it raise.
+    """
+    if props.get(TXT_SWARM) != ours.swarm_id:
+        return None, RejectReason.OTHER_SWARM
+    peer, reason = read_peer(name, props, addresses, subnet)
+    if peer is None:
+        return None, reason
+    if peer.node_id == ours.node_id:
+        return None, RejectReason.SELF
+    if peer.protocol != ours.protocol:
+        return None, RejectReason.OTHER_PROTOCOL
+    return peer, None
+
+
 def _valid_node_id(value: object) -> bool:
     return (isinstance(value, str) and 1 <= len(value) <= MAX_NODE_ID
             and value.isascii() and value.isprintable())
@@ -154,7 +168,7 @@ def _port(value: str | None) -> int | None:
     return port if 1 <= port <= 65535 else None
 
 
-def on_subnet(address: str, subnet: ipaddress.IPv4Network | ipaddress.IPv6Network | None) -> bool:
+def on_subnet(address: str, subnet: Subnet | None) -> bool:
     """Whether the IP literal ``address`` lies in ``subnet`` (False for junk or None)."""
     if subnet is None:
         return False
