@@ -128,8 +128,9 @@ def last_json(proc: Process, timeout: float) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
-def delta(after: dict, before: dict, group: str) -> dict[str, int]:
-    a, b = after["counters"].get(group, {}), before["counters"].get(group, {})
+def delta(after: dict, before: dict, group: str, section: str = "counters") -> dict[str, int]:
+    """What changed in one counter group (``section="rejections"``: one rejection stage)."""
+    a, b = after[section].get(group, {}), before[section].get(group, {})
     return {k: v - b.get(k, 0) for k, v in a.items() if v - b.get(k, 0)}
 
 
@@ -179,7 +180,7 @@ def replay(sw: Swarm, scale: float) -> Outcome:
     p = sw.tool(ATTACKER, "send", "--target", sw.addr(VICTIM), "--count", len(hexes) * 3, *hexes)
     sent = last_json(p, 30)
     pulled = last_json(tarpit, 60)
-    d = delta(sw.status(), before, "wire_rejected")
+    d = delta(sw.status(), before, "wire", "rejections")
     refused = d.get("wrong_recipient", 0)
     return Outcome({"datagrams": sent["sent"], "replayed_types": ["MANIFEST", "PING"]},
                    {"wrong_recipient": refused, "victim_pulls_from_attacker": pulled["connections"]},
@@ -247,16 +248,17 @@ def fake_mdns(sw: Swarm, scale: float) -> Outcome:
 def redirect(sw: Swarm, scale: float) -> Outcome:
     duration = max(10.0, 20 * scale)
     canary = f"http://{sw.lan.address(ATTACKER)}:8080/canary"
+    template = sniff(sw, 1, 16, source=2)  # a real manifest, so the shapes fit the victims' model
     before = sw.status()
     p = sw.tool(ATTACKER, "member", "--bind", sw.lan.address(ATTACKER), "--token", sw.token,
-                "--peer", sw.addr(VICTIM), "--canary", canary, "--fingerprint", sw.fingerprint,
+                "--peer", sw.addr(VICTIM), "--canary", canary, "--template", template.hex(),
                 "--duration", duration)
     got = last_json(p, duration + 60)
-    refused = delta(sw.status(), before, "absorb_rejected").get("pull_redirect", 0)
+    refused = delta(sw.status(), before, "pull", "rejections").get("redirect", 0)
     return Outcome({"manifests": got["announced"]},
-                   {"blob_requests": got["blob_requests"], "pull_redirect": refused,
+                   {"blob_requests": got["blob_requests"], "redirect": refused,
                     "canary_hits": got["canary_hits"]},
-                   got["canary_hits"] == 0 and got["blob_requests"] > 0,
+                   got["canary_hits"] == 0 and got["blob_requests"] > 0 and refused > 0,
                    "canary fetched" if got["canary_hits"] else "victim never tried the blob")
 
 
@@ -273,7 +275,7 @@ def _judge_wire(name: str, out: Outcome, before: dict, after: dict, seconds: flo
     if name not in WIRE_CHECKS:
         return
     verified_counter, _ = WIRE_CHECKS[name]
-    d = delta(after, before, "wire_rejected")
+    d = delta(after, before, "wire", "rejections")
     out.counted.update(d)
     verified = d.get(verified_counter, 0)
     # Budgets: certificates 100/s + burst 200 (global); failed signatures 0.2/s + 5 per (key, IP).
@@ -281,8 +283,10 @@ def _judge_wire(name: str, out: Outcome, before: dict, after: dict, seconds: flo
     accepted = delta(after, before, "messages_in").get("PING", 0) if name == "cert_flood_rotating_ports" else 0
     out.extra["ed25519_verifications"] = verified
     out.extra["verification_bound"] = round(bound)
-    out.held = verified <= bound and accepted <= 5 * seconds
-    out.why = f"{verified} verifications > bound {bound:.0f}"
+    # The victim must account for (almost) all it was sent, or the counters are not where we look.
+    accounted = sum(d.values())
+    out.held = verified <= bound and accepted <= 5 * seconds and accounted >= 0.9 * out.sent.get("sent", 0)
+    out.why = f"{verified} verifications (bound {bound:.0f}), {accounted} of {out.sent.get('sent')} accounted for"
 
 
 def honest_alive(sw: Swarm) -> bool:

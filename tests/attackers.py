@@ -331,6 +331,15 @@ def member(args) -> None:
                 await send_all(m.handle(res.node_id, (addr[0], addr[1]), res.msg_type, res.body,
                                         time.monotonic()))
 
+        template = None
+        if args.template:  # a real member's MANIFEST, sniffed: its shapes fit the victims' model
+            from gossipnet.wire.body import BodyLimits, decode_body
+            from gossipnet.wire.envelope import FLAG_HAS_CERT, HEADER_LEN, SIG_LEN, parse_header
+
+            raw = bytes.fromhex(args.template)
+            head = parse_header(raw)
+            start = HEADER_LEN + (72 if head.flags & FLAG_HAS_CERT else 0)
+            template = decode_body(raw[start:len(raw) - SIG_LEN], BodyLimits.udp())
         reader = asyncio.create_task(recv_loop())
         end = time.monotonic() + args.duration
         next_announce = 0.0
@@ -338,13 +347,11 @@ def member(args) -> None:
         while time.monotonic() < end:
             now = time.monotonic()
             await send_all(m.tick(now))
-            if now >= next_announce and args.fingerprint:
+            if now >= next_announce and template is not None:
                 next_announce = now + 1.0
                 for p in m.alive_peers():
-                    body = {"kind": "weights", "fp": args.fingerprint, "age": 1.0, "step": announced + 1,
-                            "sha256": os.urandom(32), "size": 4096, "codec": "safetensors",
-                            "port": args.http_port, "path": f"/blob/{os.urandom(32).hex()}",
-                            "meta": {"dtype": "float16", "tensors": args.tensors, "params": args.params}}
+                    body = {**template, "step": announced + 1, "sha256": os.urandom(32),
+                            "port": args.http_port, "path": f"/blob/{os.urandom(32).hex()}"}
                     await send_all([SimpleNamespace(msg_type=MsgType.MANIFEST, body=body, to=p.node_id,
                                                     addr=p.addr)])
                     announced += 1
@@ -408,9 +415,7 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--peer", action="append", default=[])
     s.add_argument("--http-port", type=int, default=8080)
     s.add_argument("--canary", required=True)
-    s.add_argument("--fingerprint", default="")
-    s.add_argument("--tensors", type=int, default=0)
-    s.add_argument("--params", type=int, default=0)
+    s.add_argument("--template", default="", help="a sniffed MANIFEST datagram (hex) to imitate")
     s.add_argument("--duration", type=float, default=20)
     args = p.parse_args(argv)
     {"sniff": sniff, "send": send, "cert-flood": cert_flood, "sig-flood": sig_flood, "tarpit": tarpit,
