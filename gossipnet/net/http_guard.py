@@ -70,6 +70,22 @@ class ConnectionGuard:
         self.counters: Counter[str] = Counter()
         self._blobs = TokenBuckets(self.limits.blob_per_ip_per_s, self.limits.blob_burst,
                                    self.limits.max_tracked_ips)
+        self._protocols: dict[object, _GuardedProtocol] = {}  # transport -> its guarded protocol
+
+        @web.middleware
+        async def middleware(request: web.Request, handler):
+            """A request is being handled: no header deadline until it is done (POST bodies
+            are read inside handlers, and a handler may take longer than the deadline)."""
+            proto = self._protocols.get(request.transport)
+            if proto is None:
+                return await handler(request)
+            proto.request_begins()
+            try:
+                return await handler(request)
+            finally:
+                proto.request_ends()
+
+        self.middleware = middleware
 
     @property
     def open_connections(self) -> int:
@@ -120,6 +136,8 @@ class _GuardedProtocol(asyncio.Protocol):
             return
         self._ip = ip
         self._transport = transport  # type: ignore[assignment]
+        self._guard._protocols[transport] = self
+        self._in_request = False
         self._arm()
         self._inner.connection_made(transport)
 
@@ -139,15 +157,23 @@ class _GuardedProtocol(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
+    def request_begins(self) -> None:
+        self._in_request = True
+        self._disarm()
+
+    def request_ends(self) -> None:
+        self._in_request = False
+
     def data_received(self, data: bytes) -> None:
-        # Only GET and HEAD without bodies are served: a request is complete at its blank line.
-        seen = self._tail + data
-        end = seen.rfind(b"\r\n\r\n")
-        if end >= 0 and end + 4 == len(seen):
-            self._disarm()  # headers complete; aiohttp's keep-alive timer takes over
-        else:
-            self._arm()  # a request has begun (or another one after a complete one)
-        self._tail = seen[-3:]
+        if not self._in_request:
+            # Headers of a request are arriving (a POST body is read while in_request).
+            seen = self._tail + data
+            end = seen.rfind(b"\r\n\r\n")
+            if end >= 0 and end + 4 == len(seen):
+                self._disarm()  # headers complete; the handler (or keep-alive) takes over
+            else:
+                self._arm()
+            self._tail = seen[-3:]
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -163,6 +189,7 @@ class _GuardedProtocol(asyncio.Protocol):
         if self._ip is None:
             return  # refused at the door: aiohttp never saw it
         self._disarm()
+        self._guard._protocols.pop(self._transport, None)
         self._guard.release(self._ip)
         self._ip = None
         self._inner.connection_lost(exc)

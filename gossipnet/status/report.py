@@ -20,8 +20,7 @@ def node_status(core: NodeCore | None, *, node_id: str, swarm: str, kind: str, f
                 addresses: Mapping[str, str], udp_stats: Any = None,
                 http_bytes: Mapping[str, int] | None = None,
                 extra_counters: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, Any]:
-    """``udp_stats``: a ``net.udp.UdpStats`` (or None before the socket is bound);
-    ``extra_counters``: groups the node's I/O keeps (checkpoints, HTTP connections)."""
+    """``udp_stats``: a ``net.udp.UdpStats`` (or None before the socket is bound)."""
     http_bytes = http_bytes or {}
     udp_in = udp_stats.bytes_in if udp_stats is not None else 0
     udp_out = udp_stats.bytes_out if udp_stats is not None else 0
@@ -43,9 +42,8 @@ def node_status(core: NodeCore | None, *, node_id: str, swarm: str, kind: str, f
                 "incarnation": m.incarnation, "last_exchange": core.peer_exchange.get(m.node_id),
                 "http_url": f"http://{m.addr[0]}:{http}/" if isinstance(http, int) else None,
             })
+    counters.update(extra_counters or {})  # e.g. the volunteer desk's
     counters["bytes"] = {"in": udp_in + http_bytes.get("in", 0), "out": udp_out + http_bytes.get("out", 0)}
-    for group, values in (extra_counters or {}).items():
-        counters[group] = {str(k): int(v) for k, v in values.items()}
     epoch = metrics.get("epoch")
     return build_status(
         node_id=node_id, swarm=swarm, kind=kind, fingerprint=fingerprint, started_at=started_at, now=now,
