@@ -119,6 +119,9 @@ class Learner(abc.ABC):
         should move on (the convnet starts a new epoch, in a new order).
         """
 
+    def close(self) -> None:
+        """Release what training holds (worker processes); the learner may train again after."""
+
     @abc.abstractmethod
     def state_dict(self) -> dict[str, np.ndarray]:
         """Everything needed to resume (model, optimiser, counters) as named arrays."""
