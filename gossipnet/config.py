@@ -53,7 +53,9 @@ class NodeConfig:
     algo: str = "ga"
     seed: int | None = None  # None: derived from the node id, so nodes differ
     # Merging.
-    merge: str = "average"  # "average" (age-weighted) or "clipped" (ClippedGossip)
+    # "guarded" (age-weighted with a member's lies bounded, docs/SECURITY.md), "average"
+    # (plain age-weighted: trusts every member) or "clipped" (ClippedGossip, fixed radius)
+    merge: str = "guarded"
     clip_radius: float = 1.0
     # Cadence.
     train_chunk: int | None = None  # steps per worker call; None: the learner's (20 batches, 1 generation)
@@ -70,8 +72,8 @@ class NodeConfig:
                 raise UserError(f"--{name.replace('_', '-')} {port} is not a port (0-65535; 0 picks a free one)")
         if self.learner not in ("convnet", "evolution"):
             raise UserError(f"learner {self.learner!r} unknown: use 'convnet' or 'evolution'")
-        if self.merge not in ("average", "clipped"):
-            raise UserError(f"--merge {self.merge!r} unknown: use 'average' or 'clipped'")
+        if self.merge not in ("guarded", "average", "clipped"):
+            raise UserError(f"--merge {self.merge!r} unknown: use 'guarded', 'average' or 'clipped'")
         if self.preset not in ("lan", "local"):
             raise UserError(f"--preset {self.preset!r} unknown: use 'lan' or 'local'")
         if self.shards < 1 or not 0 <= self.shard < self.shards:

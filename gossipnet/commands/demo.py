@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--net", default=None)
     p.add_argument("--task", default=None, help="run neuroevolution islands on this task instead")
     p.add_argument("--alpha", type=float, default=None, help="non-IID shards (Dirichlet alpha)")
-    p.add_argument("--merge", choices=["average", "clipped"], default="average")
+    p.add_argument("--merge", choices=["guarded", "average", "clipped"], default="guarded")
     p.add_argument("--gossip-interval", type=float, default=3.0)
     p.add_argument("--eval-interval", type=float, default=20.0)
     p.add_argument("--max-steps", type=int, default=None, help="stop training after N steps (keep serving)")

@@ -189,8 +189,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     learn.add_argument("--task", default=None, help="neuroevolution control task (implies --learner evolution)")
     learn.add_argument("--algo", choices=["ga", "es", "cmaes"], default=None)
     learn.add_argument("--seed", type=int, default=None, help="default: derived from the node id")
-    learn.add_argument("--merge", choices=["average", "clipped"], default=None,
-                       help="age-weighted averaging, or ClippedGossip (robust to poisoned peers)")
+    learn.add_argument("--merge", choices=["guarded", "average", "clipped"], default=None,
+                       help="guarded (default: age-weighted, a member's lies bounded), plain "
+                            "age-weighted averaging (trusts every member), or ClippedGossip")
     learn.add_argument("--clip-radius", type=float, default=None, help="ClippedGossip's L2 radius")
     learn.add_argument("--max-steps", type=int, default=None, help="stop training after N steps (keep serving)")
     cad = p.add_argument_group("cadence (seconds)")
