@@ -200,7 +200,8 @@ class Node:
         meta = {"http": self.http_port, "kind": self.kind}
         self.membership = Membership(self.node_id, (cfg.advertised_host, self.udp_port), meta,
                                      self.membership_config, random.Random(self.rng.random()),
-                                     incarnation=self.incarnation)
+                                     incarnation=self.incarnation,
+                                     signing_key=self.identity.private_key)  # signed alive records
         self.gossip = gsp.Gossip(BLOB_KIND.get(self.kind, self.kind), self.learner.fingerprint,
                                  self.gossip_config, random.Random(self.rng.random()))
         self.sealer = Sealer(self.identity, self.credentials, self.incarnation)
