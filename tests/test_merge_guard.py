@@ -126,3 +126,14 @@ def test_the_default_merge_refuses_poisoned_snapshots_and_bounds_an_inflated_age
     for k, w in a.net.params().items():
         theirs = snap.tensors[k]
         assert np.all(np.abs(w - before[k]) <= 0.5 * np.abs(theirs - before[k]) + 1e-6)
+
+
+def test_trust_flag_picks_the_merge_and_an_explicit_merge_wins():
+    from gossipnet.config import build_config
+    from gossipnet.errors import UserError
+
+    assert build_config({}, {}).merge_rule == "guarded"
+    assert build_config({}, {"trust": "members"}).merge_rule == "average"
+    assert build_config({}, {"trust": "members", "merge": "clipped"}).merge_rule == "clipped"
+    with pytest.raises(UserError, match="--trust 'everyone' unknown"):
+        build_config({}, {"trust": "everyone"}).validate()

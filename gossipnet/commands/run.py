@@ -31,7 +31,7 @@ log = logging.getLogger("gossipnet")
 
 _FLAG_FIELDS = (
     "state_dir", "host", "interface", "udp_port", "http_port", "preset", "learner", "dataset",
-    "data_dir", "net", "shards", "shard", "alpha", "task", "algo", "seed", "merge", "clip_radius",
+    "data_dir", "net", "shards", "shard", "alpha", "task", "algo", "seed", "trust", "merge", "clip_radius",
     "train_chunk", "gossip_interval", "checkpoint_interval", "eval_interval", "max_steps",
 )
 
@@ -189,6 +189,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     learn.add_argument("--task", default=None, help="neuroevolution control task (implies --learner evolution)")
     learn.add_argument("--algo", choices=["ga", "es", "cmaes"], default=None)
     learn.add_argument("--seed", type=int, default=None, help="default: derived from the node id")
+    learn.add_argument("--trust", choices=["verify", "members"], default=None,
+                       help="verify (default): check every member's snapshot (claimed age, weight "
+                            "norm and direction, held-out loss of outliers); members: believe admitted "
+                            "members (plain averaging; only for machines you control). docs/SECURITY.md")
     learn.add_argument("--merge", choices=["guarded", "average", "clipped"], default=None,
                        help="guarded (default: age-weighted, a member's lies bounded), plain "
                             "age-weighted averaging (trusts every member), or ClippedGossip")

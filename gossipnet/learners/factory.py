@@ -31,6 +31,6 @@ def build_learner(cfg: NodeConfig, node_id: str, data=None) -> Learner:
     if cfg.shards > 1:
         # The shard layout must agree across nodes, so its seed is fixed, not per node.
         indices = shard(data.y_train, cfg.shards, cfg.shard, alpha=cfg.alpha, seed=0)
-    conv = ConvnetConfig(net=cfg.net or default_net_for(data), seed=seed, merge=cfg.merge,
+    conv = ConvnetConfig(net=cfg.net or default_net_for(data), seed=seed, merge=cfg.merge_rule,
                          clip_radius=cfg.clip_radius)
     return ConvnetLearner(data, indices, conv)
