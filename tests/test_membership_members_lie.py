@@ -64,6 +64,18 @@ def test_dead_rumour_at_the_maximum_incarnation_cannot_kill_a_node_for_good():
     assert a.member(y.self_id).state == State.ALIVE and y.incarnation == 2
 
 
+def test_an_accusation_a_little_above_the_incarnation_is_refuted_not_fatal():
+    wire, (a, b, liar, y) = swarm(4)
+    inc = y.incarnation
+    lie_ = encode_update(Update(State.DEAD, y.self_id, inc + 8, origin=liar.self_id))
+    for victim in (a, b, y):
+        lie(liar, victim, [lie_], 6.0)
+    assert a.member(y.self_id).state == State.DEAD  # within the lead: believed...
+    assert y.incarnation == inc + 9  # ...and out-bid by y itself
+    wire.run(6.0, 20.0)
+    assert all(m.member(y.self_id).state == State.ALIVE for m in (a, b))
+
+
 def test_unsigned_or_foreign_alive_rumour_cannot_move_a_nodes_address():
     wire, (a, b, liar, y) = swarm(4)
     y_addr = a.member(y.self_id).addr

@@ -182,9 +182,6 @@ class Table:
                 return
             if u.incarnation == m.incarnation and not (
                     m.state == State.ALIVE and authentic and changed and self.signer is None):
-                if self.signer is not None and m.record is None and u.sig is not None \
-                        and not changed and records.verify(u):
-                    m.record = (u.pubkey, u.sig)  # a row restored without its record
                 return
         if not self._signed_ok(u):
             return
@@ -234,11 +231,13 @@ class Table:
         """Someone says we are suspect or dead: refute a current rumour, re-announce on a stale one."""
         if self.leaving:
             return
-        if incarnation > self.incarnation:
-            # We never signed such an incarnation: a lie (or a swarm without records).
+        if incarnation > self.incarnation + ACCUSATION_LEAD:
+            # Beyond what peers accept, and we never had it: a lie. Repeat our record.
             self.counters["rejected.future_incarnation"] += 1
             self.nudge()
-        elif incarnation == self.incarnation:
+        elif incarnation >= self.incarnation:
+            # Peers accept accusations a little above our incarnation (a lost refutation of
+            # ours, or a lie within the lead): out-bid it, or they would declare us dead.
             self.refute(incarnation, now)
         else:
             self.nudge()
