@@ -60,6 +60,9 @@ POISONS = {  # what the last node does to each snapshot it publishes (weights, a
     "x100": (lambda w: 100 * w, None),
     "age": (None, INFLATED_AGE),
     "signflip-age": (lambda w: -w, INFLATED_AGE),  # both lies at once
+    # The yardstick for the lies above: the last node keeps its shard but never gossips, so the
+    # others are the same swarm without it (a refused liar is no better than an absent node).
+    "absent": None,
 }
 
 
@@ -195,8 +198,10 @@ def run_swarm(data: Dataset, setup: Setup, gossip: bool, log=None,
         if gossip and fanout > 0:
             offers = [link.publish(learner, setup.poison if i == setup.nodes - 1 else "none")
                       for i, (link, learner) in enumerate(zip(links, learners))]
-            pulls = [(int(dst), src) for src in range(setup.nodes)
-                     for dst in rng.choice([j for j in range(setup.nodes) if j != src], fanout, replace=False)]
+            members = range(setup.nodes - 1) if setup.poison == "absent" else range(setup.nodes)
+            pulls = [(int(dst), src) for src in members
+                     for dst in rng.choice([j for j in members if j != src], min(fanout, len(members) - 1),
+                                           replace=False)]
             rng.shuffle(pulls)  # arrival order on a LAN is arbitrary
             for dst, src in pulls:
                 merges += links[dst].absorb(learners[dst], offers[src], f"node-{src}")

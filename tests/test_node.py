@@ -76,7 +76,7 @@ async def test_two_nodes_exchange_and_merge_signed_snapshots(tmp_path, data):
     token = new_swarm_token()
     a = _node(tmp_path, "a", _learner(data, seed=1), token)
     b = _node(tmp_path, "b", _learner(data, seed=2), token)
-    await _run_until([a, b], lambda: a.exchange["absorbed"] >= 2 and b.exchange["absorbed"] >= 2, 60)
+    await _run_until([a, b], lambda: a.exchange["absorbed"] >= 2 and b.exchange["absorbed"] >= 2, 90)
     for node, other in ((a, b), (b, a)):
         status = validate_status(node.status())
         peer = {p["node_id"]: p for p in status["peers"]}[other.node_id]
@@ -106,12 +106,24 @@ async def test_clipped_merge_bounds_how_far_a_poisoned_peer_moves_a_node(tmp_pat
 async def test_average_merge_is_dragged_by_the_same_poison(tmp_path, data):
     """The control for the test above: without clipping the poison wins."""
     token = new_swarm_token()
-    victim_learner = _learner(data)
+    victim_learner = _learner(data, merge="average")
     before = {k: v.copy() for k, v in victim_learner.net.params().items()}
     victim = _node(tmp_path, "victim", victim_learner, token, max_steps=0)
     poison = _node(tmp_path, "poison", _learner(data, cls=PoisonLearner, seed=9), token)
     await _run_until([victim, poison], lambda: victim.exchange["absorbed"] >= 1, 60)
     assert merge.difference_norm(before, victim_learner.net.params()) > 50
+
+
+async def test_default_merge_refuses_the_same_poison_and_is_not_moved(tmp_path, data):
+    token = new_swarm_token()
+    victim_learner = _learner(data)
+    assert victim_learner.config.merge == "guarded"
+    before = {k: v.copy() for k, v in victim_learner.net.params().items()}
+    victim = _node(tmp_path, "victim", victim_learner, token, max_steps=0)
+    poison = _node(tmp_path, "poison", _learner(data, cls=PoisonLearner, seed=9), token)
+    await _run_until([victim, poison], lambda: victim.absorb_rejected["bad_norm"] >= 1, 60)
+    assert victim.exchange["absorbed"] == 0 and victim_learner.age == 0
+    assert merge.difference_norm(before, victim_learner.net.params()) == 0
 
 
 async def test_peer_with_another_architecture_is_never_pulled(tmp_path, data):

@@ -58,7 +58,7 @@ class ConvnetConfig:
     merge: str = "guarded"
     clip_radius: float = 1.0
     guard: GuardConfig = GuardConfig()
-    held_out_images: int = 128  # from the node's own shard: the loss check of clipped steps
+    held_out_images: int = 128  # from the node's own shard: the loss check of outlier merges
     # Learning rate = base * max(lr_floor, 1 / sqrt(1 + 3 * age / lr_half_life_images)):
     # half the base rate at an age of lr_half_life_images, a fifth at 8 x that. The
     # 1/sqrt(t) form is the rate of Adam's convergence analysis (Kingma & Ba 2015, sec. 4)
@@ -162,6 +162,7 @@ class ConvnetLearner(Learner):
         pick = np.random.default_rng((cfg.seed, 12)).permutation(len(self.y))[: cfg.held_out_images]
         self._held_out = (self.x[np.sort(pick)], self.y[np.sort(pick)])
         self._scratch: Net | None = None  # scores candidate weights on the held-out sample
+        self._own_loss: tuple[tuple[int, int], float] | None = None  # ((images, merges), loss)
         self.last: dict[str, float] = {}
         self.last_eval: dict[str, float] = {}
         self._chunk_start = (0.0, 0)  # (age, trainer.images) when the current train() began
@@ -273,6 +274,16 @@ class ConvnetLearner(Learner):
         return AbsorbResult(True, v.reason, f"{v.detail} from {peer}")
 
     def _held_out_loss(self, weights: dict[str, np.ndarray]) -> float:
+        own = weights is self.net.params()
+        key = (self.trainer.images, self.merges)
+        if own and self._own_loss is not None and self._own_loss[0] == key:
+            return self._own_loss[1]  # several offers between two training chunks: score us once
+        loss = self._score(weights)
+        if own:
+            self._own_loss = (key, loss)
+        return loss
+
+    def _score(self, weights: dict[str, np.ndarray]) -> float:
         if self._scratch is None:
             self._scratch = Net(get_preset(self.config.net).spec, self.net.input_shape,
                                 seed=self.config.init_seed)
@@ -369,5 +380,6 @@ class ConvnetLearner(Learner):
         self.trainer.load_state_dict(state)
         self.age = float(state["learner.age"])
         self.merges = int(state["learner.merges"])
+        self._own_loss = None
         if self.config.lr_schedule == "age":
             self.optimizer.lr = self.lr_at(self.age)
