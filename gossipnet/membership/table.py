@@ -149,9 +149,13 @@ class Table:
         self.awareness.apply(1)  # Lifeguard: being suspected hints at our own slowness
         self.counters["refutations"] += 1
 
-    def _signed_ok(self, u: Update) -> bool:
-        """In a signed swarm, is ``u`` its own node's record?  (Counted when not.)"""
-        if self.signer is None or records.verify(u):
+    def _signed_ok(self, u: Update, authentic: bool = False) -> bool:
+        """In a signed swarm, is ``u`` its own node's record?  (Counted when not.)
+
+        First-hand (``authentic``: the node's own envelope) needs no record to be believed
+        by us; only what we relay must carry one for others to believe it.
+        """
+        if self.signer is None or authentic or records.verify(u):
             return True
         self.counters["rejected.unsigned_record"] += 1
         return False
@@ -171,7 +175,7 @@ class Table:
                         and self.intros.add(u, self._origin, now):
                     self.broadcasts.add(u)
                 return
-            if self._signed_ok(u):
+            if self._signed_ok(u, authentic):
                 self.admit(u, now)
             return
         changed = u.addr != m.addr or u.meta != m.meta
@@ -183,7 +187,7 @@ class Table:
             if u.incarnation == m.incarnation and not (
                     m.state == State.ALIVE and authentic and changed and self.signer is None):
                 return
-        if not self._signed_ok(u):
+        if not self._signed_ok(u, authentic):
             return
         old = m.state
         m.incarnation = u.incarnation
