@@ -137,3 +137,14 @@ def test_trust_flag_picks_the_merge_and_an_explicit_merge_wins():
     assert build_config({}, {"trust": "members", "merge": "clipped"}).merge_rule == "clipped"
     with pytest.raises(UserError, match="--trust 'everyone' unknown"):
         build_config({}, {"trust": "everyone"}).validate()
+
+
+def test_a_merge_that_stays_below_chance_loss_is_never_refused():
+    own = weights(0)
+    guard = MergeGuard()
+    far = near(own, 9, 0.3)  # an outlier (no radius yet) that makes our own-shard loss much worse
+    worse = guard.judge(own, 1, 1, far, 1, "p", held_out_loss=lambda w: 0.2 if w is own else 2.0)
+    assert (worse.accepted, worse.reason) == (False, "worse_loss")
+    ok = guard.judge(own, 1, 1, far, 1, "p", held_out_loss=lambda w: 0.2 if w is own else 2.0,
+                     chance_loss=2.3)
+    assert (ok.accepted, ok.reason) == (True, "checked")

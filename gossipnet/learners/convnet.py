@@ -266,7 +266,7 @@ class ConvnetLearner(Learner):
                         peer_moments: dict[str, np.ndarray], peer: str) -> AbsorbResult:
         try:
             v = self.guard.judge(own, self.age, float(self.trainer.images), peer_w, age, peer,
-                                 self._held_out_loss)
+                                 self._held_out_loss, chance_loss=math.log(len(self.classes)))
         except merge.MergeMismatch as exc:
             return AbsorbResult(False, f"bad_{exc.reason}", str(exc))
         if not v.accepted:

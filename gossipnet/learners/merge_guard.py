@@ -18,7 +18,8 @@ takes a share of 1 - 1e-15), so the default merge, ``guarded``, checks every cla
   median over peers of each peer's last accepted distance (one vote per peer, so one liar
   cannot move the median; and every peer until 3 have been measured) is merged only if the
   merged model's loss on a small held-out sample of our own shard is no worse than ours by
-  more than ``loss_tolerance`` (absolute) plus ``loss_tolerance_rel`` (relative). Honest
+  more than ``loss_tolerance`` (absolute) plus ``loss_tolerance_rel`` (relative), or stays
+  below chance (ln of the number of classes: label-split honest peers need that). Honest
   merges inside the radius cost two norms and a dot product.
 
 Pure numpy and a loss callback: no I/O, so it is tested with plain calls.
@@ -115,8 +116,14 @@ class MergeGuard:
 
     def judge(self, own: Weights, own_age: float, own_images: float, peer: Weights,
               peer_age: float, peer_id: str,
-              held_out_loss: Callable[[Weights], float] | None = None) -> Verdict:
+              held_out_loss: Callable[[Weights], float] | None = None,
+              chance_loss: float = 0.0) -> Verdict:
         """Decide on one snapshot; ``held_out_loss(weights)`` scores a candidate on our sample.
+
+        ``chance_loss`` (ln of the number of classes): a merge whose loss stays below it is
+        never refused. On label-split shards an honest merge raises the loss on our own
+        classes far beyond the tolerance at first (it trades them for the peer's), while a
+        poisoned model lands far above chance.
 
         Raises ``merge.MergeMismatch`` for arrays that do not fit (the caller counts it).
         """
@@ -142,7 +149,8 @@ class MergeGuard:
         detail = f"distance {distance:.3g}, radius {tau:.3g}, share {share:.3g}"
         if distance > tau and share > 0 and held_out_loss is not None:
             before, after = held_out_loss(own), held_out_loss(candidate)
-            limit = before + self.config.loss_tolerance + self.config.loss_tolerance_rel * before
+            limit = max(chance_loss,
+                        before + self.config.loss_tolerance + self.config.loss_tolerance_rel * before)
             if not after <= limit:  # also refuses NaN
                 return Verdict(False, "worse_loss", f"{detail}: held-out loss {before:.4f} -> "
                                f"{after:.4f}", distance=distance)
