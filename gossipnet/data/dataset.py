@@ -22,6 +22,11 @@ class Dataset:
     x_test: np.ndarray  # (M, C, H, W) float32
     y_test: np.ndarray  # (M,) int64
     classes: tuple[str, ...]
+    # Per-channel statistics the images were normalised with, (u8 - mean) / std: a browser
+    # volunteer gets uint8 pixels and normalises them bit for bit as the node did. Empty
+    # for data sets built directly from floats (volunteers then cannot be served).
+    pixel_mean: tuple[float, ...] = ()
+    pixel_std: tuple[float, ...] = ()
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
