@@ -48,12 +48,24 @@ import numpy as np
 from gossipnet import exchange
 from gossipnet.data import Dataset, load_dataset, partition
 from gossipnet.errors import UserError
+from gossipnet.learners.base import Snapshot
 from gossipnet.learners.convnet import ConvnetConfig, ConvnetLearner
 from gossipnet.nn import blas, cosine_lr, get_preset
 from gossipnet.rejections import Rejection, Rejections
 
 FASHION_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "fashion-mnist"
 ARMS = ("alone", "gossip", "central", "central-wide")
+INFLATED_AGE = 1e15  # what issue 12 measured the plain average accepting
+POISONS = {  # what the last node does to each snapshot it publishes (weights, age)
+    "none": None,
+    "signflip": (lambda w: -w, None),
+    "x100": (lambda w: 100 * w, None),
+    "age": (None, INFLATED_AGE),
+    "signflip-age": (lambda w: -w, INFLATED_AGE),  # both lies at once
+    # The yardstick for the lies above: the last node keeps its shard but never gossips, so the
+    # others are the same swarm without it (a refused liar is no better than an absent node).
+    "absent": None,
+}
 
 
 @dataclass(frozen=True)
@@ -66,7 +78,7 @@ class Setup:
     chunk: int = 10  # optimizer steps between gossip rounds
     fanout: int = 1  # peers each node announces its model to per round
     net: str = "tiny"
-    merge: str = "average"  # or "clipped"
+    merge: str = ConvnetConfig.merge  # "guarded" (the daemon's default), "average" or "clipped"
     clip_radius: float = 1.0
     blob_dtype: str = ConvnetLearner.wire.dtype  # what Node sends
     seed: int = 0
@@ -79,6 +91,9 @@ class Setup:
     momentum_on_absorb: float = 1.0  # ConvnetConfig's: 1 keeps the optimizer momentum on merges
     swarm_lr_scale: float = 1.0  # the nodes' (alone and gossip) rate over the preset's; central keeps 1
     shared_moments: tuple[str, ...] | None = None  # ConvnetConfig's (None: its default, Adam's "v")
+    # The last node is a member with valid credentials that lies in every snapshot it sends
+    # (it trains and absorbs honestly): see POISONS. "none": an honest swarm.
+    poison: str = "none"
 
     def __post_init__(self) -> None:
         if self.nodes < 1 or self.chunk < 1 or self.fanout < 0:
@@ -93,6 +108,10 @@ class Setup:
                           momentum_on_absorb=self.momentum_on_absorb)
         except UserError as exc:
             raise ValueError(str(exc)) from None
+        if self.poison not in POISONS:
+            raise ValueError(f"poison {self.poison!r} unknown: use one of {', '.join(POISONS)}")
+        if self.poison != "none" and self.nodes < 2:
+            raise ValueError("a poisoned member needs at least one honest node beside it")
         if not (self.swarm_lr_scale > 0 and math.isfinite(self.swarm_lr_scale)):
             raise ValueError(f"the learning-rate scale must be positive, got {self.swarm_lr_scale}")
 
@@ -126,13 +145,23 @@ class WireLink:
         self.wire = replace(learner.wire, dtype=dtype or learner.wire.dtype)
         self.gate = exchange.Gate(learner.kind, learner.offer_shapes())
         self.rejections = Rejections({"learner": learner.wire.absorb_reasons})
+        self.reasons: dict[str, int] = {}  # the learner's verdicts by reason (ok, checked, bad_norm, ...)
 
     @property
     def rejected(self) -> int:
         return self.rejections.total()
 
-    def publish(self, learner: ConvnetLearner) -> exchange.Offer:
-        offer = exchange.publish(learner.snapshot(), self.wire, learner.step)
+    def publish(self, learner: ConvnetLearner, poison: str = "none") -> exchange.Offer:
+        snap = learner.snapshot()
+        if POISONS[poison] is not None:
+            weights, age = POISONS[poison]
+            if weights is not None:  # the weights only: optimiser moments stay honest
+                snap = Snapshot(snap.kind, snap.fingerprint, snap.age,
+                                {k: v if k.startswith("moment.") else weights(v) for k, v in snap.tensors.items()},
+                                snap.meta)
+            if age is not None:
+                snap = Snapshot(snap.kind, snap.fingerprint, age, snap.tensors, snap.meta)
+        offer = exchange.publish(snap, self.wire, learner.step)
         assert offer is not None, "a convnet always has weights to offer"
         return offer
 
@@ -149,6 +178,7 @@ class WireLink:
                     outcome = snapshot
                 else:
                     result = learner.absorb(snapshot, peer)
+                    self.reasons[result.reason] = self.reasons.get(result.reason, 0) + 1
                     outcome = None if result.accepted else Rejection("learner", result.reason, result.detail)
         if outcome is not None:
             self.rejections.add(outcome)
@@ -181,16 +211,26 @@ def run_swarm(data: Dataset, setup: Setup, gossip: bool, log=None,
             learner.train(steps)
         done += steps
         if gossip and fanout > 0:
-            offers = [link.publish(learner) for link, learner in zip(links, learners)]
-            pulls = [(int(dst), src) for src in range(setup.nodes)
-                     for dst in rng.choice([j for j in range(setup.nodes) if j != src], fanout, replace=False)]
+            offers = [link.publish(learner, setup.poison if i == setup.nodes - 1 else "none")
+                      for i, (link, learner) in enumerate(zip(links, learners))]
+            members = range(setup.nodes - 1) if setup.poison == "absent" else range(setup.nodes)
+            pulls = [(int(dst), src) for src in members
+                     for dst in rng.choice([j for j in members if j != src], min(fanout, len(members) - 1),
+                                           replace=False)]
             rng.shuffle(pulls)  # arrival order on a LAN is arbitrary
             for dst, src in pulls:
                 merges += links[dst].absorb(learners[dst], offers[src], f"node-{src}")
         if log and (done // setup.chunk) % max(1, total // setup.chunk // 10) == 0:
             log(f"  {'gossip' if gossip else 'alone'}: step {done}/{total} ({time.perf_counter() - t0:.0f} s)")
     accs = [learner.evaluate()["test_accuracy"] for learner in learners]
+    reasons: dict[str, int] = {}
+    for link in links:
+        for reason, n in link.reasons.items():
+            reasons[reason] = reasons.get(reason, 0) + n
     return {"arm": "gossip" if gossip else "alone", "accuracy": accs,
+            # the nodes that never lie (all but the last), comparable with and without --poison
+            "honest_accuracy": accs[:-1] if setup.nodes > 1 else accs,
+            "absorb_reasons": reasons,
             "consensus_accuracy": consensus_accuracy(data, setup, learners),
             "shard_sizes": [len(p) for p in parts], "steps_per_node": total,
             "images": sum(learner.trainer.images for learner in learners),
@@ -240,6 +280,8 @@ def run_central(data: Dataset, setup: Setup, log=None, wide: bool = False) -> di
 def summarise(result: dict[str, object], central: float | None) -> dict[str, object]:
     accs = result["accuracy"]
     out = dict(result, mean=statistics.fmean(accs), min=min(accs))
+    if result.get("honest_accuracy"):
+        out["honest_mean"] = statistics.fmean(result["honest_accuracy"])
     if central is not None:
         out["gap_mean_to_central"] = central - out["mean"]
         out["gap_min_to_central"] = central - out["min"]
@@ -254,8 +296,10 @@ def subset(data: Dataset, n_train: int, n_test: int, seed: int) -> Dataset:
     return Dataset(data.name, data.x_train[tr], data.y_train[tr], data.x_test[te], data.y_test[te], data.classes)
 
 
-def _load(where: str, quick: bool) -> Dataset:
+def _load(where: str, quick: bool, train_images: int | None = None) -> Dataset:
     data = load_dataset("embedded") if where == "embedded" else load_dataset("fashion-mnist", where)
+    if train_images:  # a smaller training set, the whole test set: cheaper runs, same yardstick
+        return subset(data, min(train_images, len(data.y_train)), len(data.y_test), seed=0)
     return subset(data, 6000, 2000, seed=0) if quick else data
 
 
@@ -273,12 +317,12 @@ def _run(data: Dataset, arm: str, setup: Setup, log=_log) -> dict[str, object]:
     return r
 
 
-def _job(job: tuple[str, bool, int, str, Setup]) -> dict[str, object]:
+def _job(job: tuple[str, bool, int, str, Setup, int | None]) -> dict[str, object]:
     """One arm in a worker process (spawned: it loads the data itself)."""
-    where, quick, threads, arm, setup = job
+    where, quick, threads, arm, setup, train_images = job
     if not blas.user_chose_threads():
         blas.set_threads(threads)
-    return _run(_load(where, quick), arm, setup)
+    return _run(_load(where, quick, train_images), arm, setup)
 
 
 def _fmt(accs: list[float]) -> str:
@@ -292,7 +336,8 @@ def _jobs(args: argparse.Namespace) -> list[tuple[str, Setup]]:
                  lr_decay_power=args.lr_decay_power,
                  momentum_on_absorb=args.momentum_on_absorb, swarm_lr_scale=args.swarm_lr_scale,
                  shared_moments=None if args.shared_moments is None else tuple(args.shared_moments),
-                 clip_radius=args.clip_radius, chunk=args.chunk[0], fanout=args.fanout[0])
+                 clip_radius=args.clip_radius, chunk=args.chunk[0], fanout=args.fanout[0],
+                 poison=args.poison)
     get_preset(base.net)  # an unknown net fails here, before any data is read
     jobs = [(arm, base) for arm in ("central", "central-wide", "alone") if arm in args.arms]
     if "gossip" in args.arms:
@@ -312,7 +357,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=float, default=2.0, help="passes per node over the mean shard")
     p.add_argument("--chunk", type=int, nargs="+", default=[10], help="steps between gossip rounds (several: a sweep)")
     p.add_argument("--fanout", type=int, nargs="+", default=[1], help="peers per announcement (several: a sweep)")
-    p.add_argument("--merge", nargs="+", default=["average"], choices=["average", "clipped"])
+    p.add_argument("--merge", nargs="+", default=[ConvnetConfig.merge], choices=["guarded", "average", "clipped"])
+    p.add_argument("--poison", default="none", choices=list(POISONS),
+                   help="the last node lies in every snapshot it sends: sign-flipped or x100 weights, "
+                        "an age of 1e15, or sign flip and age together; reported: honest_mean over the others")
     p.add_argument("--clip-radius", type=float, default=1.0)
     p.add_argument("--net", default="fashion")
     p.add_argument("--seed", type=int, default=0)
@@ -338,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="multiply the nodes' learning rate (alone and gossip arms; central keeps the preset's)")
     p.add_argument("--arms", nargs="+", default=["central", "alone", "gossip"], choices=ARMS)
     p.add_argument("--quick", action="store_true", help="6,000 training and 2,000 test images: a smoke run")
+    p.add_argument("--train-images", type=int, default=None,
+                   help="train on a random subset of this many images (the whole test set is kept)")
     p.add_argument("--blas-threads", type=int, default=1,
                    help="OpenBLAS threads (1 is fastest on a shared machine, see gossipnet/nn/blas.py)")
     p.add_argument("--workers", type=int, default=1, help="arms run side by side in this many processes")
@@ -353,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, UserError) as exc:
         p.error(str(exc))
     try:
-        data = _load(args.data, args.quick)
+        data = _load(args.data, args.quick, args.train_images)
         shards(data, jobs[0][1])  # a bad --alpha or too many --nodes fail here, not in a worker
     except UserError as exc:
         p.error(str(exc))
@@ -364,19 +414,24 @@ def main(argv: list[str] | None = None) -> int:
         # Arms are independent given their seeds: run them side by side, one process each.
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(args.workers, mp_context=ctx) as pool:
-            raw = list(pool.map(_job, [(args.data, args.quick, args.blas_threads, arm, s) for arm, s in jobs]))
+            raw = list(pool.map(_job, [(args.data, args.quick, args.blas_threads, arm, s, args.train_images)
+                                       for arm, s in jobs]))
     else:
         raw = [_run(data, arm, s) for arm, s in jobs]
     central = next((r["accuracy"][0] for r in raw if r["arm"] == "central"), None)
     results = [dict(summarise(r, central), setup=asdict(s)) for r, (_, s) in zip(raw, jobs)]
 
-    print(f"{'arm':<34} {'per-node test accuracy %':<30} {'mean':>6} {'min':>6} {'gap':>6} {'avg-model':>9}")
+    print(f"{'arm':<34} {'per-node test accuracy %':<30} {'mean':>6} {'min':>6} {'gap':>6} {'avg-model':>9}"
+          f" {'honest':>6}")
     for r in results:
         s = r["setup"]
         name = r["arm"] if r["arm"] != "gossip" else f"gossip {s['merge']} chunk {s['chunk']} fanout {s['fanout']}"
         gap = f"{100 * r['gap_mean_to_central']:6.2f}" if "gap_mean_to_central" in r else f"{'':>6}"
         avg = f"{100 * r['consensus_accuracy']:9.2f}" if "consensus_accuracy" in r else f"{'':>9}"
-        print(f"{name:<34} {_fmt(r['accuracy']):<30} {100 * r['mean']:6.2f} {100 * r['min']:6.2f} {gap} {avg}")
+        honest = f"{100 * r['honest_mean']:6.2f}" if "honest_mean" in r else f"{'':>6}"
+        print(f"{name:<34} {_fmt(r['accuracy']):<30} {100 * r['mean']:6.2f} {100 * r['min']:6.2f} {gap} {avg} {honest}")
+        if r.get("absorb_reasons"):
+            print(f"{'':<34} absorbs: {r['absorb_reasons']}")
     if args.json:
         print(json.dumps({"args": vars(args), "results": results}))
     return 0

@@ -24,6 +24,9 @@ DEFAULT_UDP_PORT = 7946  # memberlist's default gossip port: familiar to ops peo
 DEFAULT_HTTP_PORT = 8080
 
 
+TRUST_MERGE = {"verify": "guarded", "members": "average"}  # --trust -> the convnet merge
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     """Everything one node needs to run. Times are seconds."""
@@ -59,7 +62,13 @@ class NodeConfig:
     seed: int | None = None  # None: derived from the node id, so nodes differ
     population: int | None = None  # members per island; None: the task's default
     # Merging.
-    merge: str = "average"  # "average" (age-weighted) or "clipped" (ClippedGossip)
+    # How far this node trusts admitted members' snapshots (docs/SECURITY.md, "What a member
+    # can still do"): "verify" checks every claim (the guarded merge), "members" believes them
+    # (the plain age-weighted average: for a swarm of your own machines).
+    trust: str = "verify"
+    # "guarded" (age-weighted with a member's lies bounded), "average" (plain age-weighted)
+    # or "clipped" (ClippedGossip, fixed radius); None: what --trust implies.
+    merge: str | None = None
     clip_radius: float = 1.0
     # Cadence.
     train_chunk: int | None = None  # steps per worker call; None: the learner's (20 batches, 1 generation)
@@ -80,6 +89,11 @@ class NodeConfig:
     # None: every core this process may run on (os.sched_getaffinity).
     cores: int | None = None
 
+    @property
+    def merge_rule(self) -> str:
+        """The convnet merge: --merge if given, else what --trust implies."""
+        return self.merge or TRUST_MERGE[self.trust]
+
     def validate(self) -> "NodeConfig":
         """Raise UserError naming the first setting that cannot work."""
         for name in ("udp_port", "http_port"):
@@ -88,8 +102,11 @@ class NodeConfig:
                 raise UserError(f"--{name.replace('_', '-')} {port} is not a port (0-65535; 0 picks a free one)")
         if self.learner not in ("convnet", "evolution"):
             raise UserError(f"learner {self.learner!r} unknown: use 'convnet' or 'evolution'")
-        if self.merge not in ("average", "clipped"):
-            raise UserError(f"--merge {self.merge!r} unknown: use 'average' or 'clipped'")
+        if self.trust not in TRUST_MERGE:
+            raise UserError(f"--trust {self.trust!r} unknown: use 'verify' (check every member's "
+                            "snapshot) or 'members' (believe them: your own machines only)")
+        if self.merge is not None and self.merge not in ("guarded", "average", "clipped"):
+            raise UserError(f"--merge {self.merge!r} unknown: use 'guarded', 'average' or 'clipped'")
         if self.preset not in ("lan", "local"):
             raise UserError(f"--preset {self.preset!r} unknown: use 'lan' or 'local'")
         if self.shards < 1 or not 0 <= self.shard < self.shards:

@@ -19,6 +19,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from gossipnet.exchange import BadManifest, Gate, Manifest
 from gossipnet.gossip import Gossip, GossipConfig, Pull
 from gossipnet.learners.base import AbsorbResult, LearnerWire
@@ -62,13 +64,15 @@ class NodeCore:
                  wire: LearnerWire, shapes: dict[str, tuple[int, ...]], http_port: int,
                  membership_rng: random.Random, gossip_rng: random.Random, incarnation: int = 0,
                  membership_config: MembershipConfig | None = None,
-                 gossip_config: GossipConfig | None = None) -> None:
+                 gossip_config: GossipConfig | None = None,
+                 signing_key: Ed25519PrivateKey | None = None) -> None:
+        """``signing_key``: the node's identity key, to sign its alive records (daemons)."""
         self.node_id = node_id
         self.wire = wire
         self.http_port = http_port
         meta = {"http": http_port, "kind": learner_kind}
         self.membership = Membership(node_id, addr, meta, membership_config or MembershipConfig.lan(),
-                                     membership_rng, incarnation=incarnation)
+                                     membership_rng, incarnation=incarnation, signing_key=signing_key)
         self.gossip_config = gossip_config or GossipConfig.lan()
         self.gossip = Gossip(wire.blob_kind, fingerprint, self.gossip_config, gossip_rng)
         self.gate = Gate(learner_kind, shapes, max_size=self.gossip_config.max_blob_bytes)

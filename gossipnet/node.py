@@ -161,7 +161,8 @@ class Node:
         return NodeCore(self.node_id, addr, learner_kind=self.kind, fingerprint=self.learner.fingerprint,
                         wire=self.learner.wire, shapes=self.learner.offer_shapes(), http_port=http_port,
                         membership_rng=membership_rng, gossip_rng=gossip_rng, incarnation=self.incarnation,
-                        membership_config=self.membership_config, gossip_config=self.gossip_config)
+                        membership_config=self.membership_config, gossip_config=self.gossip_config,
+                        signing_key=self.identity.private_key)  # signed alive records (issue 12)
 
     def add_peer(self, addr: tuple[str, int]) -> None:
         """Seed membership with a peer's UDP address (like --peer, after start)."""

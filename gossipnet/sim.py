@@ -117,6 +117,9 @@ class Swarm:
         self.net = Network(random.Random(self.rng.random()), loss, delay, jitter)
         self.now = 0.0
         self.nodes: dict[str, SimNode] = {}
+        # node id -> identity key, for nodes whose id is a key hash: they sign their alive
+        # records as daemons do (the others, named "n001" ..., are unsigned and trusted)
+        self.signing_keys: dict[str, Any] = {}
         self.by_addr: dict[Addr, str] = {}
         self.counters: Counter[str] = Counter()
         self.max_body = 0
@@ -144,7 +147,7 @@ class Swarm:
                         membership_rng=random.Random(f"{self.seed}:{node_id}:{incarnation}"),
                         gossip_rng=random.Random(f"{self.seed}:{node_id}:gossip:{incarnation}"),
                         incarnation=incarnation, membership_config=self.config,
-                        gossip_config=self.gossip_config)
+                        gossip_config=self.gossip_config, signing_key=self.signing_keys.get(node_id))
 
     def add_node(self, node_id: str) -> SimNode:
         index = len(self.nodes) + 1

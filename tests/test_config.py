@@ -18,7 +18,7 @@ def test_flags_override_file_which_overrides_defaults(tmp_path):
     "values, message",
     [
         ({"udp_port": 70000}, "not a port"),
-        ({"merge": "median"}, "use 'average' or 'clipped'"),
+        ({"merge": "median"}, "use 'guarded', 'average' or 'clipped'"),
         ({"shards": 4, "shard": 4}, r"must be in 0\.\.3"),
         ({"alpha": 0.0}, "must be positive"),
         ({"peers": ["nohost"]}, "is not HOST:PORT"),

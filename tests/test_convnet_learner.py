@@ -147,7 +147,9 @@ def test_absorb_rejects_foreign_or_broken_models_with_a_reason_and_changes_nothi
 
 
 def test_shared_second_moment_travels_as_its_root_and_is_pooled_like_the_weights(data):
-    a, b = make(data, 0, shared_moments=("v",)), make(data, 1, shared_moments=("v",))
+    # the plain average's arithmetic (the guarded default bounds the share: test_merge_guard.py)
+    a, b = (make(data, 0, shared_moments=("v",), merge="average"),
+            make(data, 1, shared_moments=("v",), merge="average"))
     a.train(2)
     b.train(6)  # older: b's share of the merge is 6 / (2 + 6)
     snap = b.snapshot()
@@ -177,7 +179,9 @@ def test_sharing_moments_is_part_of_the_fingerprint_so_mixed_swarms_never_merge(
 
 
 def test_broken_shared_moments_are_refused_and_change_nothing(data):
-    a, b = make(data, 0, shared_moments=("v",)), make(data, 1, shared_moments=("v",))
+    # the plain average's arithmetic (the guarded default bounds the share: test_merge_guard.py)
+    a, b = (make(data, 0, shared_moments=("v",), merge="average"),
+            make(data, 1, shared_moments=("v",), merge="average"))
     a.train(1)
     b.train(2)
     snap = b.snapshot()

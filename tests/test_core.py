@@ -87,6 +87,7 @@ def _swarm_trace(node, node_core: bool) -> list:
     simulator's seeds) and its learner the node's; else the simulator's own."""
     swarm = Swarm(0, seed=5, config=MembershipConfig.local(), gossip_config=GossipConfig.local(), join="none")
     ids = [node.node_id, "n001", "n002"]
+    swarm.signing_keys[node.node_id] = node.identity.private_key  # it signs, as the daemon does
     for i in ids:
         swarm.add_node(i)
     if node_core:

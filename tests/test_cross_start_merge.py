@@ -26,10 +26,13 @@ def data():
     return ds, partition(ds.y_train, 4, seed=0)
 
 
-def learner(data, i: int, realign: str) -> ConvnetLearner:
+def learner(data, i: int, realign: str, merge: str = "average") -> ConvnetLearner:
+    # The issue's comparison is realigned against plain averaging (`--trust members`); the
+    # default guarded merge has its own test below.
     ds, parts = data
     init = LONER_INIT if i == 3 else SWARM_INIT
-    return ConvnetLearner(ds, parts[i], ConvnetConfig(net="mlp", seed=i, init_seed=init, realign=realign))
+    return ConvnetLearner(ds, parts[i], ConvnetConfig(net="mlp", seed=i, init_seed=init, realign=realign,
+                                                      merge=merge))
 
 
 def exchange(dst: ConvnetLearner, src: ConvnetLearner) -> None:
@@ -57,8 +60,9 @@ def before_join(data):
     return [n.state_dict() for n in swarm + [loner]]
 
 
-def join(data, states, realign: str) -> tuple[list[float], list[float], list[ConvnetLearner]]:
-    nodes = [learner(data, i, realign) for i in range(4)]
+def join(data, states, realign: str, merge: str = "average"
+         ) -> tuple[list[float], list[float], list[ConvnetLearner]]:
+    nodes = [learner(data, i, realign, merge) for i in range(4)]
     for node, state in zip(nodes, states):
         node.load_state_dict(state)
     before = [n.evaluate()["test_accuracy"] for n in nodes]
@@ -85,3 +89,12 @@ def test_averaged_without_realigning_the_newcomer_is_not_merged_in(data, before_
     before, after, nodes = join(data, before_join, "off")
     assert after[3] < np.mean(after[:3]) - 0.01, (before, after)
     assert nodes[3].lineage == "init-7"  # nothing realigned, nothing adopted
+
+
+def test_the_default_guarded_merge_takes_a_realigned_newcomer_in(data, before_join):
+    """Realigned, a peer from another init skips the direction test (unrelated inits point
+    nowhere near each other) and proves itself on held-out data instead."""
+    before, after, nodes = join(data, before_join, "activations", merge="guarded")
+    assert after[3] >= before[3] - 0.01 and abs(after[3] - np.mean(after[:3])) <= 0.015, (before, after)
+    assert [n.lineage for n in nodes] == ["init-0"] * 4
+    assert nodes[3].metrics()["realigned_merges"] >= 1

@@ -74,8 +74,10 @@ async def _run_until(nodes, predicate, timeout):
 
 async def test_two_nodes_exchange_and_merge_signed_snapshots(tmp_path, data):
     token = new_swarm_token()
-    a = _node(tmp_path, "a", _learner(data, seed=1), token)
-    b = _node(tmp_path, "b", _learner(data, seed=2), token)
+    # The plain average: this test is about the exchange and the checkpoint; the guarded
+    # default (which loss-checks every merge of a 2-node swarm) has its own test below.
+    a = _node(tmp_path, "a", _learner(data, seed=1, merge="average"), token)
+    b = _node(tmp_path, "b", _learner(data, seed=2, merge="average"), token)
     await _run_until([a, b], lambda: a.core.exchange["absorbed"] >= 2 and b.core.exchange["absorbed"] >= 2, 60)
     for node, other in ((a, b), (b, a)):
         status = validate_status(node.status())
@@ -85,7 +87,7 @@ async def test_two_nodes_exchange_and_merge_signed_snapshots(tmp_path, data):
         assert status["last_merge"]["accepted"] is True
         assert node.learner.merges >= 2
     # Shutdown wrote a checkpoint that a new node resumes from.
-    resumed = _node(tmp_path, "a", _learner(data, seed=1), token)
+    resumed = _node(tmp_path, "a", _learner(data, seed=1, merge="average"), token)
     await asyncio.get_running_loop().run_in_executor(None, resumed.host.restore)
     assert resumed.learner.step == a.learner.step > 0
 
@@ -106,12 +108,24 @@ async def test_clipped_merge_bounds_how_far_a_poisoned_peer_moves_a_node(tmp_pat
 async def test_average_merge_is_dragged_by_the_same_poison(tmp_path, data):
     """The control for the test above: without clipping the poison wins."""
     token = new_swarm_token()
-    victim_learner = _learner(data)
+    victim_learner = _learner(data, merge="average")
     before = {k: v.copy() for k, v in victim_learner.net.params().items()}
     victim = _node(tmp_path, "victim", victim_learner, token, max_steps=0)
     poison = _node(tmp_path, "poison", _learner(data, cls=PoisonLearner, seed=9), token)
     await _run_until([victim, poison], lambda: victim.core.exchange["absorbed"] >= 1, 60)
     assert merge.difference_norm(before, victim_learner.net.params()) > 50
+
+
+async def test_default_merge_refuses_the_same_poison_and_is_not_moved(tmp_path, data):
+    token = new_swarm_token()
+    victim_learner = _learner(data)
+    assert victim_learner.config.merge == "guarded"
+    before = {k: v.copy() for k, v in victim_learner.net.params().items()}
+    victim = _node(tmp_path, "victim", victim_learner, token, max_steps=0)
+    poison = _node(tmp_path, "poison", _learner(data, cls=PoisonLearner, seed=9), token)
+    await _run_until([victim, poison], lambda: victim.core.rejections.get("learner", "bad_norm") >= 1, 60)
+    assert victim.core.exchange["absorbed"] == 0 and victim_learner.age == 0
+    assert merge.difference_norm(before, victim_learner.net.params()) == 0
 
 
 async def test_peer_with_another_architecture_is_never_pulled(tmp_path, data):

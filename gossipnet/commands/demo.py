@@ -38,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--net", default=None)
     p.add_argument("--task", default=None, help="run neuroevolution islands on this task instead")
     p.add_argument("--alpha", type=float, default=None, help="non-IID shards (Dirichlet alpha)")
-    p.add_argument("--merge", choices=["average", "clipped"], default="average")
+    p.add_argument("--merge", choices=["guarded", "average", "clipped"], default="guarded")
     p.add_argument("--announce-interval", "--gossip-interval", dest="announce_interval", type=float, default=3.0,
                    help="seconds between snapshot announcements (default 3)")
     p.add_argument("--eval-interval", type=float, default=20.0)

@@ -31,7 +31,7 @@ log = logging.getLogger("gossipnet")
 
 _FLAG_FIELDS = (
     "state_dir", "host", "interface", "udp_port", "http_port", "preset", "learner", "dataset",
-    "data_dir", "net", "shards", "shard", "alpha", "task", "algo", "seed", "merge", "clip_radius",
+    "data_dir", "net", "shards", "shard", "alpha", "task", "algo", "seed", "trust", "merge", "clip_radius",
     "train_chunk", "announce_interval", "checkpoint_interval", "eval_interval", "max_steps",
     "volunteer_steps", "volunteer_spot_check_rate", "volunteer_max_share", "volunteer_leases_per_minute",
     "population", "cores",
@@ -199,8 +199,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     learn.add_argument("--algo", choices=["ga", "es", "cmaes"], default=None)
     learn.add_argument("--seed", type=int, default=None, help="default: derived from the node id")
     learn.add_argument("--population", type=int, default=None, help="members per island (evolution)")
-    learn.add_argument("--merge", choices=["average", "clipped"], default=None,
-                       help="age-weighted averaging, or ClippedGossip (robust to poisoned peers)")
+    learn.add_argument("--trust", choices=["verify", "members"], default=None,
+                       help="verify (default): check every member's snapshot (claimed age, weight "
+                            "norm and direction, held-out loss of outliers); members: believe admitted "
+                            "members (plain averaging; only for machines you control). docs/SECURITY.md")
+    learn.add_argument("--merge", choices=["guarded", "average", "clipped"], default=None,
+                       help="guarded (default: age-weighted, a member's lies bounded), plain "
+                            "age-weighted averaging (trusts every member), or ClippedGossip")
     learn.add_argument("--clip-radius", type=float, default=None, help="ClippedGossip's L2 radius")
     learn.add_argument("--max-steps", type=int, default=None, help="stop training after N steps (keep serving)")
     learn.add_argument("--cores", type=int, default=None, metavar="N",

@@ -29,6 +29,7 @@ from gossipnet import merge
 from gossipnet.data.dataset import Dataset
 from gossipnet.errors import UserError
 from gossipnet.learners.base import AbsorbResult, Learner, LearnerWire, Scalar, Snapshot
+from gossipnet.learners.merge_guard import GuardConfig, MergeGuard
 from gossipnet.nn import Net, Trainer, evaluate, get_preset, make_optimizer
 from gossipnet.nn.parallel import DataParallel, check_cores
 from gossipnet.rebasin import apply_permutation, lineage
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 KIND = "convnet"
 MOMENTS = ("m", "v", "velocity")  # optimiser moments a swarm can share (Adam's, SGD's)
 MOMENT_PREFIX = "moment."  # snapshot tensors "moment.<moment>.<param>"
+MERGES = ("guarded", "average", "clipped")
+GUARD_V_RATIO = 4.0  # guarded merge: a peer's root of Adam's v counts within x4 of ours
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,14 @@ class ConvnetConfig:
     # inits average into nonsense (hidden units are permuted between them), while nets
     # from one init stay in one basin and average well (as in federated averaging).
     init_seed: int = 0
-    merge: str = "average"  # or "clipped"
+    # "guarded" (default): the age-weighted average with a member's lies bounded (claimed age,
+    # share, weight norm, an adaptive ClippedGossip radius and a held-out loss check on
+    # outliers; learners/merge_guard.py). "average": plain gossip learning (one poisoned
+    # snapshot can replace the weights). "clipped": ClippedGossip at a fixed clip_radius.
+    merge: str = "guarded"
     clip_radius: float = 1.0
+    guard: GuardConfig = GuardConfig()
+    held_out_images: int = 128  # from the node's own shard: the loss check of outlier merges
     # Learning rate = base * max(lr_floor, 1 / sqrt(1 + 3 * age / lr_half_life_images)):
     # half the base rate at an age of lr_half_life_images, a fifth at 8 x that. The
     # 1/sqrt(t) form is the rate of Adam's convergence analysis (Kingma & Ba 2015, sec. 4)
@@ -139,13 +148,14 @@ class ConvnetLearner(Learner):
     # 20 batches between merges is the chunk the daemon's figures were measured with.
     wire = LearnerWire(blob_kind="weights", dtype="float16", default_chunk=20, merge_event="merge",
                        absorb_reasons=("wrong_kind", "wrong_fingerprint", "bad_age", "bad_moments",
-                                       "bad_names", "bad_type", "bad_shape", "bad_dtype", "bad_not_finite"))
+                                       "bad_names", "bad_type", "bad_shape", "bad_dtype", "bad_not_finite",
+                                       "bad_norm", "bad_direction", "worse_loss"))  # the last 3: guarded
 
     def __init__(self, data: Dataset, train_indices: np.ndarray | None = None,
                  config: ConvnetConfig | None = None):
         self.config = cfg = config or ConvnetConfig(net=default_net_for(data))
-        if cfg.merge not in ("average", "clipped"):
-            raise UserError(f"merge rule {cfg.merge!r} unknown: use 'average' or 'clipped'")
+        if cfg.merge not in MERGES:
+            raise UserError(f"merge rule {cfg.merge!r} unknown: use one of {', '.join(MERGES)}")
         if cfg.realign not in lineage.METHODS:
             raise UserError(f"realign {cfg.realign!r} unknown: use one of {', '.join(lineage.METHODS)}")
         preset = get_preset(cfg.net)
@@ -188,6 +198,11 @@ class ConvnetLearner(Learner):
         self.realigned = 0  # merges that needed a permutation first
         self.age = 0.0  # images embodied in the model, own and merged (gossip learning's age)
         self.merges = 0
+        self.guard = MergeGuard(cfg.guard)
+        pick = np.random.default_rng((cfg.seed, 12)).permutation(len(self.y))[: cfg.held_out_images]
+        self._held_out = (self.x[np.sort(pick)], self.y[np.sort(pick)])
+        self._scratch: Net | None = None  # scores candidate weights on the held-out sample
+        self._own_loss: tuple[tuple[int, int], float] | None = None  # ((images, merges), loss)
         self.last: dict[str, float] = {}
         self.last_eval: dict[str, float] = {}
         self._chunk_start = (0.0, 0)  # (age, trainer.images) when the current train() began
@@ -283,7 +298,6 @@ class ConvnetLearner(Learner):
         problem = self._check_moments(peer_moments)
         if problem:
             return AbsorbResult(False, "bad_moments", problem)
-        share = merge.age_share(self.age, float(age))
         perms = None
         peer_lineage = snapshot.meta.get("lineage")
         if (self.realigner is not None and isinstance(peer_lineage, str) and 0 < len(peer_lineage) <= 64
@@ -297,6 +311,9 @@ class ConvnetLearner(Learner):
                 peer_w = apply_permutation(spec, perms, peer_w)
                 peer_moments = lineage.permute_named(spec, perms, peer_moments,
                                                      lambda key: key.split(".", 2)[2])
+        if self.config.merge == "guarded":  # after realigning: an unaligned peer points nowhere near us
+            return self._absorb_guarded(own, float(age), peer_w, peer_moments, peer, perms, peer_lineage)
+        share = merge.age_share(self.age, float(age))
         try:
             if self.config.merge == "average":
                 merged, new_age = merge.age_weighted(own, self.age, peer_w, float(age))
@@ -337,6 +354,48 @@ class ConvnetLearner(Learner):
                 moments[name][...] = arr
         self.lineage = peer_lineage
 
+    def _absorb_guarded(self, own: dict[str, np.ndarray], age: float, peer_w: dict[str, np.ndarray],
+                        peer_moments: dict[str, np.ndarray], peer: str, perms=None,
+                        peer_lineage: str | None = None) -> AbsorbResult:
+        try:
+            v = self.guard.judge(own, self.age, float(self.trainer.images), peer_w, age, peer,
+                                 self._held_out_loss, chance_loss=math.log(len(self.classes)),
+                                 foreign=perms is not None)
+        except merge.MergeMismatch as exc:
+            return AbsorbResult(False, f"bad_{exc.reason}", str(exc))
+        if not v.accepted:
+            return AbsorbResult(False, v.reason, v.detail)
+        weights = v.weights
+        if perms is not None:
+            weights = self.realigner.repaired(weights, own, peer_w, v.share)
+        for name, w in weights.items():
+            own[name][...] = w
+        self._merge_moments(peer_moments, v.share, bound=GUARD_V_RATIO)
+        if perms is not None:
+            self._adopt_lineage(perms, peer_lineage)
+        self.age = v.age
+        self.merges += 1
+        self._after_merge()
+        return AbsorbResult(True, v.reason, f"{v.detail} from {peer}")
+
+    def _held_out_loss(self, weights: dict[str, np.ndarray]) -> float:
+        own = weights is self.net.params()
+        key = (self.trainer.images, self.merges)
+        if own and self._own_loss is not None and self._own_loss[0] == key:
+            return self._own_loss[1]  # several offers between two training chunks: score us once
+        loss = self._score(weights)
+        if own:
+            self._own_loss = (key, loss)
+        return loss
+
+    def _score(self, weights: dict[str, np.ndarray]) -> float:
+        if self._scratch is None:
+            self._scratch = Net(get_preset(self.config.net).spec, self.net.input_shape,
+                                seed=self.config.init_seed)
+        for name, p in self._scratch.params().items():
+            p[...] = weights[name]
+        return evaluate(self._scratch, *self._held_out)["loss"]
+
     def _check_moments(self, peer: dict[str, np.ndarray]) -> str:
         """'' if ``peer`` holds exactly the moments we share, shaped like ours, finite, and
         (for "v", sent as its root) non-negative; else what is wrong."""
@@ -351,11 +410,18 @@ class ConvnetLearner(Learner):
                 return f"{key} holds non-finite or (a root mean square) negative values"
         return ""
 
-    def _merge_moments(self, peer: dict[str, np.ndarray], share: float) -> None:
-        """Average the shared moments with the weights' share; "v" as a mean of squares."""
+    def _merge_moments(self, peer: dict[str, np.ndarray], share: float, bound: float = 0.0) -> None:
+        """Average the shared moments with the weights' share; "v" as a mean of squares.
+
+        With ``bound``, a peer's root of "v" is first clipped to within that factor of ours,
+        so a liar's tiny roots cannot inflate our steps (nor huge ones stall them) beyond it.
+        """
         for m in self.shared_moments:
             for name, arr in self.optimizer.state[m].items():
                 theirs = peer[f"{MOMENT_PREFIX}{m}.{name}"].astype(np.float64)
+                if m == "v" and bound:
+                    root = np.sqrt(arr)
+                    theirs = np.clip(theirs, root / bound, root * bound)
                 if m == "v":
                     theirs = np.square(theirs)
                 arr[...] = (1.0 - share) * arr + share * theirs
@@ -450,5 +516,6 @@ class ConvnetLearner(Learner):
         self.merges = int(state["learner.merges"])
         if "learner.lineage" in state:  # checkpoints from before lineages keep the init's
             self.lineage = bytes(np.asarray(state["learner.lineage"], np.uint8)).decode("ascii", "replace")
+        self._own_loss = None
         if self.config.lr_schedule == "age":
             self.optimizer.lr = self.lr_at(self.age)

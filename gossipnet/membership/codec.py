@@ -26,6 +26,8 @@ MAX_META_KEYS = 16
 MAX_META_KEY_CHARS = 32
 MAX_META_STR_CHARS = 128
 MAX_META_BYTES = 256  # packed; meta rides in every alive update
+PUBKEY_BYTES = 32  # Ed25519: an alive record carries its node's key and signature (records.py)
+SIG_BYTES = 64
 
 
 class BadBody(ValueError):
@@ -37,7 +39,10 @@ class Update(NamedTuple):
 
     ``state`` is ALIVE (with addr and meta), SUSPECT or DEAD (with ``origin``,
     the node that suspected or declared it), or LEFT (a dead rumour whose origin
-    is the node itself, as in memberlist).
+    is the node itself, as in memberlist). ``pubkey`` and ``sig`` are the node's own
+    signature over its alive record (incarnation, address, meta; see records.py),
+    carried by alive rumours and SYNC rows so that only the node can raise its
+    incarnation or move its address.
     """
 
     state: State
@@ -46,6 +51,8 @@ class Update(NamedTuple):
     addr: Addr | None = None
     meta: dict[str, Any] | None = None
     origin: str | None = None
+    pubkey: bytes | None = None
+    sig: bytes | None = None
 
 
 def packed_size(obj: Any) -> int:
@@ -58,17 +65,23 @@ def packed_size(obj: Any) -> int:
 def encode_update(u: Update) -> dict[str, Any]:
     """The piggy-back form of a rumour."""
     if u.state == State.ALIVE:
-        return {"k": int(State.ALIVE), "n": u.node_id, "i": u.incarnation,
+        body = {"k": int(State.ALIVE), "n": u.node_id, "i": u.incarnation,
                 "a": [u.addr[0], u.addr[1]], "m": u.meta or {}}
+        if u.sig is not None:
+            body["p"], body["g"] = u.pubkey, u.sig
+        return body
     if u.state == State.LEFT:
         return {"k": int(State.DEAD), "n": u.node_id, "i": u.incarnation, "f": u.node_id}
     return {"k": int(u.state), "n": u.node_id, "i": u.incarnation, "f": u.origin}
 
 
 def encode_entry(node_id: str, incarnation: int, state: State, addr: Addr,
-                 meta: dict[str, Any]) -> dict[str, Any]:
-    """One row of a SYNC body."""
-    return {"n": node_id, "i": incarnation, "s": int(state), "a": [addr[0], addr[1]], "m": meta}
+                 meta: dict[str, Any], record: tuple[bytes, bytes] | None = None) -> dict[str, Any]:
+    """One row of a SYNC body; ``record`` is the node's (pubkey, signature) of (i, a, m)."""
+    row = {"n": node_id, "i": incarnation, "s": int(state), "a": [addr[0], addr[1]], "m": meta}
+    if record is not None:
+        row["p"], row["g"] = record
+    return row
 
 
 # ---------------------------------------------------------------- checking
@@ -143,13 +156,29 @@ def meta(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
+def _bytes(value: Any, size: int, what: str) -> bytes:
+    if type(value) is not bytes or len(value) != size:
+        raise BadBody(f"{what} is not {size} bytes")
+    return value
+
+
+def _record(body: dict[str, Any]) -> tuple[bytes | None, bytes | None]:
+    """The optional (pubkey, signature) pair of an alive record: both or neither."""
+    if "p" not in body and "g" not in body:
+        return None, None
+    if "p" not in body or "g" not in body:
+        raise BadBody("an alive record needs both its key (p) and signature (g)")
+    return _bytes(body["p"], PUBKEY_BYTES, "record key"), _bytes(body["g"], SIG_BYTES, "record signature")
+
+
 def update(value: Any) -> Update:
-    body = _dict(value, {"k", "n", "i"}, frozenset({"a", "m", "f"}))
+    body = _dict(value, {"k", "n", "i"}, frozenset({"a", "m", "f", "p", "g"}))
     kind = _int(body["k"], 0, 2, "update kind")
     nid, inc = node_id(body["n"]), incarnation(body["i"])
     if kind == State.ALIVE:
-        _dict(body, {"k", "n", "i", "a", "m"})
-        return Update(State.ALIVE, nid, inc, addr(body["a"]), meta(body["m"]))
+        _dict(body, {"k", "n", "i", "a", "m"}, frozenset({"p", "g"}))
+        pubkey, sig = _record(body)
+        return Update(State.ALIVE, nid, inc, addr(body["a"]), meta(body["m"]), pubkey=pubkey, sig=sig)
     _dict(body, {"k", "n", "i", "f"})
     origin = node_id(body["f"])
     if kind == State.DEAD and origin == nid:
@@ -158,10 +187,11 @@ def update(value: Any) -> Update:
 
 
 def entry(value: Any) -> Update:
-    body = _dict(value, {"n", "i", "s", "a", "m"})
+    body = _dict(value, {"n", "i", "s", "a", "m"}, frozenset({"p", "g"}))
     state = State(_int(body["s"], 0, 3, "state"))
+    pubkey, sig = _record(body)
     return Update(state, node_id(body["n"]), incarnation(body["i"]), addr(body["a"]),
-                  meta(body["m"]))
+                  meta(body["m"]), pubkey=pubkey, sig=sig)
 
 
 def _list(value: Any, max_items: int, what: str) -> list[Any]:

@@ -13,9 +13,12 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from gossipnet.errors import UserError
 from gossipnet.membership import codec
 from gossipnet.membership.codec import BadBody
+from gossipnet.membership.records import RecordSigner
 from gossipnet.membership.config import MembershipConfig, push_pull_scale, retransmit_limit
 from gossipnet.membership.probe import FailureDetector
 from gossipnet.membership.table import Table
@@ -30,6 +33,7 @@ MAX_DISCOVERED_SEEDS = 32
 DISCOVERED_SEED_ATTEMPTS = 3
 SEED_QUARANTINE = 3600.0  # seconds before an expired discovered address is tried again (it may join us itself)
 MAX_QUARANTINED = 1024
+MAX_INTRO_SEQS = 1024
 
 
 @dataclass
@@ -46,7 +50,14 @@ class Membership:
 
     def __init__(self, self_id: str, self_addr: Addr, meta: dict[str, Any] | None = None,
                  config: MembershipConfig | None = None, rng: random.Random | None = None,
-                 incarnation: int = 0) -> None:
+                 incarnation: int = 0, signing_key: Ed25519PrivateKey | None = None) -> None:
+        """``signing_key``: the node's identity key, whose hash ``self_id`` is; with it the node
+        signs its alive records and accepts only signed ones (records.py). Without it records
+        are unsigned and trusted: for in-process simulations of honest nodes only."""
+        signer = RecordSigner(signing_key) if signing_key is not None else None
+        if signer is not None and signer.node_id != self_id:
+            raise UserError(f"membership id {self_id!r} is not the id of its signing key "
+                            f"({signer.node_id!r}); derive the id with trust.identity.node_id_of")
         try:
             codec.node_id(self_id)
             self_addr = codec.addr(self_addr)
@@ -58,11 +69,12 @@ class Membership:
         self.config = config or MembershipConfig.lan()
         self.rng = rng or random.Random()
         self.counters: Counter[str] = Counter()
-        self._t = Table(self_id, self_addr, meta, self.config, incarnation, self.counters)
+        self._t = Table(self_id, self_addr, meta, self.config, incarnation, self.counters, signer)
         self._fd = FailureDetector(self._t, self.config, self.rng, self.counters, self._gossip)
         self._seeds: dict[Addr, _Seed] = {}
         self._quarantine: OrderedDict[Addr, float] = OrderedDict()  # expired addr -> retry after
         self._sync_replied: dict[str, float] = {}
+        self._intro_seqs: OrderedDict[int, None] = OrderedDict()  # pings sent to introduced nodes
         self._started = False
         self._next_sync = self._next_reconnect = self._next_reap = 0.0
         self._next_gossip = 0.0
@@ -113,6 +125,9 @@ class Membership:
             times.append(self._next_gossip)
         times += [m.suspicion.deadline for m in self._t.suspects.values()]
         times += [s.due for s in self._seeds.values()]
+        intro = self._t.intros.next_due()
+        if intro is not None:
+            times.append(intro)
         return min(times)
 
     # ------------------------------------------------------------ inputs
@@ -236,6 +251,13 @@ class Membership:
                 seed.due = now + seed.backoff
                 seed.backoff = min(2 * seed.backoff, self.config.push_pull_interval)
         out += self._fd.advance(now)
+        for u in self._t.intros.due(now):  # introduced by a peer: a row once it answers
+            self.counters["intro_pings"] += 1
+            seq = self._fd.next_seq()
+            self._intro_seqs[seq] = None
+            while len(self._intro_seqs) > MAX_INTRO_SEQS:
+                self._intro_seqs.popitem(last=False)
+            out.append(self._gossip(u.addr, MsgType.PING, {"q": seq, "t": u.node_id}, u.node_id))
         self._t.expire_suspicions(now)
         if now >= self._next_gossip:
             self._next_gossip = now + self.config.rumour_interval
@@ -277,6 +299,10 @@ class Membership:
             return self._reject(Reject.WRONG_TARGET)  # memberlist: a ping for a previous owner
         self.counters[f"received.{msg_type.name.lower()}"] += 1
         self._seeds.pop(sender_addr, None)
+        introduced = False
+        if sender_id not in self._t.members and sender_id in self._t.intros:
+            # Authenticated contact from a node a peer told us about: now it gets a row.
+            introduced = self._t.admit(self._t.intros.pop(sender_id), now)
         if isinstance(msg, codec.Sync):
             for u in msg.entries:
                 self._t.apply(u, sender_id, now, from_sync=True)
@@ -294,6 +320,8 @@ class Membership:
             replies = self._fd.on_ack(sender_id, msg.seq)
             if replies is not None:
                 out += replies
+            elif introduced or self._intro_seqs.pop(msg.seq, 0) is None:
+                self.counters["intro_acks"] += 1  # the answer to an introduction ping
             elif msg.seq == self._fd.last_seq:
                 self.counters["late_acks"] += 1  # another path answered first, or too late
             else:
@@ -317,7 +345,7 @@ class Membership:
                 self._sync_replied[sender_id] = now
                 out += self._sync(sender_addr, MsgType.SYNC_REPLY, sender_id)
         elif isinstance(msg, codec.Leave):
-            self._t.dead(sender_id, msg.incarnation, sender_id, True, now)
+            self._t.dead(sender_id, msg.incarnation, sender_id, True, now, first_hand=True)
         return out
 
     # ------------------------------------------------------------ spreading

@@ -87,6 +87,7 @@ class Member:
     state: State = State.ALIVE
     since: float = 0.0
     suspicion: Any = None  # timers.Suspicion while SUSPECT
+    record: tuple[bytes, bytes] | None = None  # the node's (pubkey, signature) of (incarnation, addr, meta)
 
     def view(self) -> MemberView:
         return MemberView(self.node_id, self.addr, self.state, self.incarnation,
