@@ -77,6 +77,7 @@ class Skip(str, Enum):
 
     OTHER_KIND = "other_kind"  # a different learner (convnet vs evolution)
     OTHER_FINGERPRINT = "other_fingerprint"  # another architecture: never merge
+    OTHER_CLASSES = "other_classes"  # a model whose outputs name other classes: never merge
     NOT_NEWER = "not_newer"  # not past the last snapshot absorbed from that peer
     ALREADY_PULLING = "already_pulling"  # one pull per peer at a time
     AT_CAPACITY = "at_capacity"  # max_concurrent_pulls reached
@@ -191,6 +192,9 @@ class Gossip:
         self._absorbed: dict[str, tuple[int, bytes]] = {}  # peer -> (step, sha256)
         self._backoff: dict[str, float] = {}
         self._next_announce: float | None = None
+        # Our learner's class-list digest (Learner.classes_digest): a manifest whose
+        # fingerprint differs because of it is skipped as OTHER_CLASSES, a clearer reason.
+        self.classes: str | None = None
 
     def in_flight(self) -> list[Pull]:
         return list(self._pulls.values())
@@ -249,6 +253,9 @@ class Gossip:
         if m.kind != self.kind:
             return Skip.OTHER_KIND
         if m.fp != self.fingerprint:
+            theirs = m.meta.get("classes")
+            if self.classes is not None and theirs is not None and theirs != self.classes:
+                return Skip.OTHER_CLASSES
             return Skip.OTHER_FINGERPRINT
         if m.size > self.config.max_blob_bytes:
             return Skip.TOO_LARGE

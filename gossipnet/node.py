@@ -203,6 +203,7 @@ class Node:
                                      incarnation=self.incarnation)
         self.gossip = gsp.Gossip(BLOB_KIND.get(self.kind, self.kind), self.learner.fingerprint,
                                  self.gossip_config, random.Random(self.rng.random()))
+        self.gossip.classes = self.learner.classes_digest
         self.sealer = Sealer(self.identity, self.credentials, self.incarnation)
         self.receiver = Receiver(self.credentials.policy, ReceiverConfig.udp())
         now = _mono()
@@ -282,6 +283,7 @@ class Node:
     def _publish(self) -> None:
         """Encode the learner's current snapshot as the blob we announce."""
         self._visuals = self.learner.visuals()
+        self._model = self.learner.model()  # what the status page offers for download
         snap = self.learner.snapshot()
         tensors = dict(snap.tensors)
         if not tensors or any(np.asarray(t).size == 0 for t in tensors.values()):
@@ -522,6 +524,10 @@ class Node:
 
     def visuals(self) -> Mapping[str, Any]:
         return self._visuals
+
+    def model(self):
+        """The model as of the last publish (a copy, safe to use off the worker thread), or None."""
+        return getattr(self, "_model", None)
 
     def blob(self, sha256_hex: str) -> bytes | None:
         pub = self._published.get(sha256_hex)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,6 +22,12 @@ class Dataset:
     x_test: np.ndarray  # (M, C, H, W) float32
     y_test: np.ndarray  # (M,) int64
     classes: tuple[str, ...]
+    # The per-channel statistics the images were normalised with (pixel values 0-255): a
+    # trained model needs them to classify new pictures (gossipnet predict, ONNX export).
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    # Pictures of an image folder that could not be decoded: (path, reason).
+    skipped: tuple[tuple[str, str], ...] = field(default=())
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

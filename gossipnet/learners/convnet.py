@@ -18,6 +18,7 @@ function of the age, so a checkpoint (which holds the age) restores it exactly.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -28,7 +29,8 @@ from gossipnet import merge
 from gossipnet.data.dataset import Dataset
 from gossipnet.errors import UserError
 from gossipnet.learners.base import AbsorbResult, Learner, Scalar, Snapshot
-from gossipnet.nn import Net, Trainer, evaluate, get_preset, make_optimizer
+from gossipnet.model import CARD_TENSOR, ModelCard, TrainedModel
+from gossipnet.nn import Net, Trainer, evaluate, fit_preset, get_preset, make_optimizer
 
 KIND = "convnet"
 MOMENTS = ("m", "v", "velocity")  # optimiser moments a swarm can share (Adam's, SGD's)
@@ -105,8 +107,13 @@ def age_lr_factor(age: float, half_life_images: float, floor: float, power: floa
 
 
 def default_net_for(data: Dataset) -> str:
-    """The preset tuned for this data set's image shape."""
-    return "convnetjs-cifar10" if data.input_shape == (3, 32, 32) else "fashion"
+    """The preset tuned for this data set's image shape (colour: the CIFAR-10 net)."""
+    return "convnetjs-cifar10" if data.input_shape[0] == 3 else "fashion"
+
+
+def classes_digest(classes: tuple[str, ...]) -> str:
+    """A short hash of the class list, in label order (announced, so a peer can say why not)."""
+    return hashlib.sha256(json.dumps(list(classes)).encode()).hexdigest()[:12]
 
 
 class ConvnetLearner(Learner):
@@ -118,18 +125,23 @@ class ConvnetLearner(Learner):
         if cfg.merge not in ("average", "clipped"):
             raise UserError(f"merge rule {cfg.merge!r} unknown: use 'average' or 'clipped'")
         preset = get_preset(cfg.net)
-        if tuple(preset.input_shape) != tuple(data.input_shape):
+        if tuple(preset.input_shape) != tuple(data.input_shape) and data.name != "folder":
             raise UserError(
                 f"net {cfg.net!r} takes images of shape {preset.input_shape} but data set "
                 f"{data.name!r} has {data.input_shape}; choose --net {default_net_for(data)}"
             )
+        # An image folder has its own side and class count; the preset gives the layers.
+        spec = fit_preset(preset, data.input_shape, data.num_classes, f"data set {data.name!r}")
         idx = np.arange(len(data.y_train)) if train_indices is None else np.asarray(train_indices)
         if len(idx) == 0:
             raise UserError("this node's shard of the training data is empty; use fewer --shards")
         self.x, self.y = data.x_train[idx], data.y_train[idx]
         self.x_test, self.y_test = data.x_test[: cfg.eval_images], data.y_test[: cfg.eval_images]
         self.classes = data.classes
-        self.net = Net(preset.spec, preset.input_shape, seed=cfg.init_seed)
+        self.net = Net(spec, data.input_shape, seed=cfg.init_seed)
+        self.card = ModelCard(tuple(self.net.spec), self.net.input_shape, tuple(data.classes),
+                              tuple(data.mean or (0.0,) * data.input_shape[0]),
+                              tuple(data.std or (1.0,) * data.input_shape[0]), data.name)
         self.base_lr = cfg.lr or preset.lr
         self.optimizer = make_optimizer(
             cfg.optimizer or preset.optimizer, self.net.params(), self.base_lr,
@@ -147,6 +159,11 @@ class ConvnetLearner(Learner):
         if self.shared_moments:  # peers must share the same moments, or never merge with us
             tag = f"{self.net.fingerprint}/{self.optimizer.kind}/{','.join(sorted(self.shared_moments))}"
             self._fingerprint = hashlib.sha256(tag.encode()).hexdigest()[:32]
+        # Peers must agree on what each output means, not only on the shapes: Fashion-MNIST
+        # and MNIST fit one net, and two image folders of 3 classes fit one net.
+        self.classes_digest = classes_digest(data.classes)
+        tag = f"{self._fingerprint}/classes={self.classes_digest}"
+        self._fingerprint = hashlib.sha256(tag.encode()).hexdigest()[:32]
         self.age = 0.0  # images embodied in the model, own and merged (gossip learning's age)
         self.merges = 0
         self.last: dict[str, float] = {}
@@ -197,11 +214,15 @@ class ConvnetLearner(Learner):
         for moment in self.shared_moments:
             for name, arr in self.optimizer.state[moment].items():
                 tensors[f"{MOMENT_PREFIX}{moment}.{name}"] = np.sqrt(arr) if moment == "v" else arr.copy()
-        return Snapshot(KIND, self.fingerprint, float(self.age), tensors, {"step": self.step})
+        return Snapshot(KIND, self.fingerprint, float(self.age), tensors,
+                        {"step": self.step, "classes": self.classes_digest})
 
     def absorb(self, snapshot: Snapshot, peer: str) -> AbsorbResult:
         if snapshot.kind != KIND:
             return AbsorbResult(False, "wrong_kind", f"a {snapshot.kind!r} snapshot, not a convnet")
+        theirs = snapshot.meta.get("classes")
+        if theirs is not None and theirs != self.classes_digest:
+            return AbsorbResult(False, "other_classes", "a model of another class list (data set)")
         if snapshot.fingerprint != self.fingerprint:
             return AbsorbResult(False, "wrong_fingerprint", "another network architecture")
         age = snapshot.age
@@ -307,7 +328,12 @@ class ConvnetLearner(Learner):
         state["learner.age"] = np.array(self.age, np.float64)
         state["learner.merges"] = np.array(self.merges, np.int64)
         state["learner.fingerprint"] = np.frombuffer(self.fingerprint.encode(), np.uint8).copy()
+        state[CARD_TENSOR] = self.card.to_bytes()  # what gossipnet predict needs from a node
         return state
+
+    def model(self) -> TrainedModel:
+        """The current weights as a model a user can download (a copy: training goes on)."""
+        return TrainedModel(self.card, self.net.state_dict(), "this node's current model")
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         fp = bytes(np.asarray(state.get("learner.fingerprint", np.zeros(0, np.uint8)), np.uint8)).decode(
