@@ -21,6 +21,8 @@ _COMMANDS = {
     "run": "gossipnet.commands.run",
     "demo": "gossipnet.commands.demo",
     "status": "gossipnet.commands.status",
+    "predict": "gossipnet.commands.predict",
+    "export": "gossipnet.commands.export",
 }
 
 
@@ -87,13 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gossipnet {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from gossipnet.commands import demo, run, status
+    from gossipnet.commands import demo, export, predict, run, status
 
     run.add_parser(sub)
     demo.add_parser(sub)
     _add_train(sub)
     status.add_parser(sub)
     _add_swarm(sub)
+    predict.add_parser(sub)
+    export.add_parser(sub)
     return parser
 
 
