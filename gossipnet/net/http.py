@@ -2,8 +2,8 @@
 
 The server knows nothing about nodes: it serves whatever a ``StatusProvider``
 gives it, so it is tested with a fake provider and the node only has to
-implement five members. It is read-only: GET and HEAD are the only methods;
-anything else gets 405 whatever the path.
+implement five members. It is read-only: GET and HEAD are the only methods,
+except POST to the picture classifier (``net/model_http.py``); anything else gets 405.
 
 The PNG costs a few hundred milliseconds of matplotlib, so it is rendered in a
 dedicated worker thread (never on the event loop, never in the executor the node
@@ -25,6 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 from aiohttp import web
 
 from gossipnet.errors import UserError
+from gossipnet.net.model_http import POST_PATHS, ModelService, add_model_routes
 from gossipnet.status.history import MetricsHistory
 from gossipnet.status.metrics import make_registry, render_metrics
 from gossipnet.status.page import CONTENT_SECURITY_POLICY, render_page
@@ -118,7 +119,7 @@ class ProgressImage:
 
 @web.middleware
 async def _read_only(request: web.Request, handler) -> web.StreamResponse:
-    if request.method not in _ALLOWED:
+    if request.method not in _ALLOWED and not (request.method == "POST" and request.path in POST_PATHS):
         raise web.HTTPMethodNotAllowed(request.method, _ALLOWED)
     response = await handler(request)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -126,7 +127,8 @@ async def _read_only(request: web.Request, handler) -> web.StreamResponse:
     return response
 
 
-def create_app(provider: StatusProvider, progress: ProgressImage) -> web.Application:
+def create_app(provider: StatusProvider, progress: ProgressImage,
+               models: ModelService | None = None) -> web.Application:
     """The aiohttp application for one node (routes in the module docstring and docs/API.md)."""
     registry = make_registry(provider.status)
 
@@ -164,6 +166,8 @@ def create_app(provider: StatusProvider, progress: ProgressImage) -> web.Applica
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/blob/{sha256_hex}", blob)
+    if models is not None:  # a provider with a model() to offer (gossipnet/net/model_http.py)
+        add_model_routes(app, models)
     return app
 
 
@@ -173,7 +177,8 @@ class StatusServer:
     def __init__(self, provider: StatusProvider, *, render_interval: float = 1.0) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gossipnet-png")
         self.progress = ProgressImage(provider, self._executor, render_interval)
-        self.app = create_app(provider, self.progress)
+        self.models = ModelService(provider) if callable(getattr(provider, "model", None)) else None
+        self.app = create_app(provider, self.progress, self.models)
         self._runner: web.AppRunner | None = None
         self.host: str | None = None
         self.port: int | None = None
@@ -218,3 +223,5 @@ class StatusServer:
             self._runner = None
         await self.progress.settle()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self.models is not None:
+            self.models.close()
