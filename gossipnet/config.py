@@ -43,6 +43,10 @@ class NodeConfig:
     dataset: str = "embedded"
     data_dir: str | None = None
     net: str | None = None
+    # Image folders (dataset "folder"): side in pixels and "auto", "grayscale" or "rgb";
+    # None/auto: the net's, or from the pictures (docs/DATA.md).
+    image_size: int | None = None
+    color_mode: str = "auto"
     shards: int = 1
     shard: int = 0
     alpha: float | None = None  # Dirichlet label skew; None = IID shards
@@ -70,6 +74,8 @@ class NodeConfig:
                 raise UserError(f"--{name.replace('_', '-')} {port} is not a port (0-65535; 0 picks a free one)")
         if self.learner not in ("convnet", "evolution"):
             raise UserError(f"learner {self.learner!r} unknown: use 'convnet' or 'evolution'")
+        if self.color_mode not in ("auto", "grayscale", "rgb"):
+            raise UserError(f"--color-mode {self.color_mode!r} unknown: use auto, grayscale or rgb")
         if self.merge not in ("average", "clipped"):
             raise UserError(f"--merge {self.merge!r} unknown: use 'average' or 'clipped'")
         if self.preset not in ("lan", "local"):

@@ -83,19 +83,9 @@ class Progress:
 
 
 def _load(dataset: str, args: argparse.Namespace):
-    from gossipnet.data import load_dataset
+    from gossipnet.learners.factory import load_data
 
-    size, mode = getattr(args, "image_size", None), getattr(args, "color_mode", None)
-    if dataset != "folder":
-        if size is not None or mode is not None:
-            raise UserError("--image-size and --color-mode apply to --dataset folder only")
-        return load_dataset(dataset, args.data_dir)
-    if args.net and mode is None:  # a named preset fixes the channels, and the side unless given
-        preset = get_preset(args.net)
-        mode = "grayscale" if preset.input_shape[0] == 1 else "rgb"
-        size = size or preset.input_shape[1]
-    return load_dataset("folder", args.data_dir, image_size=size, color_mode=mode or "auto",
-                        test_fraction=getattr(args, "test_fraction", None))
+    return load_data(dataset, args.data_dir, args.net, args.image_size, args.color_mode, args.test_fraction)
 
 
 def _report_skipped(ds, quiet: bool) -> None:
