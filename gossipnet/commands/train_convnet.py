@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 
 from gossipnet.errors import UserError
@@ -62,7 +63,9 @@ class Progress:
         if enabled and sys.stderr.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=max(1, total_steps), unit="step", file=sys.stderr, dynamic_ncols=True,
+            sized = shutil.get_terminal_size((0, 0)).columns > 0  # some ptys report 0 columns
+            self.bar = tqdm(total=max(1, total_steps), unit="step", file=sys.stderr, dynamic_ncols=sized,
+                            ncols=None if sized else 100, nrows=None if sized else 40,
                             mininterval=0.2, leave=True)
 
     def update(self, step: int, epoch: float, ips: float, loss: float, test_acc: float | None,
