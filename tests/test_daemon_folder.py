@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import skip_or_fail
 from tests.daemon_box import FAST_LEARNING, REPO, new_swarm_token, node_ids, start_daemon, statuses, wait_until
-from tests.image_folders import CLASSES, write_folder
+from tests.image_folders import CLASSES, write_corrupt, write_folder
 from tests.lanbox import LanBox, lanbox_available
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(240)]
@@ -26,6 +26,7 @@ def test_same_folder_nodes_merge_and_a_node_with_other_classes_is_refused_by_nam
     if not ok:
         skip_or_fail(reason)
     shared = write_folder(tmp_path / "share", n=12, seed=3)
+    write_corrupt(shared / "top" / "torn.jpg")
     other = write_folder(tmp_path / "other", n=12, seed=3, classes=("cats", "dogs", "owls"))
     token = new_swarm_token()
     with LanBox(hosts=3) as lan:
@@ -51,6 +52,7 @@ def test_same_folder_nodes_merge_and_a_node_with_other_classes_is_refused_by_nam
             raise
         assert got[0]["learner"]["fingerprint"] == got[1]["learner"]["fingerprint"] != got[2]["learner"]["fingerprint"]
         assert got[2]["counters"]["exchange"].get("absorbed", 0) == 0  # nothing crossed the class boundary
+        assert [got[h]["learner"]["metrics"]["skipped_images"] for h in range(3)] == [1, 1, 0]
         assert all(p["last_exchange"] is None for p in got[2]["peers"])
         wait_until("node 0 to write a checkpoint", lambda: (tmp_path / "node0" / "checkpoint.safetensors").exists(),
                    timeout=30)

@@ -125,8 +125,7 @@ def _layout(root: Path, test_fraction: float, seed: int):
         classes = _check_classes(root / "train", a)
         train = [_images(d) for d in train_classes]
         test = [_images(d) for d in test_classes]
-        for split, d, files in [("train", d, f) for d, f in zip(train_classes, train)] + \
-                               [("test", d, f) for d, f in zip(test_classes, test)]:
+        for d, files in zip(train_classes + test_classes, train + test):
             if not files:
                 raise _empty_class(d)
         return train, test, classes

@@ -138,6 +138,9 @@ class ConvnetLearner(Learner):
         self.x, self.y = data.x_train[idx], data.y_train[idx]
         self.x_test, self.y_test = data.x_test[: cfg.eval_images], data.y_test[: cfg.eval_images]
         self.classes = data.classes
+        # An image folder's undecodable pictures (logged with their paths when loaded) stay
+        # visible as a metric on the status page and in Prometheus.
+        self.skipped_images = len(data.skipped) if data.name == "folder" else None
         self.net = Net(spec, data.input_shape, seed=cfg.init_seed)
         self.card = ModelCard(tuple(self.net.spec), self.net.input_shape, tuple(data.classes),
                               tuple(data.mean or (0.0,) * data.input_shape[0]),
@@ -304,6 +307,8 @@ class ConvnetLearner(Learner):
     def metrics(self) -> dict[str, Scalar]:
         out: dict[str, Scalar] = {"step": self.step, "images": self.trainer.images,
                                   "age": self.age, "merges": self.merges, "lr": self.optimizer.lr}
+        if self.skipped_images is not None:
+            out["skipped_images"] = self.skipped_images
         out.update(self.last)
         out.update(self.last_eval)
         return out
