@@ -6,7 +6,8 @@ model is inside the file: the input's shape and the class names in its metadata.
 
     python examples/use_onnx_model.py model.onnx cat.jpg dog.png [--top-k 3] [--json]
 
-The preprocessing is gossipnet's (gossipnet/data/images.py): apply the EXIF orientation,
+The preprocessing is gossipnet's (gossipnet/data/images.py): let a JPEG decode at a reduced
+scale no smaller than the input, apply the EXIF orientation,
 convert to grey ("L") or RGB, squash to the input's side with bilinear resampling, and
 feed float32 pixel values 0-255 in NCHW order. The graph normalises by itself.
 """
@@ -33,6 +34,7 @@ def load(path: str) -> tuple[ort.InferenceSession, list[str], tuple[int, int, in
 def picture(path: str, shape: tuple[int, int, int]) -> np.ndarray:
     c, h, w = shape
     with Image.open(path) as img:
+        img.draft(img.mode, (w, h))  # JPEG: decode at a reduced scale, as gossipnet does
         img = ImageOps.exif_transpose(img).convert("L" if c == 1 else "RGB")
         img = img.resize((w, h), Image.Resampling.BILINEAR)
         x = np.asarray(img, dtype=np.float32)
