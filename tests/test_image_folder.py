@@ -83,7 +83,7 @@ def test_held_out_split_is_seeded_per_class_and_disjoint(tmp_path):
     assert np.bincount(a.raw.y_train).tolist() == [8, 8, 8]
     other = read_folder(root, image_size=8, seed=4, cache_dir=tmp_path / "c")
     assert not np.array_equal(a.raw.x_test, other.raw.x_test)
-    assert b.skipped == () and b.mean is not None and len(b.mean) == 1
+    assert b.skipped == () and len(b.pixel_mean) == len(b.pixel_std) == 1
 
 
 def test_train_and_test_folders_are_read_as_given(tmp_path):

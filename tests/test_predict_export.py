@@ -70,7 +70,7 @@ def test_every_preset_exports_checked_onnx_that_matches_numpy_to_1e4(preset, pic
     expected = model.probabilities(raw)
     np.testing.assert_allclose(probs, expected, atol=1e-4)
     np.testing.assert_allclose(logits, model.net.forward(
-        (raw - np.array(data.mean, np.float32)[:, None, None]) / np.array(data.std, np.float32)[:, None, None]),
+        (raw - np.array(data.pixel_mean, np.float32)[:, None, None]) / np.array(data.pixel_std, np.float32)[:, None, None]),
         atol=1e-4)
     meta = {p.key: p.value for p in onnx.load_from_string(blob).metadata_props}
     assert json.loads(meta["classes"]) == list(CLASSES) and meta["input_layout"] == "NCHW"

@@ -150,8 +150,8 @@ def run(args: argparse.Namespace) -> int:
     meta = {"net": preset.name, "dataset": dataset, "spec": net.spec,
             "input_shape": list(net.input_shape), "fingerprint": net.fingerprint,
             "optimizer": opt_kind, "lr": lr, "batch_size": batch, "seed": args.seed,
-            "model": ModelCard(tuple(net.spec), net.input_shape, tuple(ds.classes), tuple(ds.mean),
-                               tuple(ds.std), dataset).to_json()}
+            "model": ModelCard(tuple(net.spec), net.input_shape, tuple(ds.classes), tuple(ds.pixel_mean),
+                               tuple(ds.pixel_std), dataset).to_json()}
 
     def checkpoint(test_acc: float | None) -> None:
         if args.checkpoint:

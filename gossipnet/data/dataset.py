@@ -22,10 +22,11 @@ class Dataset:
     x_test: np.ndarray  # (M, C, H, W) float32
     y_test: np.ndarray  # (M,) int64
     classes: tuple[str, ...]
-    # The per-channel statistics the images were normalised with (pixel values 0-255): a
-    # trained model needs them to classify new pictures (gossipnet predict, ONNX export).
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
+    # Per-channel statistics the images were normalised with, (u8 - mean) / std: a browser
+    # volunteer gets uint8 pixels and normalises them bit for bit as the node did. Empty
+    # for data sets built directly from floats (volunteers then cannot be served).
+    pixel_mean: tuple[float, ...] = ()
+    pixel_std: tuple[float, ...] = ()
     # Pictures of an image folder that could not be decoded: (path, reason).
     skipped: tuple[tuple[str, str], ...] = field(default=())
 

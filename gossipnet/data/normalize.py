@@ -85,6 +85,6 @@ def to_dataset(name: str, raw: RawData) -> Dataset:
         x_test=normalise(raw.x_test, mean, std),
         y_test=raw.y_test.astype(np.int64),
         classes=classes,
-        mean=tuple(float(m) for m in mean),
-        std=tuple(float(s) for s in std),
+        pixel_mean=tuple(float(m) for m in mean),
+        pixel_std=tuple(float(v) for v in std),
     )

@@ -143,8 +143,8 @@ class ConvnetLearner(Learner):
         self.skipped_images = len(data.skipped) if data.name == "folder" else None
         self.net = Net(spec, data.input_shape, seed=cfg.init_seed)
         self.card = ModelCard(tuple(self.net.spec), self.net.input_shape, tuple(data.classes),
-                              tuple(data.mean or (0.0,) * data.input_shape[0]),
-                              tuple(data.std or (1.0,) * data.input_shape[0]), data.name)
+                              tuple(data.pixel_mean or (0.0,) * data.input_shape[0]),
+                              tuple(data.pixel_std or (1.0,) * data.input_shape[0]), data.name)
         self.base_lr = cfg.lr or preset.lr
         self.optimizer = make_optimizer(
             cfg.optimizer or preset.optimizer, self.net.params(), self.base_lr,
