@@ -142,7 +142,7 @@ class ModelService:
                     if getattr(part, "name", None) == "image":
                         data = await _read_capped(part.read_chunk)
                         return data, str(part.filename or "upload")
-            except (ValueError, AssertionError, RuntimeError) as exc:  # aiohttp's malformed-multipart errors
+            except (ValueError, RuntimeError) as exc:  # what aiohttp raises for a malformed multipart body
                 raise web.HTTPBadRequest(text=f"malformed form upload ({exc})\n") from None
             raise web.HTTPBadRequest(text="the form has no 'image' file field\n")
         if request.content_type.startswith("image/") or request.content_type == "application/octet-stream":
