@@ -125,6 +125,12 @@ async def test_bad_uploads_get_4xx_with_a_reason(learned, monkeypatch):
             form.add_field("other", b"x", filename="x.png")
             async with s.post(server.url + "classify", data=form) as r:
                 assert r.status == 400 and "no 'image'" in await r.text()
+            status, text = await post(b"junk", "multipart/form-data")  # no boundary
+            assert status == 400 and "malformed form upload" in text
+            async def chunked():
+                yield b"GIF89a"
+            async with s.post(server.url + "classify", data=chunked(), headers={"Content-Type": "image/gif"}) as r:
+                assert r.status == 411  # no Content-Length: the size cap is checked before reading
             async with s.put(server.url + "classify", data=b"x") as r:
                 assert r.status == 405
             async with s.post(server.url + "api/status", data=b"x") as r:
