@@ -12,9 +12,10 @@ Three arms on the same shards, seeds and shared initial weights:
   training would do, which separates the cost of taking fewer sequential steps
   from the cost of merging by gossip on skewed shards.
 
-The exchange goes through what the daemon runs: ``ConvnetLearner.snapshot()`` ->
-``wire.blobs.encode_blob`` (float16, as ``Node`` sends) -> ``BlobGate.open`` (hash,
-header, shape and finiteness checks) -> ``ConvnetLearner.absorb()``. What is left out
+The exchange goes through what the daemon runs, ``gossipnet.exchange``:
+``ConvnetLearner.snapshot()`` -> ``publish`` (float16, the learner's declared wire dtype) ->
+``Gate.check`` -> ``Download`` (size and hash) -> ``Gate.open`` (header, shape and
+finiteness checks) -> ``ConvnetLearner.absorb()``. What is left out
 is time: every node trains at the same speed, as equal machines on a LAN would, so
 every node takes the same number of steps: ``--epochs`` passes over the *mean* shard
 (a node with a small shard sees it more often than one with a large shard).
@@ -44,12 +45,12 @@ from pathlib import Path
 
 import numpy as np
 
+from gossipnet import exchange
 from gossipnet.data import Dataset, load_dataset, partition
 from gossipnet.errors import UserError
-from gossipnet.learners.base import Snapshot
 from gossipnet.learners.convnet import ConvnetConfig, ConvnetLearner
 from gossipnet.nn import blas, cosine_lr, get_preset
-from gossipnet.wire import blobs
+from gossipnet.rejections import Rejection, Rejections
 
 FASHION_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "fashion-mnist"
 ARMS = ("alone", "gossip", "central", "central-wide")
@@ -67,7 +68,7 @@ class Setup:
     net: str = "tiny"
     merge: str = "average"  # or "clipped"
     clip_radius: float = 1.0
-    blob_dtype: str = "float16"  # what Node sends by default
+    blob_dtype: str = ConvnetLearner.wire.dtype  # what Node sends
     seed: int = 0
     # The learning-rate schedule, in every arm: "age" is ConvnetLearner's own (what the daemon
     # runs: decay with the model's age), "constant" the preset's rate throughout, "cosine"
@@ -118,28 +119,40 @@ def make_learner(data: Dataset, indices: np.ndarray | None, setup: Setup, node: 
 
 
 class WireLink:
-    """Snapshot -> blob -> checked tensors -> absorb, as Node._publish and Node._absorb_blob do."""
+    """One node's end of the exchange, through ``gossipnet.exchange`` as ``Node`` does:
+    publish a snapshot; check, download-verify, open and absorb a peer's."""
 
-    def __init__(self, learner: ConvnetLearner, dtype: str) -> None:
-        self.dtype = dtype
-        self.gate = blobs.BlobGate(learner.offer_shapes())
-        self.rejected = 0
+    def __init__(self, learner: ConvnetLearner, dtype: str | None = None) -> None:
+        self.wire = replace(learner.wire, dtype=dtype or learner.wire.dtype)
+        self.gate = exchange.Gate(learner.kind, learner.offer_shapes())
+        self.rejections = Rejections({"learner": learner.wire.absorb_reasons})
 
-    def publish(self, learner: ConvnetLearner) -> tuple[bytes, blobs.Manifest, Snapshot]:
-        snap = learner.snapshot()
-        data, manifest = blobs.encode_blob(snap.tensors, age=snap.age, dtype=self.dtype)
-        return data, manifest, snap
+    @property
+    def rejected(self) -> int:
+        return self.rejections.total()
 
-    def absorb(self, learner: ConvnetLearner, offer: tuple[bytes, blobs.Manifest, Snapshot], peer: str) -> bool:
-        data, manifest, snap = offer
-        opened = self.gate.open(data, manifest)
-        if isinstance(opened, blobs.BlobRejected):
-            self.rejected += 1
-            return False
-        result = learner.absorb(Snapshot(snap.kind, snap.fingerprint, manifest.age, opened, dict(snap.meta)), peer)
-        if not result.accepted:
-            self.rejected += 1
-        return result.accepted
+    def publish(self, learner: ConvnetLearner) -> exchange.Offer:
+        offer = exchange.publish(learner.snapshot(), self.wire, learner.step)
+        assert offer is not None, "a convnet always has weights to offer"
+        return offer
+
+    def absorb(self, learner: ConvnetLearner, offer: exchange.Offer, peer: str) -> bool:
+        outcome = self.gate.check(offer.manifest)
+        if outcome is None:
+            try:
+                blob = exchange.Download.whole(offer.manifest, offer.data)
+            except exchange.Refused as exc:
+                outcome = exc.rejection
+            else:
+                snapshot = self.gate.open(blob)
+                if isinstance(snapshot, Rejection):
+                    outcome = snapshot
+                else:
+                    result = learner.absorb(snapshot, peer)
+                    outcome = None if result.accepted else Rejection("learner", result.reason, result.detail)
+        if outcome is not None:
+            self.rejections.add(outcome)
+        return outcome is None
 
 
 def run_swarm(data: Dataset, setup: Setup, gossip: bool, log=None,

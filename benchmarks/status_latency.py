@@ -118,10 +118,10 @@ def node_provider():
     p.peers = [{"node_id": f"peer-{i:02d}", "address": f"10.0.0.{i}:7946", "state": "alive", "incarnation": i,
                 "last_exchange": now - i, "http_url": f"http://10.0.0.{i}:8730/"} for i in range(2, 12)]
     p.counters = {"exchange": {"sent": 120, "pulled": 80, "absorbed": 75},
-                  "absorb_rejected": {"shape_mismatch": 2, "not_finite": 1},
-                  "wire_rejected": {"bad_signature": 4, "replay": 9, "stale": 3},
                   "messages_in": {"PING": 5000, "ACK": 5000, "MANIFEST": 400},
                   "messages_out": {"PING": 5000, "ACK": 5000, "MANIFEST": 200}, "bytes": {"in": 10**8, "out": 10**8}}
+    p.rejections = {"udp": {"queue_full": 12}, "wire": {"bad_signature": 4, "replayed": 9, "stale": 3},
+                    "gate": {"bad_shape": 2}, "learner": {"bad_not_finite": 1}}
     for i in range(1500):  # a node that has run a while: a full history to draw
         p.advance(now=now - 1500 + i)
     rng = np.random.default_rng(0)

@@ -10,10 +10,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gossipnet.errors import UserError
+
+if TYPE_CHECKING:  # imported when asked for: `gossipnet --help` stays quick
+    from gossipnet.gossip import GossipConfig
+    from gossipnet.membership import MembershipConfig
 
 DEFAULT_UDP_PORT = 7946  # memberlist's default gossip port: familiar to ops people
 DEFAULT_HTTP_PORT = 8080
@@ -32,7 +37,7 @@ class NodeConfig:
     http_port: int = DEFAULT_HTTP_PORT
     peers: tuple[str, ...] = ()  # static seeds, "HOST:UDP_PORT", for where mDNS cannot reach
     mdns: bool = True
-    preset: str = "lan"  # membership/gossip timing preset: "lan" or "local"
+    preset: str = "lan"  # membership/gossip timing preset: "lan" or "local" (see gossip_config())
     # Swarm credentials (see docs/SECURITY.md).
     swarm_token: str | None = None
     cert: str | None = None
@@ -61,7 +66,9 @@ class NodeConfig:
     clip_radius: float = 1.0
     # Cadence.
     train_chunk: int | None = None  # steps per worker call; None: the learner's (20 batches, 1 generation)
-    gossip_interval: float = 5.0
+    # Seconds between snapshot announcements; None takes the preset's (GossipConfig.lan() 5 s,
+    # .local() 0.5 s). Not membership's 0.2 s rumour interval (MembershipConfig.rumour_interval).
+    announce_interval: float | None = None
     checkpoint_interval: float = 60.0
     eval_interval: float = 30.0
     max_steps: int | None = None  # stop training (but keep serving) after this many steps
@@ -86,14 +93,29 @@ class NodeConfig:
             raise UserError(f"--alpha {self.alpha} must be positive (smaller = more label skew)")
         if self.clip_radius <= 0:
             raise UserError(f"--clip-radius {self.clip_radius} must be positive")
-        for name in ("gossip_interval", "checkpoint_interval", "eval_interval"):
-            if getattr(self, name) <= 0:
+        for name in ("announce_interval", "checkpoint_interval", "eval_interval"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
                 raise UserError(f"--{name.replace('_', '-')} must be positive seconds")
         if self.train_chunk is not None and self.train_chunk < 1:
             raise UserError("--train-chunk must be at least 1 step")
         for peer in self.peers:
             parse_hostport(peer, what="--peer")
         return self
+
+    def gossip_config(self) -> GossipConfig:
+        """The preset's announce and pull settings, with ``announce_interval`` if given."""
+        from gossipnet.gossip import GossipConfig
+
+        base = GossipConfig.local() if self.preset == "local" else GossipConfig.lan()
+        if self.announce_interval is None:
+            return base
+        return replace(base, announce_interval=float(self.announce_interval))
+
+    def membership_config(self) -> MembershipConfig:
+        from gossipnet.membership import MembershipConfig
+
+        return MembershipConfig.local() if self.preset == "local" else MembershipConfig.lan()
 
     @property
     def advertised_host(self) -> str:
@@ -112,6 +134,8 @@ def parse_hostport(text: str, *, what: str) -> tuple[str, int]:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(NodeConfig)}
+# Old setting names still read from files and flags: old name -> field.
+RENAMED = {"gossip_interval": "announce_interval"}
 
 
 def load_toml(path: str | os.PathLike) -> dict:
@@ -126,6 +150,7 @@ def load_toml(path: str | os.PathLike) -> dict:
     out = {}
     for key, value in raw.items():
         name = key.replace("-", "_")
+        name = RENAMED.get(name, name)
         if name not in _FIELDS:
             known = ", ".join(sorted(_FIELDS))
             raise UserError(f"config file {path}: unknown setting {key!r}; known settings: {known}")
@@ -138,6 +163,7 @@ def build_config(file_values: dict, flag_values: dict) -> NodeConfig:
     merged = {**file_values, **{k: v for k, v in flag_values.items() if v is not None}}
     kwargs = {}
     for name, value in merged.items():
+        name = RENAMED.get(name, name)
         if name not in _FIELDS:
             raise UserError(f"unknown setting {name!r}")
         if name == "state_dir":

@@ -1,9 +1,10 @@
 """What to announce, to whom and when; which snapshots to pull (sans-IO).
 
-Every ``interval`` a node tells ``fanout`` random alive peers what snapshot it
-has (a MANIFEST datagram, small and signed by the wire layer); a peer that
-wants it pulls the blob over HTTP.  This module only decides: the node does the
-sending and the HTTP, then reports back with ``pull_done``.  The push-announce /
+Every ``announce_interval`` a node tells ``fanout`` random alive peers what snapshot it
+has (a MANIFEST datagram whose body is an ``exchange.Manifest``, signed by the wire
+layer); a peer that wants it pulls the blob over HTTP. This module only decides: the
+node core checks the manifest against its model (``exchange.Gate``), the node does the
+sending and the HTTP, then reports back with ``pull_done``. The push-announce /
 pull-payload split is memberlist's two planes (UDP gossip, TCP bulk) applied to
 gossip learning (Ormandi, Hegedus, Jelasity 2013).
 """
@@ -17,29 +18,23 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
 
-from gossipnet.membership import codec
-from gossipnet.membership.codec import BadBody
-from gossipnet.membership.types import Addr, MemberView, Outgoing
-from gossipnet.wire import blobs
+from gossipnet.exchange import Manifest
+from gossipnet.membership.types import MemberView, Outgoing
 from gossipnet.wire.types import MsgType
 
-MANIFEST_KEYS = {"kind", "fp", "age", "step", "sha256", "size", "codec", "port", "path", "meta"}
 _NAME = re.compile(r"[a-z0-9][a-z0-9_.+-]{0,31}")
-_PATH = re.compile(r"/[A-Za-z0-9_.~/-]{0,255}")
-MAX_FP_CHARS = 128
-MAX_AGE = 1e15  # examples seen; far beyond any real run, finite for JSON
-MAX_STEP = 2**63 - 1
 
 
 @dataclass(frozen=True)
 class GossipConfig:
     """Announce and pull knobs; times in seconds."""
 
-    # DESIGN.md: nodes gossip "every few seconds"; one announce per 2 s keeps a
-    # 10-node LAN's merge rate near one per node per 2 s with fanout 2.
-    interval: float = 2.0
+    # DESIGN.md: nodes gossip "every few seconds". 5 s is what the daemon ran with when
+    # docs/RESULTS.md was measured; with fanout 2 each node is offered a snapshot every 2.5 s
+    # on average, a little more often than a convnet node trains a 20-batch chunk here.
+    # (Not the membership rumour interval: that is MembershipConfig.rumour_interval, 0.2 s.)
+    announce_interval: float = 5.0
     # memberlist GossipNodes is 3 for 200 ms rumours; models are bulkier, so 2.
     fanout: int = 2
     # Bulk payloads are 100 KB-10 MB (DESIGN.md): two at once bounds memory and bandwidth.
@@ -49,10 +44,12 @@ class GossipConfig:
     pull_timeout: float = 30.0
     # After a failed pull, leave that peer alone this long.
     retry_after: float = 10.0
+    # The puller's cap; the gate (exchange.Gate) refuses a manifest above it, or above what
+    # our own model can occupy, before pulling.
     max_blob_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
-        for name in ("interval", "pull_timeout"):
+        for name in ("announce_interval", "pull_timeout"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"GossipConfig.{name} must be a positive number, got {value!r}")
@@ -68,97 +65,20 @@ class GossipConfig:
 
     @classmethod
     def local(cls) -> GossipConfig:
-        """Loopback tests: announce often, give up quickly."""
-        return cls(interval=0.5, pull_timeout=5.0, retry_after=2.0)
+        """Loopback tests and the demo: announce often, give up quickly."""
+        return cls(announce_interval=0.5, pull_timeout=5.0, retry_after=2.0)
 
 
 class Skip(str, Enum):
     """Why a valid manifest did not lead to a pull."""
 
-    OTHER_KIND = "other_kind"  # a different learner (convnet vs evolution)
+    OTHER_KIND = "other_kind"  # a different blob kind (weights vs genome)
     OTHER_FINGERPRINT = "other_fingerprint"  # another architecture: never merge
     OTHER_CLASSES = "other_classes"  # a model whose outputs name other classes: never merge
     NOT_NEWER = "not_newer"  # not past the last snapshot absorbed from that peer
     ALREADY_PULLING = "already_pulling"  # one pull per peer at a time
     AT_CAPACITY = "at_capacity"  # max_concurrent_pulls reached
     BACKOFF = "backoff"  # that peer's last pull failed recently
-    TOO_LARGE = "too_large"  # size above max_blob_bytes
-
-
-class BadManifest(ValueError):
-    """A MANIFEST body that does not match the schema."""
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """'I have this snapshot': the body of a MANIFEST datagram."""
-
-    kind: str
-    fp: str
-    age: float
-    step: int
-    sha256: bytes
-    size: int
-    codec: str
-    port: int
-    path: str
-    meta: dict[str, Any]
-
-    def to_body(self) -> dict[str, Any]:
-        return {"kind": self.kind, "fp": self.fp, "age": float(self.age), "step": self.step,
-                "sha256": self.sha256, "size": self.size, "codec": self.codec,
-                "port": self.port, "path": self.path, "meta": dict(self.meta)}
-
-    @classmethod
-    def from_blob(cls, blob: blobs.Manifest, step: int, port: int, path: str) -> Manifest:
-        """Announce a blob made by ``wire.blobs.encode_blob``; its shape summary rides in meta."""
-        meta = {"dtype": blob.dtype, "tensors": blob.n_tensors, "params": blob.n_params}
-        return cls(blob.kind, blob.fingerprint, blob.age, step, blob.sha256, blob.size,
-                   blob.codec, port, path, meta)
-
-    def blob(self) -> blobs.Manifest:
-        """The ``wire.blobs.Manifest`` the puller checks the download against."""
-        body = {"sha256": self.sha256, "size": self.size, "codec": self.codec, "fp": self.fp,
-                "kind": self.kind, "age": float(self.age), "dtype": self.meta.get("dtype"),
-                "tensors": self.meta.get("tensors"), "params": self.meta.get("params")}
-        try:
-            return blobs.Manifest.from_body(body)
-        except blobs.BlobRejected as exc:
-            raise BadManifest(f"not a weights/genome blob manifest: {exc}") from None
-
-    @classmethod
-    def from_body(cls, body: Any) -> Manifest:
-        """Validate strictly; raise BadManifest naming the first thing wrong."""
-        if not isinstance(body, dict) or set(body) != MANIFEST_KEYS:
-            raise BadManifest("manifest is not a map with exactly the keys "
-                              f"{sorted(MANIFEST_KEYS)}")
-        for key in ("kind", "codec"):
-            if type(body[key]) is not str or not _NAME.fullmatch(body[key]):
-                raise BadManifest(f"{key} is not a short lowercase name")
-        fp = body["fp"]
-        if type(fp) is not str or not 1 <= len(fp) <= MAX_FP_CHARS or not fp.isprintable():
-            raise BadManifest("fp is not a printable string of 1..128 chars")
-        age = body["age"]
-        if type(age) not in (int, float) or not math.isfinite(age) or not 0 <= age <= MAX_AGE:
-            raise BadManifest("age is not a finite number in [0, 1e15]")
-        if type(body["step"]) is not int or not 0 <= body["step"] <= MAX_STEP:
-            raise BadManifest("step is not a non-negative int")
-        if type(body["sha256"]) is not bytes or len(body["sha256"]) != 32:
-            raise BadManifest("sha256 is not 32 bytes")
-        if type(body["size"]) is not int or not 1 <= body["size"] <= 2**40:
-            raise BadManifest("size is not a positive int")
-        if type(body["port"]) is not int or not 1 <= body["port"] <= 65535:
-            raise BadManifest("port is not in 1..65535")
-        path = body["path"]
-        if (type(path) is not str or not _PATH.fullmatch(path) or "//" in path
-                or ".." in path.split("/")):
-            raise BadManifest("path is not a plain absolute URL path")
-        try:
-            meta = codec.meta(body["meta"])
-        except BadBody as exc:
-            raise BadManifest(str(exc)) from None
-        return cls(body["kind"], fp, float(age), body["step"], body["sha256"], body["size"],
-                   body["codec"], body["port"], path, meta)
 
 
 @dataclass(frozen=True)
@@ -183,6 +103,7 @@ class Gossip:
 
     def __init__(self, kind: str, fingerprint: str, config: GossipConfig | None = None,
                  rng: random.Random | None = None) -> None:
+        """``kind`` is the blob kind we take (``LearnerWire.blob_kind``), ``fingerprint`` the learner's."""
         self.kind = kind
         self.fingerprint = fingerprint
         self.config = config or GossipConfig.lan()
@@ -220,10 +141,10 @@ class Gossip:
                 self.counters["rejected.timeout"] += 1
         if self._next_announce is None:
             # Spread nodes started together over the first interval.
-            self._next_announce = now + self.rng.uniform(0, self.config.interval)
+            self._next_announce = now + self.rng.uniform(0, self.config.announce_interval)
         if now < self._next_announce:
             return []
-        self._next_announce = now + self.config.interval
+        self._next_announce = now + self.config.announce_interval
         if manifest is None or not alive_peers:
             return []
         body = manifest.to_body()
@@ -231,19 +152,15 @@ class Gossip:
         self.counters["announced"] += len(targets)
         return [Outgoing(p.addr, MsgType.MANIFEST, dict(body)) for p in targets]
 
-    def on_manifest(self, peer_id: str, peer_addr: Addr, body: Any, now: float) -> Pull | None:
-        """A peer's announcement: the pull to start, or None (counted, with a reason)."""
-        try:
-            manifest = Manifest.from_body(body)
-            host, _ = codec.addr(peer_addr)
-            codec.node_id(peer_id)
-        except (BadManifest, BadBody):
-            self.counters["rejected.malformed"] += 1
-            return None
+    def wants(self, peer_id: str, manifest: Manifest, now: float) -> Skip | None:
+        """Why a peer's (valid) manifest is not worth a pull now, counted; None if it is."""
         reason = self._skip_reason(peer_id, manifest, now)
         if reason is not None:
             self.counters[f"skipped.{reason.value}"] += 1
-            return None
+        return reason
+
+    def start_pull(self, peer_id: str, host: str, manifest: Manifest, now: float) -> Pull:
+        """Book a pull slot for ``manifest`` (after ``wants`` said yes and the gate agreed)."""
         pull = Pull(peer_id, host, manifest.port, manifest.path, manifest, now)
         self._pulls[peer_id] = pull
         self.counters["pulls_started"] += 1
@@ -257,8 +174,6 @@ class Gossip:
             if self.classes is not None and theirs is not None and theirs != self.classes:
                 return Skip.OTHER_CLASSES
             return Skip.OTHER_FINGERPRINT
-        if m.size > self.config.max_blob_bytes:
-            return Skip.TOO_LARGE
         last = self._absorbed.get(peer_id)
         if last is not None and (m.step <= last[0] or m.sha256 == last[1]):
             return Skip.NOT_NEWER

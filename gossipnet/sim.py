@@ -1,16 +1,17 @@
 """An in-process swarm: many nodes, a virtual clock, a virtual network.
 
-Each ``SimNode`` runs the very ``Membership`` (and optionally ``Gossip``) code
-the daemon runs; the ``Swarm`` replaces asyncio and sockets with a priority
-queue of timed events, and the LAN with a ``Network`` that loses, delays and
-partitions datagrams.  Everything draws from one seed, so a run repeats
-exactly.  Bodies cross the virtual wire through msgpack, as they would on a
-real one, so a body that cannot be encoded or is too large shows up here.
+Each ``SimNode`` runs the very ``NodeCore`` the daemon runs (membership, gossip, the
+exchange gate and its counters); the ``Swarm`` replaces asyncio and sockets with a
+priority queue of timed events, the LAN with a ``Network`` that loses, delays and
+partitions datagrams, and HTTP pulls with a lookup in the publisher's ``Shelf`` after
+``pull_time``. Snapshots are real blobs (``exchange.publish`` of a ``SimLearner``) and
+go through ``Download`` and ``Gate.open`` as a daemon's do. Everything draws from one
+seed, so a run repeats exactly. Bodies cross the virtual wire through msgpack, as they
+would on a real one, so a body that cannot be encoded or is too large shows up here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import itertools
 import random
@@ -20,12 +21,18 @@ from typing import Any
 
 import msgpack
 
-from gossipnet.gossip import Gossip, GossipConfig, Manifest
+from gossipnet import exchange
+from gossipnet.core import NodeCore, Output
+from gossipnet.gossip import GossipConfig, Pull
+from gossipnet.learners.base import AbsorbResult, Learner
+from gossipnet.learners.stand_in import SimLearner
 from gossipnet.membership import Membership, MembershipConfig, MemberEvent, Outgoing, State
 from gossipnet.membership.types import Addr
+from gossipnet.rejections import Rejection
 from gossipnet.wire.types import MsgType
 
 PORT = 7946  # memberlist's default port; every simulated host has its own address
+HTTP_PORT = 8000
 
 
 @dataclass
@@ -69,20 +76,25 @@ class Network:
 class SimNode:
     node_id: str
     addr: Addr
-    membership: Membership
-    gossip: Gossip | None = None
+    core: NodeCore
+    learner: SimLearner | None = None  # None: a membership-only swarm
+    shelf: exchange.Shelf = field(default_factory=exchange.Shelf)
     up: bool = True
     boots: int = 1
-    # A stand-in learner: its "age" grows with simulated training time and takes
-    # the larger age on absorb, so the spread of knowledge is observable.
-    age: float = 0.0
-    step: int = 0
+    trained_until: float = 0.0  # the learner trains one step per simulated second of uptime
     events: list[MemberEvent] = field(default_factory=list)
 
-    def manifest(self) -> Manifest:
-        digest = hashlib.sha256(f"{self.node_id}:{self.step}".encode()).digest()
-        return Manifest("sim", "fp0", self.age, self.step, digest, 1000, "raw",
-                        8000, f"/blob/{self.step}", {})
+    @property
+    def membership(self) -> Membership:
+        return self.core.membership
+
+    @property
+    def gossip(self):
+        return self.core.gossip if self.learner is not None else None
+
+    @property
+    def age(self) -> float:
+        return self.learner.age if self.learner is not None else 0.0
 
 
 class Swarm:
@@ -94,6 +106,8 @@ class Swarm:
                  pull_time: float = 0.5) -> None:
         """``join``: "seed" (everyone knows node 0's address), "all" (everyone knows
         everyone, as mDNS would give), or "none" (call ``add_seed`` yourself).
+        ``gossip_config``: None runs membership only; given, every node trains a
+        ``SimLearner`` and gossips its snapshots.
         ``pull_time``: how long a simulated HTTP pull of a snapshot takes."""
         self.pull_time = pull_time
         self.seed = seed
@@ -106,6 +120,7 @@ class Swarm:
         self.by_addr: dict[Addr, str] = {}
         self.counters: Counter[str] = Counter()
         self.max_body = 0
+        self.trace: dict[str, list[tuple[float, str, Any]]] | None = None  # node -> (time, input, output)
         self._queue: list[tuple[float, int, str, Any]] = []
         self._tie = itertools.count()
         self._wake: dict[str, float] = {}
@@ -114,25 +129,29 @@ class Swarm:
         ids = list(self.nodes)
         for node_id in ids:
             if join == "seed" and node_id != ids[0]:
-                self.nodes[node_id].membership.add_seed(self.nodes[ids[0]].addr, self.now)
+                self.nodes[node_id].core.add_seed(self.nodes[ids[0]].addr, self.now)
             elif join == "all":
                 for other in ids:
                     if other != node_id:
-                        self.nodes[node_id].membership.add_seed(self.nodes[other].addr, self.now)
+                        self.nodes[node_id].core.add_seed(self.nodes[other].addr, self.now)
 
     # ------------------------------------------------------------ nodes
 
-    def _make_membership(self, node_id: str, addr: Addr, incarnation: int) -> Membership:
-        rng = random.Random(f"{self.seed}:{node_id}:{incarnation}")
-        return Membership(node_id, addr, {"http": 8000}, self.config, rng, incarnation)
+    def make_core(self, node_id: str, addr: Addr, incarnation: int, learner: Learner) -> NodeCore:
+        """A node's core, built from its learner's declarations as ``Node.make_core`` does."""
+        return NodeCore(node_id, addr, learner_kind=learner.kind, fingerprint=learner.fingerprint,
+                        wire=learner.wire, shapes=learner.offer_shapes(), http_port=HTTP_PORT,
+                        membership_rng=random.Random(f"{self.seed}:{node_id}:{incarnation}"),
+                        gossip_rng=random.Random(f"{self.seed}:{node_id}:gossip:{incarnation}"),
+                        incarnation=incarnation, membership_config=self.config,
+                        gossip_config=self.gossip_config, classes=learner.classes_digest)
 
     def add_node(self, node_id: str) -> SimNode:
         index = len(self.nodes) + 1
         addr = (f"10.{index // 65536 % 256}.{index // 256 % 256}.{index % 256}", PORT)
-        node = SimNode(node_id, addr, self._make_membership(node_id, addr, 0))
-        if self.gossip_config is not None:
-            node.gossip = Gossip("sim", "fp0", self.gossip_config,
-                                 random.Random(f"{self.seed}:{node_id}:gossip"))
+        learner = SimLearner() if self.gossip_config is not None else None
+        node = SimNode(node_id, addr, self.make_core(node_id, addr, 0, learner or SimLearner()), learner,
+                       trained_until=self.now)
         self.nodes[node_id] = node
         self.by_addr[addr] = node_id
         self._schedule(node_id, self.now)
@@ -142,23 +161,25 @@ class Swarm:
         """The process dies: no goodbye, its datagrams and timers vanish."""
         self.nodes[node_id].up = False
 
-    def restart(self, node_id: str, seed_with: str | None = None) -> None:
-        """A fresh process with the persisted incarnation + 1 (memberlist's rejoin)."""
+    def restart(self, node_id: str, seed_with: str | None = None, lose_state: bool = False) -> None:
+        """A fresh process with the persisted incarnation + 1 (memberlist's rejoin); the
+        learner's state survives, as a checkpoint's would, unless ``lose_state``."""
         node = self.nodes[node_id]
         incarnation = node.membership.incarnation + 1
-        node.membership = self._make_membership(node_id, node.addr, incarnation)
-        if node.gossip is not None:
-            node.gossip = Gossip("sim", "fp0", self.gossip_config,
-                                 random.Random(f"{self.seed}:{node_id}:gossip:{node.boots}"))
+        if lose_state and node.learner is not None:
+            node.learner = SimLearner()
+        node.trained_until = self.now
+        node.core = self.make_core(node_id, node.addr, incarnation, node.learner or SimLearner())
+        node.shelf = exchange.Shelf()
         node.boots += 1
         node.up = True
         seed = seed_with or next(i for i in self.nodes if i != node_id)
-        node.membership.add_seed(self.nodes[seed].addr, self.now)
+        node.core.add_seed(self.nodes[seed].addr, self.now)
         self._schedule(node_id, self.now)
 
     def leave(self, node_id: str) -> None:
         node = self.nodes[node_id]
-        self._send(node, node.membership.leave(self.now))
+        self._send(node, node.core.leave(self.now))
         node.up = False
 
     # ------------------------------------------------------------ loop
@@ -169,13 +190,25 @@ class Swarm:
             heapq.heappush(self._queue, (at, next(self._tie), "wake", node_id))
 
     def _reschedule(self, node: SimNode) -> None:
-        times = [node.membership.next_deadline()]
-        if node.gossip is not None:
-            times.append(node.gossip.next_deadline())
+        times = [node.core.next_deadline()]
+        if node.learner is not None:
             times.append(self.now + 1.0)  # training progress
         times = [t for t in times if t is not None]
         if times:
             self._schedule(node.node_id, max(min(times), self.now))
+
+    def _act(self, node: SimNode, what: str, out: Output) -> None:
+        """Do what a node's core asked, as ``Node._act`` does with sockets and HTTP."""
+        if self.trace is not None:
+            self.trace.setdefault(node.node_id, []).append((self.now, what, out))
+        node.events += out.members
+        self._send(node, out.sends)
+        for pull in out.pulls:
+            src = self.by_addr.get((pull.host, PORT))
+            transit = self.net.transit(node.node_id, src) if src is not None else None
+            at = self.now + self.pull_time + (transit or 0.0)
+            heapq.heappush(self._queue, (at, next(self._tie), "pulled",
+                                         (node.node_id, src, pull, transit is not None)))
 
     def _send(self, node: SimNode, out: list[Outgoing]) -> None:
         for msg in out:
@@ -196,13 +229,15 @@ class Swarm:
                                          (node.node_id, node.addr, dst, msg.msg_type, data)))
 
     def _wake_node(self, node: SimNode) -> None:
-        out = node.membership.tick(self.now)
-        if node.gossip is not None:
-            node.age = node.age + 1.0 if self.now >= node.step + 1 else node.age
-            node.step = max(node.step, int(self.now))
-            out += node.gossip.tick(self.now, node.membership.alive_peers(), node.manifest())
-        self._send(node, out)
-        node.events += node.membership.drain_events()
+        steps = int(self.now - node.trained_until)
+        if node.learner is not None and steps >= 1:
+            node.learner.train(steps)
+            node.trained_until += steps
+            offer = exchange.publish(node.learner.snapshot(), node.learner.wire, node.learner.step)
+            if offer is not None:
+                node.shelf.put(offer)
+                node.core.offer(offer.manifest)
+        self._act(node, "tick", node.core.tick(self.now))
 
     def _deliver(self, src: str, src_addr: Addr, dst: str, msg_type: MsgType,
                  data: bytes) -> None:
@@ -211,27 +246,29 @@ class Swarm:
             self.counters["to_down_node"] += 1
             return
         body = msgpack.unpackb(data, raw=False)
-        if msg_type == MsgType.MANIFEST:
-            if node.gossip is None:
-                return
-            pull = node.gossip.on_manifest(src, src_addr, body, self.now)
-            if pull is not None:
-                transit = self.net.transit(dst, src)
-                at = self.now + self.pull_time + (transit or 0.0)
-                heapq.heappush(self._queue, (at, next(self._tie), "pulled",
-                                             (dst, src, pull.manifest, transit is not None)))
-            return
-        self._send(node, node.membership.handle(src, src_addr, msg_type, body, self.now))
-        node.events += node.membership.drain_events()
+        self._act(node, f"message {msg_type.name} from {src}",
+                  node.core.on_message(src, src_addr, msg_type, body, self.now))
 
-    def _pulled(self, dst: str, src: str, manifest: Manifest, ok: bool) -> None:
+    def _pulled(self, dst: str, src: str | None, pull: Pull, reachable: bool) -> None:
+        """A pull ends: the publisher's shelf stands in for its HTTP server."""
         node = self.nodes[dst]
-        if not node.up or node.gossip is None:
+        if not node.up or node.learner is None:
             return
-        ok = ok and self.nodes[src].up
-        node.gossip.pull_done(src, manifest, ok, None if ok else "unreachable", self.now)
-        if ok:
-            node.age = max(node.age, manifest.age)
+        outcome: AbsorbResult | Rejection
+        data = self.nodes[src].shelf.get(pull.manifest.sha_hex) if src is not None else None
+        if not reachable or src is None or not self.nodes[src].up:
+            outcome = Rejection("pull", "unreachable")
+        elif data is None:
+            outcome = Rejection("pull", "gone")
+        else:
+            try:
+                blob = exchange.Download.whole(pull.manifest, data)
+            except exchange.Refused as exc:
+                outcome = exc.rejection
+            else:
+                snapshot = node.core.gate.open(blob)
+                outcome = snapshot if isinstance(snapshot, Rejection) else node.learner.absorb(snapshot, src)
+        self._act(node, f"pulled from {src}", node.core.pull_done(pull, outcome, self.now, self.now))
 
     def run_until(self, t: float) -> None:
         """Process every event up to virtual time ``t``."""

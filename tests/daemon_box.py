@@ -21,7 +21,7 @@ UDP_PORT = 7946
 HTTP_PORT = 8080
 
 # Fast enough to learn something in a test, small enough for 3 daemons on 2 cores.
-FAST_LEARNING = ["--net", "tiny", "--train-chunk", "5", "--gossip-interval", "1",
+FAST_LEARNING = ["--net", "tiny", "--train-chunk", "5", "--announce-interval", "1",
                  "--eval-interval", "15", "--checkpoint-interval", "2"]
 
 _FETCH = r"""

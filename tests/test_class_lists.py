@@ -6,30 +6,27 @@ import dataclasses
 import random
 
 import numpy as np
+import pytest
 
+from gossipnet import exchange
 from gossipnet.data import load_dataset
-from gossipnet.gossip import Gossip, GossipConfig, Manifest
+from gossipnet.gossip import Gossip, GossipConfig, Skip
 from gossipnet.learners.base import Snapshot
 from gossipnet.learners.convnet import ConvnetConfig, ConvnetLearner
 
 
-def test_a_manifest_for_another_class_list_is_skipped_as_other_classes_not_pulled():
-    g = Gossip("weights", "fp-ours", GossipConfig(), random.Random(0))
-    g.classes = "aaaa"
-    theirs = Manifest("weights", "fp-theirs", 10.0, 1, b"\x01" * 32, 1000, "safetensors", 8001, "/blob/1",
-                      {"dtype": "float32", "classes": "bbbb"})
-    assert g.on_manifest("p1", ("10.0.0.1", 7946), theirs.to_body(), 0.0) is None
-    other_net = dataclasses.replace(theirs, meta={"dtype": "float32", "classes": "aaaa"})
-    assert g.on_manifest("p2", ("10.0.0.2", 7946), other_net.to_body(), 0.0) is None
-    assert g.counters["skipped.other_classes"] == 1 and g.counters["skipped.other_fingerprint"] == 1
-
-
-def test_learners_on_data_with_other_class_names_have_other_fingerprints_and_refuse_by_name():
+@pytest.fixture(scope="module")
+def two_learners():
+    """The same net on the same pictures, once under other class names (as MNIST's digits)."""
     data = load_dataset("embedded")
     small = dataclasses.replace(data, x_train=data.x_train[:64], y_train=data.y_train[:64])
-    renamed = dataclasses.replace(small, classes=tuple(f"digit {i}" for i in range(10)))  # MNIST-like names
-    a = ConvnetLearner(small, config=ConvnetConfig(net="tiny"))
-    b = ConvnetLearner(renamed, config=ConvnetConfig(net="tiny"))
+    renamed = dataclasses.replace(small, classes=tuple(f"digit {i}" for i in range(10)))
+    return (ConvnetLearner(small, config=ConvnetConfig(net="tiny")),
+            ConvnetLearner(renamed, config=ConvnetConfig(net="tiny")))
+
+
+def test_learners_on_data_with_other_class_names_have_other_fingerprints_and_refuse_by_name(two_learners):
+    a, b = two_learners
     assert a.net.fingerprint == b.net.fingerprint  # the same net ...
     assert a.fingerprint != b.fingerprint and a.classes_digest != b.classes_digest  # ... other meanings
     snap = b.snapshot()
@@ -37,5 +34,16 @@ def test_learners_on_data_with_other_class_names_have_other_fingerprints_and_ref
     result = a.absorb(snap, "peer-b")
     assert not result.accepted and result.reason == "other_classes"
     assert all(np.array_equal(before[k], v) for k, v in a.net.params().items())
-    forged = Snapshot(snap.kind, a.fingerprint, snap.age, snap.tensors, {**snap.meta, "classes": a.classes_digest})
-    assert a.absorb(forged, "peer-b").accepted  # the same list (and net) merges as before
+    same = Snapshot(snap.kind, a.fingerprint, snap.age, snap.tensors, {**snap.meta, "classes": a.classes_digest})
+    assert a.absorb(same, "peer-b").accepted  # the same list (and net) merges as before
+
+
+def test_gossip_skips_a_manifest_of_another_class_list_as_other_classes(two_learners):
+    a, b = two_learners
+    g = Gossip(a.wire.blob_kind, a.fingerprint, GossipConfig(), random.Random(0))
+    g.classes = a.classes_digest
+    offer = exchange.publish(b.snapshot(), b.wire, b.step)
+    assert g.wants("peer-b", offer.manifest, 0.0) is Skip.OTHER_CLASSES
+    unlabelled = dataclasses.replace(offer.manifest, meta={})  # a peer that does not say: the old reason
+    assert g.wants("peer-c", unlabelled, 0.0) is Skip.OTHER_FINGERPRINT
+    assert g.counters["skipped.other_classes"] == 1 and g.counters["skipped.other_fingerprint"] == 1

@@ -22,7 +22,7 @@ def test_flags_override_file_which_overrides_defaults(tmp_path):
         ({"shards": 4, "shard": 4}, r"must be in 0\.\.3"),
         ({"alpha": 0.0}, "must be positive"),
         ({"peers": ["nohost"]}, "is not HOST:PORT"),
-        ({"gossip_interval": -1.0}, "must be positive seconds"),
+        ({"announce_interval": -1.0}, "must be positive seconds"),
         ({"udp_port": "7000"}, "should be int"),
         ({"mdns": "yes"}, "should be bool"),
     ],
@@ -50,3 +50,15 @@ def test_invalid_toml_and_missing_file_are_user_errors(tmp_path):
 
 def test_hostport_parses_ipv6_brackets():
     assert parse_hostport("[::1]:7946", what="--peer") == ("::1", 7946)
+
+
+def test_the_presets_announce_interval_is_the_one_the_node_uses(tmp_path):
+    from gossipnet.gossip import GossipConfig
+
+    assert build_config({}, {"preset": "local"}).gossip_config() == GossipConfig.local()
+    assert build_config({}, {}).gossip_config() == GossipConfig.lan()
+    assert build_config({}, {"preset": "local", "announce_interval": 0.3}).gossip_config().announce_interval == 0.3
+    # The old name still reads from files and flags, as the announce interval.
+    path = tmp_path / "node.toml"
+    path.write_text("gossip-interval = 2.5\n")
+    assert build_config(load_toml(path), {}).gossip_config().announce_interval == 2.5

@@ -17,7 +17,7 @@ def test_two_island_daemons_exchange_migrants_and_both_solve_cartpole(tmp_path):
     token = new_swarm_token()
     with LanBox(hosts=2) as lan:
         procs = [start_daemon(lan, i, tmp_path / f"island{i}", token, "--task", "cartpole",
-                              "--gossip-interval", "1", "--eval-interval", "5") for i in HOSTS]
+                              "--announce-interval", "1", "--eval-interval", "5") for i in HOSTS]
         try:
             ids = node_ids(lan, HOSTS)
 

@@ -70,9 +70,9 @@ def test_each_node_absorbs_signed_snapshots_from_both_others(swarm):
 
     got, _ = wait_until("every node to absorb a snapshot from both others", absorbed_from_both, timeout=120)
     for h in HOSTS:
-        counters = got[h]["counters"]
+        counters, rejections = got[h]["counters"], got[h]["rejections"]
         assert counters["exchange"]["absorbed"] >= 2
-        assert not counters["wire_rejected"].get("bad_signature")
+        assert rejections["wire"]["bad_signature"] == 0 and rejections["gate"]["bad_shape"] == 0
         assert got[h]["learner"]["step"] > 0
 
 

@@ -14,7 +14,7 @@ from zeroconf.asyncio import AsyncServiceInfo
 
 from gossipnet.errors import UserError
 from gossipnet.net.advert import SERVICE_TYPE, Advertisement, RejectReason
-from gossipnet.net.discovery import Discovery, DiscoveryConfig, EventKind, PeerEvent
+from gossipnet.net.discovery import Discovery, DiscoveryConfig, PeerChange, PeerEvent
 from tests.conftest import skip_or_fail
 from tests.lanbox import LanBox, lanbox_available
 
@@ -76,7 +76,7 @@ async def test_events_end_on_stop_and_overflow_drops_the_oldest_counted():
     discovery = Discovery(ADVERT, "127.0.0.1", config=DiscoveryConfig(event_queue=2))
     peers = [parse(good_txt(node=f"node-{i}"))[0] for i in range(5)]
     for peer in peers:
-        discovery._emit(PeerEvent(EventKind.ADDED, peer))
+        discovery._emit(PeerEvent(PeerChange.ADDED, peer))
     await discovery.stop()  # never started: still ends the iterator
     got = [event.peer.node_id async for event in discovery.events()]
     assert got == ["node-3", "node-4"]
@@ -90,7 +90,7 @@ def test_a_failing_callback_is_logged_not_raised(caplog):
         raise KeyError("bug in the caller")
 
     discovery = Discovery(ADVERT, "127.0.0.1", on_event=broken)
-    discovery._emit(PeerEvent(EventKind.ADDED, parse(good_txt())[0]))
+    discovery._emit(PeerEvent(PeerChange.ADDED, parse(good_txt())[0]))
     assert "on_event callback failed" in caplog.text
 
 

@@ -15,7 +15,8 @@ from safetensors.numpy import load, save
 from gossipnet.errors import UserError
 from gossipnet.evo import Evaluator
 from gossipnet.learners.base import Snapshot
-from gossipnet.learners.evolution import EvolutionConfig, EvolutionLearner, Reject
+from gossipnet.learners.evolution import EvolutionConfig, EvolutionLearner
+from gossipnet.learners.migrants import MigrantReject
 
 
 def island(algo="ga", seed=0, **kw) -> EvolutionLearner:
@@ -36,7 +37,7 @@ def trained():
 def test_genome_of_the_wrong_length_is_rejected_and_counted(trained):
     n = trained.task.layout.size
     result = trained.absorb(offer(trained, np.zeros((2, n + 1), np.float32)), "peer")
-    assert not result.accepted and result.reason == Reject.WRONG_GENOME_LENGTH
+    assert not result.accepted and result.reason == MigrantReject.WRONG_GENOME_LENGTH
     assert trained.metrics()["rejected_wrong_genome_length"] == 1
 
 
@@ -248,7 +249,7 @@ def test_arbitrary_genome_tensors_are_accepted_only_when_valid(genomes, meta):
     )
     assert result.accepted == bool(valid), result
     if not valid:
-        assert result.reason in {r.value for r in Reject}
+        assert result.reason in {r.value for r in MigrantReject}
         assert _ISLAND.metrics()[f"rejected_{result.reason}"] == before[f"rejected_{result.reason}"] + 1
 
 

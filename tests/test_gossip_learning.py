@@ -8,6 +8,7 @@ subset, the ``tiny`` net, two nodes that each hold half of the classes.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -57,12 +58,12 @@ def test_tampered_blob_is_rejected_counted_and_leaves_the_model_alone(data):
     a, b = make_learner(data, np.arange(0, 100), setup, 0), make_learner(data, np.arange(100, 200), setup, 1)
     b.train(2)
     link = WireLink(a, setup.blob_dtype)
-    blob, manifest, snap = link.publish(b)
+    offer = link.publish(b)
     before = a.net.state_dict()
-    bad = bytearray(blob)
+    bad = bytearray(offer.data)
     bad[-1] ^= 0xFF
-    assert not link.absorb(a, (bytes(bad), manifest, snap), "node-1")
-    assert link.rejected == 1 and a.merges == 0
+    assert not link.absorb(a, replace(offer, data=bytes(bad)), "node-1")
+    assert link.rejected == 1 and link.rejections.get("pull", "hash_mismatch") == 1 and a.merges == 0
     assert all(np.array_equal(before[k], v) for k, v in a.net.params().items())
-    assert link.absorb(a, (blob, manifest, snap), "node-1")
+    assert link.absorb(a, offer, "node-1")
     assert a.merges == 1 and link.rejected == 1

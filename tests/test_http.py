@@ -27,7 +27,8 @@ def provider():
         node_id="node-a",
         peers=[{"node_id": "<b>peer</b>", "address": "127.0.0.1:7001", "state": "alive", "incarnation": 3,
                 "last_exchange": time.time() - 4, "http_url": None}],
-        counters={"exchange": {"sent": 2, "pulled": 1, "absorbed": 1}, "wire_rejected": {"bad_signature": 1},
+        rejections={"wire": {"bad_signature": 1}},
+        counters={"exchange": {"sent": 2, "pulled": 1, "absorbed": 1},
                   "messages_in": {"PING": 4}, "messages_out": {"ACK": 4}, "bytes": {"in": 10, "out": 20}},
     )
     p.advance(3)

@@ -6,10 +6,16 @@ import hashlib
 import pytest
 from aiohttp import web
 
+from gossipnet.exchange import Manifest
 from gossipnet.net.pull import BlobPuller, PullError, PullLimits
 
 BLOB = bytes(range(256)) * 1000
 SHA = hashlib.sha256(BLOB).digest()
+
+
+def manifest(sha: bytes = SHA, size: int = len(BLOB)) -> Manifest:
+    """What the puller checks the download against: the announced sha256 and size."""
+    return Manifest("weights", "fp", 1.0, 1, sha, size, "safetensors", "float32", 1, size // 4)
 
 
 @pytest.fixture
@@ -55,7 +61,7 @@ async def test_good_blob_is_returned(server):
     base, _ = server
     puller = BlobPuller()
     try:
-        assert await puller.fetch(f"{base}/good", SHA, len(BLOB)) == BLOB
+        assert (await puller.fetch(f"{base}/good", manifest())).data == BLOB
     finally:
         await puller.close()
 
@@ -77,7 +83,7 @@ async def test_bad_pulls_fail_with_a_reason(server, path, sha, size, reason):
     puller = BlobPuller()
     try:
         with pytest.raises(PullError) as info:
-            await puller.fetch(base + path, sha, size)
+            await puller.fetch(base + path, manifest(sha, size))
         assert info.value.reason == reason
     finally:
         await puller.close()
@@ -88,7 +94,7 @@ async def test_slow_peer_times_out(server):
     puller = BlobPuller(PullLimits(timeout_s=0.3))
     try:
         with pytest.raises(PullError) as info:
-            await puller.fetch(f"{base}/slow", SHA, len(BLOB))
+            await puller.fetch(f"{base}/slow", manifest())
         assert info.value.reason == "timeout"
     finally:
         await puller.close()
@@ -98,7 +104,7 @@ async def test_unreachable_peer_is_a_pull_error():
     puller = BlobPuller(PullLimits(timeout_s=2))
     try:
         with pytest.raises(PullError) as info:
-            await puller.fetch("http://127.0.0.1:9/blob", SHA, len(BLOB))
+            await puller.fetch("http://127.0.0.1:9/blob", manifest())
         assert info.value.reason == "unreachable"
     finally:
         await puller.close()
@@ -108,8 +114,8 @@ async def test_concurrency_is_capped(server):
     base, state = server
     puller = BlobPuller(PullLimits(max_concurrent=2))
     try:
-        results = await asyncio.gather(*(puller.fetch(f"{base}/good", SHA, len(BLOB)) for _ in range(6)))
-        assert all(r == BLOB for r in results)
+        results = await asyncio.gather(*(puller.fetch(f"{base}/good", manifest()) for _ in range(6)))
+        assert all(r.data == BLOB for r in results)
         assert state["peak"] == 2
     finally:
         await puller.close()

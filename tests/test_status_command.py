@@ -60,7 +60,7 @@ def swarm(loop):
                    peer("delta", "http://127.0.0.1:10/", state="dead"),
                    peer("alpha-again", servers[0].url)]
     beta.peers = [peer("alpha", servers[0].url)]
-    alpha.counters = {"wire_rejected": {"bad_signature": 3}, "absorb_rejected": {"shape_mismatch": 1}}
+    alpha.rejections = {"wire": {"bad_signature": 3, "replayed": 0}, "learner": {"shape_mismatch": 1}}
     alpha.last_merge = {"at": time.time() - 30, "peer": "beta", "accepted": True, "reason": "ok"}
     alpha.advance(12)
     beta.advance(5)

@@ -14,8 +14,8 @@ def status(**kw):
     args = dict(
         node_id="node-<a>", swarm="swarm&co", kind="convnet", fingerprint="f" * 32, started_at=0.0, now=3725.0,
         step=77, metrics={"loss": 0.25, "test_accuracy": 0.9},
-        counters={"exchange": {"sent": 11, "pulled": 9, "absorbed": 8},
-                  "absorb_rejected": {"shape_mismatch": 2}, "wire_rejected": {"bad_signature": 5, EVIL: 1}},
+        counters={"exchange": {"sent": 11, "pulled": 9, "absorbed": 8}},
+        rejections={"wire": {"bad_signature": 5, EVIL: 1}, "learner": {"shape_mismatch": 2}},
         peers=[{"node_id": EVIL, "address": "10.0.0.9:1", "state": "suspect", "incarnation": 1,
                 "last_exchange": 3700.0, "http_url": "javascript:alert(1)"},
                {"node_id": "node-b", "address": "10.0.0.2:7946", "state": "alive", "incarnation": 0,

@@ -16,7 +16,8 @@ def make_status(**overrides):
     args = dict(
         node_id="node-a", swarm="swarm-1", kind="convnet", fingerprint="ab" * 8, started_at=1000.0, now=1060.0,
         step=42, metrics={"loss": np.float32(0.5), "test_accuracy": 0.81, "note": "warm-up", "nan": float("nan")},
-        counters={"exchange": {"sent": 3, "pulled": 2, "absorbed": 1}, "wire_rejected": {"bad_signature": 2}},
+        counters={"exchange": {"sent": 3, "pulled": 2, "absorbed": 1}},
+        rejections={"wire": {"bad_signature": 2}, "udp": {"queue_full": 0}},
         peers=[{"node_id": "node-b", "address": "10.0.0.2:7946", "state": "alive", "incarnation": 2,
                 "last_exchange": 1050.0, "http_url": "http://10.0.0.2:8730/"},
                {"node_id": "node-c", "address": "10.0.0.3:7946", "state": "dead", "incarnation": 0,
@@ -40,8 +41,11 @@ def test_a_fresh_node_with_nothing_yet_validates():
 
 
 BREAKAGES = {
-    "wrong schema version": lambda s: s.__setitem__("schema", 2),
-    "schema as a string": lambda s: s.__setitem__("schema", "1"),
+    "wrong schema version": lambda s: s.__setitem__("schema", 1),
+    "schema as a string": lambda s: s.__setitem__("schema", "2"),
+    "missing rejections": lambda s: s.pop("rejections"),
+    "negative rejection count": lambda s: s["rejections"]["wire"].__setitem__("bad_signature", -1),
+    "rejection stage not an object": lambda s: s["rejections"].__setitem__("wire", 3),
     "missing node": lambda s: s.pop("node"),
     "extra top-level key": lambda s: s.__setitem__("extra", 1),
     "empty node id": lambda s: s["node"].__setitem__("id", ""),

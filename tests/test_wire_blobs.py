@@ -1,4 +1,9 @@
-"""Blobs: safetensors round trips, and every bad blob refused with its reason, cheaply."""
+"""Blobs: safetensors round trips, and every bad blob refused with its stage and reason, cheaply.
+
+Blobs go through the path a node runs: ``exchange.publish`` -> ``Gate.check`` (before the
+pull) -> ``Download`` (size and sha256 while streaming) -> ``Gate.open`` (bounded inflate,
+header, tensors, finiteness).
+"""
 
 from __future__ import annotations
 
@@ -15,23 +20,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gossipnet.exchange import BadManifest, Download, Gate, Manifest, Refused, publish
+from gossipnet.learners.base import LearnerWire, Snapshot
+from gossipnet.rejections import Rejection, Rejections
 from gossipnet.trust.credentials import load_credentials
 from gossipnet.trust.identity import Identity
 from gossipnet.trust.swarm import Swarm
 from gossipnet.wire import MAX_UDP_BODY, Accepted, MsgType, Receiver, Sealer
-from gossipnet.wire.blobs import (
-    CODEC_RAW,
-    CODEC_ZLIB,
-    BlobGate,
-    BlobHasher,
-    BlobReason,
-    BlobRejected,
-    Manifest,
-    check_size,
-    encode_blob,
-    fingerprint,
-    spec_of,
-)
+from gossipnet.wire.blobs import CODEC_RAW, CODEC_ZLIB, spec_of
 from gossipnet.wire.body import encode_body
 
 NOW = 1_800_000_000_000
@@ -68,29 +64,48 @@ def raw_blob(tensors: dict[str, np.ndarray], header_extra: dict | None = None) -
 
 
 def manifest_for(data: bytes, spec=SPEC, codec=CODEC_RAW, dtype="float32") -> Manifest:
-    return Manifest(hashlib.sha256(data).digest(), len(data), codec, fingerprint(spec), "weights", 1.0, dtype,
-                    len(spec), sum(int(np.prod(s)) for s in spec.values()))
+    return Manifest("weights", "fp", 1.0, 1, hashlib.sha256(data).digest(), len(data), codec, dtype,
+                    len(spec), sum(int(np.prod(s)) for s in spec.values()), 8001, "/blob/x")
 
 
-def assert_rejects(gate: BlobGate, data: bytes, manifest: Manifest, reason: BlobReason) -> None:
-    before = gate.counters[reason.value]
-    result = gate.open(data, manifest)
-    assert isinstance(result, BlobRejected), "blob was accepted"
-    assert result.reason is reason, result
-    assert gate.counters[reason.value] == before + 1
+def encode_blob(tensors, *, dtype="float32", compress=False, age=1.0) -> tuple[bytes, Manifest]:
+    """Publish ``tensors`` as a learner would: the blob and its manifest."""
+    offer = publish(Snapshot("convnet", "fp", age, tensors), LearnerWire("weights", dtype, 1, "merge"),
+                    step=1, compress=compress)
+    return offer.data, offer.manifest
+
+
+def open_blob(gate: Gate, data: bytes, manifest: Manifest) -> Snapshot | Rejection:
+    """What a node does with a pulled blob: download check, then open."""
+    try:
+        blob = Download.whole(manifest, data)
+    except Refused as exc:
+        return exc.rejection
+    return gate.open(blob)
+
+
+def assert_rejects(gate: Gate, data: bytes, manifest: Manifest, reason: str, stage: str = "gate") -> None:
+    record = Rejections()
+    result = open_blob(gate, data, manifest)
+    assert isinstance(result, Rejection), "blob was accepted"
+    assert (result.stage, result.reason) == (stage, reason), result
+    record.add(result)
+    assert record.get(stage, reason) == 1
     good, m = encode_blob(model())
-    assert isinstance(gate.open(good, m), dict)  # and the next good one still goes through
+    assert isinstance(open_blob(gate, good, m), Snapshot)  # and the next good one still goes through
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 @pytest.mark.parametrize("compress", [False, True])
 def test_blob_round_trips_in_every_codec(dtype, compress):
     tensors = model()
-    data, manifest = encode_blob(tensors, dtype=dtype, compress=compress, age=42.5, kind="weights")
+    data, manifest = encode_blob(tensors, dtype=dtype, compress=compress, age=42.5)
     assert manifest.codec == (CODEC_ZLIB if compress else CODEC_RAW) and manifest.dtype == dtype
-    gate = BlobGate(SPEC)
-    out = gate.open(data, manifest)
-    assert isinstance(out, dict) and gate.counters["accepted"] == 1
+    gate = Gate("convnet", SPEC)
+    assert gate.check(manifest) is None
+    snap = open_blob(gate, data, manifest)
+    assert isinstance(snap, Snapshot) and snap.age == 42.5 and snap.kind == "convnet" and snap.fingerprint == "fp"
+    out = snap.tensors
     for name, arr in tensors.items():
         assert out[name].dtype == np.float32 and out[name].shape == arr.shape
         tol = 1e-3 if dtype == "float16" else 0
@@ -105,10 +120,12 @@ def test_any_float_model_round_trips(shapes, compress, dtype):
     rng = np.random.default_rng(1)
     tensors = {name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}
     data, manifest = encode_blob(tensors, dtype=dtype, compress=compress)
-    out = BlobGate(spec_of(tensors)).open(data, manifest)
-    assert isinstance(out, dict)
+    gate = Gate("convnet", spec_of(tensors))
+    assert gate.check(manifest) is None
+    out = open_blob(gate, data, manifest)
+    assert isinstance(out, Snapshot)
     for name, arr in tensors.items():
-        np.testing.assert_array_equal(out[name], arr.astype(dtype).astype(np.float32))
+        np.testing.assert_array_equal(out.tensors[name], arr.astype(dtype).astype(np.float32))
 
 
 def test_manifest_travels_in_a_signed_datagram():
@@ -116,12 +133,13 @@ def test_manifest_travels_in_a_signed_datagram():
     ident = Identity.generate()
     creds = load_credentials(ident, NOW, swarm_token=swarm.token)
     _, manifest = encode_blob(model(), age=1e9)
+    manifest = replace(manifest.at(8080), meta={f"fitness_{i}": 1e3 + i for i in range(8)})
     body = manifest.to_body()
-    assert len(encode_body(body)) < MAX_UDP_BODY // 4  # room for the gossip layer's own fields
-    msg = Sealer(ident, creds, 1).seal(MsgType.MANIFEST, {"m": body, "port": 8080}, NOW)
+    assert len(encode_body(body)) < MAX_UDP_BODY // 2  # meta at its largest still fits with room
+    msg = Sealer(ident, creds, 1).seal(MsgType.MANIFEST, body, NOW)
     result = Receiver(creds.policy).open(msg, ("10.0.0.2", 1), NOW)
     assert isinstance(result, Accepted)
-    assert Manifest.from_body(result.body["m"]) == manifest
+    assert Manifest.from_body(result.body) == manifest
 
 
 @pytest.mark.parametrize(
@@ -131,48 +149,46 @@ def test_manifest_travels_in_a_signed_datagram():
 )
 def test_malformed_manifest_is_refused(change):
     _, manifest = encode_blob(model())
-    with pytest.raises(BlobRejected) as info:
-        Manifest.from_body({**manifest.to_body(), **change})
-    assert info.value.reason is BlobReason.MALFORMED
+    with pytest.raises(BadManifest):
+        Manifest.from_body({**manifest.at(8001).to_body(), **change})
 
 
-def test_manifest_of_another_architecture_is_refused_before_pulling():
-    gate = BlobGate(SPEC)
+def test_manifest_of_another_shape_is_refused_before_pulling():
+    gate = Gate("convnet", SPEC)
     other = {**model(), "fc.weight": np.zeros((10, 73), np.float32)}
     _, manifest = encode_blob(other)
-    rejection = gate.check_manifest(manifest)
-    assert rejection is not None and rejection.reason is BlobReason.WRONG_FINGERPRINT
-    assert gate.counters["wrong_fingerprint"] == 1
-    assert gate.check_manifest(encode_blob(model())[1]) is None
+    rejection = gate.check(manifest)
+    assert rejection is not None and (rejection.stage, rejection.reason) == ("gate", "bad_shape")
+    assert gate.check(encode_blob(model())[1]) is None
 
 
 def test_oversized_declared_blob_is_refused_before_reading():
-    gate = BlobGate(SPEC)
+    gate = Gate("convnet", SPEC)
     data, manifest = encode_blob(model())
-    rejection = gate.check_manifest(replace(manifest, size=10 << 20))
-    assert rejection is not None and rejection.reason is BlobReason.TOO_LARGE
-    with pytest.raises(BlobRejected, match="too_large"):
-        check_size(2 << 30, 64 << 20)
-    assert_rejects(gate, data + b"extra", manifest, BlobReason.TOO_LARGE)
+    rejection = gate.check(replace(manifest, size=10 << 20))
+    assert rejection is not None and (rejection.stage, rejection.reason) == ("gate", "too_large")
+    with pytest.raises(Refused, match="too_large"):
+        Download(replace(manifest, size=2 << 30), limit=64 << 20)
+    assert_rejects(gate, data + b"extra", manifest, "size_mismatch", stage="pull")
 
 
-def test_streaming_hasher_stops_at_the_declared_size_and_checks_the_hash():
+def test_download_stops_at_the_declared_size_and_checks_the_hash():
     data, manifest = encode_blob(model())
-    hasher = BlobHasher(manifest)
+    download = Download(manifest)
     for i in range(0, len(data), 100):
-        hasher.update(data[i:i + 100])
-    hasher.finish()
-    over = BlobHasher(manifest)
-    over.update(data)
-    with pytest.raises(BlobRejected, match="too_large"):
-        over.update(b"x")
-    short = BlobHasher(manifest)
-    short.update(data[:-1])
-    with pytest.raises(BlobRejected, match="hash_mismatch"):
+        download.feed(data[i:i + 100])
+    assert download.finish().data == data
+    over = Download(manifest)
+    over.feed(data)
+    with pytest.raises(Refused, match="size_mismatch"):
+        over.feed(b"x")
+    short = Download(manifest)
+    short.feed(data[:-1])
+    with pytest.raises(Refused, match="size_mismatch"):
         short.finish()
-    wrong = BlobHasher(manifest)
-    wrong.update(bytes([data[0] ^ 1]) + data[1:])
-    with pytest.raises(BlobRejected, match="hash_mismatch"):
+    wrong = Download(manifest)
+    wrong.feed(bytes([data[0] ^ 1]) + data[1:])
+    with pytest.raises(Refused, match="hash_mismatch"):
         wrong.finish()
 
 
@@ -180,7 +196,7 @@ def test_tampered_blob_fails_the_hash_before_parsing():
     data, manifest = encode_blob(model())
     tampered = bytearray(data)
     tampered[-5] ^= 0x40
-    assert_rejects(BlobGate(SPEC), bytes(tampered), manifest, BlobReason.HASH_MISMATCH)
+    assert_rejects(Gate("convnet", SPEC), bytes(tampered), manifest, "hash_mismatch", stage="pull")
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -188,7 +204,7 @@ def test_nan_or_inf_weights_are_refused(bad):
     tensors = model()
     tensors["fc.weight"][3, 4] = bad
     data = raw_blob(tensors)
-    assert_rejects(BlobGate(SPEC), data, manifest_for(data), BlobReason.NOT_FINITE)
+    assert_rejects(Gate("convnet", SPEC), data, manifest_for(data), 'not_finite')
     with pytest.raises(ValueError, match="NaN/Inf"):
         encode_blob(tensors)  # and we never send them
 
@@ -204,17 +220,17 @@ def test_float16_overflow_is_refused_when_encoding():
 def test_wrong_dtype_is_refused(dtype):
     tensors = {**model(), "conv1.bias": model()["conv1.bias"].astype(dtype)}
     data = raw_blob(tensors)
-    assert_rejects(BlobGate(SPEC), data, manifest_for(data), BlobReason.BAD_DTYPE)
+    assert_rejects(Gate("convnet", SPEC), data, manifest_for(data), 'bad_dtype')
 
 
 def test_a_whole_float64_model_is_refused_by_size_before_parsing():
     data = raw_blob({k: v.astype(np.float64) for k, v in model().items()})
-    assert_rejects(BlobGate(SPEC), data, manifest_for(data), BlobReason.TOO_LARGE)
+    assert_rejects(Gate("convnet", SPEC), data, manifest_for(data), 'too_large')
 
 
 def test_dtype_other_than_the_manifest_says_is_refused():
     data = raw_blob({k: v.astype(np.float16) for k, v in model().items()})
-    assert_rejects(BlobGate(SPEC), data, manifest_for(data, dtype="float32"), BlobReason.BAD_DTYPE)
+    assert_rejects(Gate("convnet", SPEC), data, manifest_for(data, dtype="float32"), 'bad_dtype')
 
 
 def test_object_arrays_cannot_be_encoded():
@@ -224,23 +240,28 @@ def test_object_arrays_cannot_be_encoded():
 
 
 def test_wrong_shape_or_names_are_refused():
-    gate = BlobGate(SPEC)
+    gate = Gate("convnet", SPEC)
     transposed = {**model(), "fc.weight": model()["fc.weight"].reshape(72, 10)}
     data = raw_blob(transposed)
-    assert_rejects(gate, data, manifest_for(data), BlobReason.BAD_SHAPE)
+    assert_rejects(gate, data, manifest_for(data), 'bad_shape')
     renamed = {("head.weight" if k == "fc.weight" else k): v for k, v in model().items()}
     data = raw_blob(renamed)
-    assert_rejects(gate, data, manifest_for(data), BlobReason.BAD_SHAPE)
+    assert_rejects(gate, data, manifest_for(data), 'bad_shape')
 
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"\x00" * 7, struct.pack("<Q", 1 << 40) + b"{}", struct.pack("<Q", 4) + b"nope",
+    [b"\x00" * 7, struct.pack("<Q", 1 << 40) + b"{}", struct.pack("<Q", 4) + b"nope",
      struct.pack("<Q", 2) + b"[]"],
-    ids=["empty", "short", "huge-header", "not-json", "not-object"],
+    ids=["short", "huge-header", "not-json", "not-object"],
 )
 def test_garbage_instead_of_safetensors_is_malformed(data):
-    assert_rejects(BlobGate(SPEC), data, manifest_for(data), BlobReason.MALFORMED)
+    assert_rejects(Gate("convnet", SPEC), data, manifest_for(data), "malformed")
+
+
+def test_empty_blob_is_refused_before_any_request():
+    with pytest.raises(Refused, match="too_large"):  # no size fits "1..limit bytes"
+        Download(manifest_for(b""))
 
 
 def test_inconsistent_offsets_are_malformed():
@@ -250,13 +271,13 @@ def test_inconsistent_offsets_are_malformed():
     header["fc.bias"]["data_offsets"][1] += 4  # claims more bytes than the file has
     h = json.dumps(header).encode()
     data = struct.pack("<Q", len(h)) + h + good[8 + n:]
-    assert_rejects(BlobGate(SPEC), data, manifest_for(data), BlobReason.MALFORMED)
+    assert_rejects(Gate("convnet", SPEC), data, manifest_for(data), 'malformed')
 
 
 def test_corrupt_zlib_stream_is_malformed():
     data, manifest = encode_blob(model(), compress=True)
     truncated = data[: len(data) // 2]
-    assert_rejects(BlobGate(SPEC), truncated, manifest_for(truncated, codec=CODEC_ZLIB), BlobReason.MALFORMED)
+    assert_rejects(Gate("convnet", SPEC), truncated, manifest_for(truncated, codec=CODEC_ZLIB), 'malformed')
 
 
 def zeros_bomb(total: int) -> bytes:
@@ -283,21 +304,21 @@ def test_decompression_bomb_of_1_gib_is_refused_without_allocating_it():
     big_spec = {"w": (400_000,)}  # a 1.6 MB model, so a ~1 MiB compressed blob passes the size check
     bomb = zeros_bomb(1 << 30)
     assert len(bomb) < 1_100_000
-    gate = BlobGate(big_spec)
+    gate = Gate("convnet", big_spec)
     manifest = manifest_for(bomb, spec=big_spec, codec=CODEC_ZLIB)
-    assert gate.check_manifest(manifest) is None
+    assert gate.check(manifest) is None
+    blob = Download.whole(manifest, bomb)
     tracemalloc.start()
     try:
-        result = gate.open(bomb, manifest)
+        result = gate.open(blob)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert isinstance(result, BlobRejected) and result.reason is BlobReason.DECOMPRESSION_BOMB
+    assert isinstance(result, Rejection) and (result.stage, result.reason) == ("gate", "decompression_bomb")
     assert peak < 16 << 20, f"peak allocation {peak} bytes"
-    assert gate.counters["decompression_bomb"] == 1
 
 
 def test_small_bomb_against_a_small_model_is_refused():
     bomb = zlib.compress(bytes(1 << 20), 9)  # ~1 KiB that inflates to 1 MiB
     assert len(bomb) < 1100
-    assert_rejects(BlobGate(SPEC), bomb, manifest_for(bomb, codec=CODEC_ZLIB), BlobReason.DECOMPRESSION_BOMB)
+    assert_rejects(Gate("convnet", SPEC), bomb, manifest_for(bomb, codec=CODEC_ZLIB), 'decompression_bomb')

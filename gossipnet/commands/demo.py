@@ -38,7 +38,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", default=None, help="run neuroevolution islands on this task instead")
     p.add_argument("--alpha", type=float, default=None, help="non-IID shards (Dirichlet alpha)")
     p.add_argument("--merge", choices=["average", "clipped"], default="average")
-    p.add_argument("--gossip-interval", type=float, default=3.0)
+    p.add_argument("--announce-interval", "--gossip-interval", dest="announce_interval", type=float, default=3.0,
+                   help="seconds between snapshot announcements (default 3)")
     p.add_argument("--eval-interval", type=float, default=20.0)
     p.add_argument("--max-steps", type=int, default=None, help="stop training after N steps (keep serving)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _build_nodes(args: argparse.Namespace) -> list:
-    from gossipnet.learners.factory import build_learner
+    from gossipnet.commands.learner_factory import build_learner
     from gossipnet.node import Node
     from gossipnet.trust.credentials import load_credentials
     from gossipnet.trust.identity import load_or_create_identity, next_incarnation
@@ -80,7 +81,7 @@ def _build_nodes(args: argparse.Namespace) -> list:
             "udp_port": 0, "http_port": 0, "mdns": False, "preset": "local",
             "learner": "evolution" if evolution else "convnet", "task": args.task or "cartpole",
             "dataset": args.dataset, "net": args.net, "shards": args.nodes, "shard": i,
-            "alpha": args.alpha, "merge": args.merge, "gossip_interval": args.gossip_interval,
+            "alpha": args.alpha, "merge": args.merge, "announce_interval": args.announce_interval,
             "eval_interval": args.eval_interval, "max_steps": args.max_steps,
         })
         identity = load_or_create_identity(cfg.state_dir)
@@ -140,7 +141,7 @@ def _summary(nodes: list, as_json: bool) -> None:
         final = n.learner.evaluate()
         score_key = "test_accuracy" if "test_accuracy" in final else "eval_mean"
         rows.append({"node": n.node_id, "step": n.learner.step, score_key: final.get(score_key),
-                     "absorbed": n.exchange["absorbed"], "url": n.status_url})
+                     "absorbed": n.core.exchange["absorbed"] if n.core else 0, "url": n.status_url})
     if as_json:
         print(json.dumps({"nodes": rows}), flush=True)
         return

@@ -32,7 +32,7 @@ log = logging.getLogger("gossipnet")
 _FLAG_FIELDS = (
     "state_dir", "host", "interface", "udp_port", "http_port", "preset", "learner", "dataset",
     "data_dir", "net", "shards", "shard", "alpha", "task", "algo", "seed", "merge", "clip_radius",
-    "train_chunk", "gossip_interval", "checkpoint_interval", "eval_interval", "max_steps",
+    "train_chunk", "announce_interval", "checkpoint_interval", "eval_interval", "max_steps",
     "image_size", "color_mode",
 )
 
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     identity = load_or_create_identity(cfg.state_dir)
     credentials, join_line = _credentials(cfg, args, identity, now_ms)
     incarnation = next_incarnation(cfg.state_dir, now_ms)
-    from gossipnet.learners.factory import build_learner
+    from gossipnet.commands.learner_factory import build_learner
     from gossipnet.node import Node
 
     from gossipnet.nn import blas
@@ -201,6 +201,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     learn.add_argument("--max-steps", type=int, default=None, help="stop training after N steps (keep serving)")
     cad = p.add_argument_group("cadence (seconds)")
     cad.add_argument("--train-chunk", type=int, default=None, help="steps between merges (default 20)")
-    cad.add_argument("--gossip-interval", type=float, default=None, help="announce period (default 5)")
+    cad.add_argument("--announce-interval", "--gossip-interval", dest="announce_interval", type=float, default=None,
+                     help="seconds between snapshot announcements (default: the preset's, lan 5, local 0.5)")
     cad.add_argument("--checkpoint-interval", type=float, default=None, help="default 60")
     cad.add_argument("--eval-interval", type=float, default=None, help="default 30")

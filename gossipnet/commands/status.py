@@ -222,71 +222,20 @@ class _Bad(Exception):
 async def mdns_urls(wait: float, interface: str | None = None, swarm: str | None = None) -> list[str]:
     """Status URLs of gossipnet nodes that answer mDNS within ``wait`` seconds.
 
-    Browse only: unlike a node's ``Discovery`` this registers nothing. TXT
-    records are hints from strangers: only a valid HTTP port and address are
-    taken from them, at most ``MAX_NODES`` services are resolved.
+    Browse only, through the nodes' own browser (``net.browser.browse``, which reads
+    TXT with ``net.advert.read_peer``): TXT records are hints from strangers, so only a
+    valid HTTP port and a routable address are taken from them, for at most ``MAX_NODES``.
     """
-    from zeroconf import Error as ZeroconfError
-    from zeroconf import InterfaceChoice, IPVersion, ServiceStateChange
-    from zeroconf.asyncio import AsyncServiceBrowser, AsyncZeroconf
+    from gossipnet.net.browser import browse
 
-    from gossipnet.net.advert import SERVICE_TYPE
-
-    version = IPVersion.V4Only
-    if interface is not None:
-        try:
-            version = IPVersion.V6Only if ipaddress.ip_address(interface).version == 6 else IPVersion.V4Only
-        except ValueError:
-            raise UserError(f"--interface {interface!r} is not an IP address; give this host's LAN "
-                            "address, e.g. --interface 192.168.1.20") from None
-    names: set[str] = set()
-
-    def on_change(zeroconf, service_type: str, name: str, state_change: ServiceStateChange) -> None:
-        if state_change is ServiceStateChange.Removed:
-            names.discard(name)
-        elif len(names) < MAX_NODES:
-            names.add(name)
-
-    try:
-        azc = AsyncZeroconf(interfaces=[interface] if interface else InterfaceChoice.Default, ip_version=version)
-    except (OSError, ZeroconfError) as exc:
-        where = f"--interface {interface}" if interface else "this host's interfaces"
-        raise UserError(f"mDNS could not start on {where} ({exc}); use --no-mdns with "
-                        "--peer HOST:HTTP_PORT, or pick another --interface") from None
-    try:
-        browser = AsyncServiceBrowser(azc.zeroconf, SERVICE_TYPE, handlers=[on_change])
-        await asyncio.sleep(wait)
-        await browser.async_cancel()
-        found = await asyncio.gather(*(_resolve(azc.zeroconf, n, version, swarm) for n in sorted(names)))
-    finally:
-        await azc.async_close()
-    return sorted({u for u in found if u})
-
-
-async def _resolve(zc, name: str, version, swarm: str | None) -> str | None:
-    from zeroconf import BadTypeInNameException
-    from zeroconf import Error as ZeroconfError
-    from zeroconf.asyncio import AsyncServiceInfo
-
-    from gossipnet.net.advert import SERVICE_TYPE, TXT_HTTP, TXT_SWARM
-
-    try:
-        info = AsyncServiceInfo(SERVICE_TYPE, name)
-        if not await info.async_request(zc, 1500):
-            return None
-        txt = info.decoded_properties
-    except (BadTypeInNameException, ZeroconfError, OSError, ValueError):
-        return None
-    port = txt.get(TXT_HTTP)
-    if not isinstance(port, str) or not port.isdigit() or not 1 <= int(port) <= 65535:
-        return None
-    if swarm is not None and txt.get(TXT_SWARM) != swarm:
-        return None
-    for address in info.parsed_addresses(version):
-        ip = ipaddress.ip_address(address)
-        if not (ip.is_multicast or ip.is_unspecified or ip.is_link_local):
-            return _base(URL.build(scheme="http", host=address, port=int(port)))
-    return None
+    urls = set()
+    for peer in await browse(wait, interface):
+        if swarm is not None and peer.txt.get("swarm") != swarm:
+            continue
+        ip = ipaddress.ip_address(peer.address.split("%")[0])
+        if not (ip.is_multicast or ip.is_unspecified or ip.is_link_local) and len(urls) < MAX_NODES:
+            urls.add(_base(URL.build(scheme="http", host=peer.address, port=peer.http_port)))
+    return sorted(urls)
 
 
 # ---- the table ---------------------------------------------------------------
@@ -319,12 +268,11 @@ def _row(r: NodeReport) -> list[str]:
     if r.status is None:
         return [_node_name(r), address, f"NO STATUS: {_clean(r.error or '')}"]
     s = r.status
-    learner, peers, counters = s["learner"], s["peers"], s["counters"]
+    learner, peers = s["learner"], s["peers"]
     alive = sum(p["state"] == "alive" for p in peers)
     merge = s["last_merge"]
     last_merge = "-" if merge is None else format_ago(s["now"] - merge["at"])
-    rejected = {**{f"wire:{k}": v for k, v in counters.get("wire_rejected", {}).items()},
-                **{f"absorb:{k}": v for k, v in counters.get("absorb_rejected", {}).items()}}
+    rejected = {f"{stage}:{k}": v for stage, group in s["rejections"].items() for k, v in group.items()}
     total = sum(rejected.values())
     top = max(rejected.items(), key=lambda kv: kv[1]) if total else None
     return [

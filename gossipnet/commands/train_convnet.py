@@ -86,7 +86,7 @@ class Progress:
 
 
 def _load(dataset: str, args: argparse.Namespace):
-    from gossipnet.learners.factory import load_data
+    from gossipnet.commands.learner_factory import load_data
 
     return load_data(dataset, args.data_dir, args.net, args.image_size, args.color_mode, args.test_fraction)
 

@@ -1,5 +1,5 @@
 """Learners: what a node trains. The node only ever sees the ``Learner`` interface."""
 
-from gossipnet.learners.base import AbsorbResult, Learner, Snapshot
+from gossipnet.learners.base import AbsorbResult, Learner, LearnerWire, Snapshot
 
-__all__ = ["AbsorbResult", "Learner", "Snapshot"]
+__all__ = ["AbsorbResult", "Learner", "LearnerWire", "Snapshot"]

@@ -37,6 +37,18 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class LearnerWire:
+    """What a learner's snapshots are on the wire, declared by the learner so the node never
+    has to ask which learner it holds (``learner.wire``)."""
+
+    blob_kind: str  # what the manifest announces: "weights" or "genome" (exchange.KINDS)
+    dtype: str  # the tensors' wire dtype: "float16" halves the bytes of weights, "float32" is exact
+    default_chunk: int  # training steps (batches, generations) per worker call, between merges
+    merge_event: str  # what an accepted absorb is called in the history and on the PNG
+    absorb_reasons: tuple[str, ...] = ()  # AbsorbResult reasons it may give; counted from 0
+
+
+@dataclass(frozen=True)
 class AbsorbResult:
     """The outcome of merging one peer's snapshot: accepted, or rejected with a reason."""
 
@@ -52,6 +64,7 @@ class Learner(abc.ABC):
     # A short hash of what the outputs mean (a convnet's class list), announced with every
     # snapshot so a peer with another one can name the reason it will not merge; None: n/a.
     classes_digest: str | None = None
+    wire: LearnerWire  # every learner declares one (see ConvnetLearner.wire)
 
     @property
     @abc.abstractmethod

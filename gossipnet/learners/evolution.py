@@ -4,12 +4,12 @@ Islands only have to share a fitness function to cooperate: a snapshot carries
 a few elite genomes (migrants) and their claimed fitness; a receiving island
 checks the genomes' shape and values, scores them itself on its own episode
 seeds, and only then lets them into its search. Claims are never believed;
-a claim well above the measured score is counted as forged.
+a claim well above the measured score is counted as forged. The door and the
+claim checks are in ``gossipnet.learners.migrants``.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 import time
@@ -23,7 +23,8 @@ from gossipnet.evo.algorithm import need, rng_from_state, rng_state
 from gossipnet.evo.algorithms import ALGORITHMS, make_algorithm
 from gossipnet.evo.rollout import Evaluator, render_episode
 from gossipnet.evo.tasks import TASKS, get_task
-from gossipnet.learners.base import AbsorbResult, Learner, Scalar, Snapshot
+from gossipnet.learners.base import AbsorbResult, Learner, LearnerWire, Scalar, Snapshot
+from gossipnet.learners.migrants import Door, MigrantReject, check_migrants, claim_seeds, forged_claims
 
 log = logging.getLogger(__name__)
 
@@ -32,22 +33,7 @@ HISTORY_COLUMNS = ("generation", "best", "mean", "env_steps", "migrants")
 # evaluation episodes use their own fixed seeds, disjoint from training draws
 # (those are below 2**31), so every island's evaluate() sees the same episodes
 EVAL_SEED_BASE = 2**31
-# Claims travel rounded to 3 decimals; a replay on the claim's own seeds must match this well.
-CLAIM_TOLERANCE = 0.01
 ROLLOUT_EVERY_S = 30.0
-
-
-class Reject(enum.StrEnum):
-    """Why a peer's migrants were refused (counted per reason)."""
-
-    WRONG_KIND = "wrong_kind"
-    WRONG_FINGERPRINT = "wrong_fingerprint"
-    MALFORMED = "malformed"
-    WRONG_GENOME_LENGTH = "wrong_genome_length"
-    EMPTY = "empty"
-    TOO_MANY_MIGRANTS = "too_many_migrants"
-    NON_FINITE = "non_finite"
-    ABSURD_MAGNITUDE = "absurd_magnitude"
 
 
 @dataclass(frozen=True)
@@ -65,7 +51,6 @@ class EvolutionConfig:
     # make_algorithm says what sharing one did and did not do for islands.
     init_seed: int | None = None
     workers: int = 0  # process-pool size for rollouts; 0 evaluates inline, -1 uses every core
-    migration_interval: int = 5  # generations between offers (DESIGN: islands migrate every 5)
     # Fraction of the population offered as migrants: one genome of 16. GA islands on
     # LunarLander needed fewer env steps with one migrant per offer than with two (median
     # 0.65 M against 0.62 M, but a worst seed of 1.29 M against 5.53 M; docs/EVOLUTION.md).
@@ -99,14 +84,18 @@ class EvolutionConfig:
             raise UserError(f"--population must be at least 2, got {self.population}")
         if self.episodes < 1 or self.eval_episodes < 1:
             raise UserError("episodes and eval_episodes must be at least 1")
-        if self.migration_interval < 1 or not 0 < self.migration_rate <= 1 or self.max_migrants < 1:
-            raise UserError("migration interval >= 1, 0 < rate <= 1 and max_migrants >= 1 are required")
+        if not 0 < self.migration_rate <= 1 or self.max_migrants < 1:
+            raise UserError("0 < migration rate <= 1 and max_migrants >= 1 are required")
 
 
 class EvolutionLearner(Learner):
     """One island: an ask/tell algorithm, a task, and a guarded door for migrants."""
 
     kind = KIND
+    # Genomes are tiny and their claims are replayed exactly, so they travel as float32;
+    # one generation per worker call, so migrants arrive between generations.
+    wire = LearnerWire(blob_kind="genome", dtype="float32", default_chunk=1, merge_event="migrant",
+                       absorb_reasons=tuple(r.value for r in MigrantReject))
 
     def __init__(self, config: EvolutionConfig, evaluator: Evaluator | None = None) -> None:
         config.check()
@@ -124,7 +113,8 @@ class EvolutionLearner(Learner):
         self.migrants_accepted = 0
         self.migrants_rejected = 0
         self.forged_claims = 0
-        self.rejections = {r: 0 for r in Reject}
+        self.rejections = {r: 0 for r in MigrantReject}
+        self.door = Door(KIND, self.fingerprint, self.task.layout.size, config.max_migrants, config.max_abs_gene)
         self.forgeries: deque[tuple[str, float, float]] = deque(maxlen=16)
         self._migrants_since_generation = 0
         self._claim_seeds: np.ndarray | None = None  # episodes of the newest generation
@@ -140,11 +130,6 @@ class EvolutionLearner(Learner):
     @property
     def step(self) -> int:
         return self.algo.generation
-
-    @property
-    def migration_due(self) -> bool:
-        """True on generations where this island should offer migrants."""
-        return self.algo.generation > 0 and self.algo.generation % self.config.migration_interval == 0
 
     def train(self, budget: int) -> dict[str, float]:
         """Run ``budget`` generations."""
@@ -194,9 +179,9 @@ class EvolutionLearner(Learner):
     def absorb(self, snapshot: Snapshot, peer: str) -> AbsorbResult:
         """Check, re-score and take in a peer's migrants; never raises on bad data."""
         try:
-            problem = self._check(snapshot)
+            problem = check_migrants(snapshot, self.door)
         except Exception as exc:  # anything odd about the object is the peer's fault
-            problem = (Reject.MALFORMED, f"{type(exc).__name__}: {exc}")
+            problem = (MigrantReject.MALFORMED, f"{type(exc).__name__}: {exc}")
         if problem is not None:
             reason, detail = problem
             self.rejections[reason] += 1
@@ -207,26 +192,13 @@ class EvolutionLearner(Learner):
             return AbsorbResult(False, reason.value, detail)
         migrants = np.array(snapshot.tensors["genomes"], dtype=np.float32)
         measured = self._score(migrants, self._draw_seeds())
-        claim_seeds = _claim_seeds(snapshot.meta, self.config.episodes)
-        replayed = self._score(migrants, claim_seeds) if claim_seeds is not None else None
-        forged = 0
+        seeds = claim_seeds(snapshot.meta, self.config.episodes)
+        replayed = self._score(migrants, seeds) if seeds is not None else None
         margin = self.config.forgery_margin * self.task.info.return_scale
-        for i, score in enumerate(measured):
-            claim = _claim(snapshot.meta, i)
-            if claim is None:
-                continue
-            if replayed is not None:
-                # Same genome, same episodes: an honest claim replays to within rounding
-                # (understating is odd but harmless, so only overclaims count).
-                lie = claim - float(replayed[i]) > CLAIM_TOLERANCE
-                check = float(replayed[i])
-            else:
-                # No seeds: only a claim far above what we measure is a lie; noise is not.
-                lie = claim - score > margin
-                check = float(score)
-            if lie:
-                forged += 1
-                self.forgeries.append((peer, claim, check))
+        lies = forged_claims(snapshot.meta, measured, replayed, margin)
+        for _, claimed, check in lies:
+            self.forgeries.append((peer, claimed, check))
+        forged = len(lies)
         self.forged_claims += forged
         taken = self.algo.inject(migrants, measured)
         self.migrants_accepted += taken
@@ -305,7 +277,7 @@ class EvolutionLearner(Learner):
              self.forged_claims, self._migrants_since_generation],
             dtype=np.int64,
         )
-        state["learner.rejections"] = np.array([self.rejections[r] for r in Reject], dtype=np.int64)
+        state["learner.rejections"] = np.array([self.rejections[r] for r in MigrantReject], dtype=np.int64)
         for k, v in self.history().items():
             state[f"history.{k}"] = v
         return state
@@ -325,8 +297,8 @@ class EvolutionLearner(Learner):
         counters = need(state, "learner.counters", (6,))
         (self.env_steps, self.eval_env_steps, self.migrants_accepted, self.migrants_rejected,
          self.forged_claims, self._migrants_since_generation) = (int(c) for c in counters)
-        rejections = need(state, "learner.rejections", (len(Reject),))
-        self.rejections = {r: int(c) for r, c in zip(Reject, rejections)}
+        rejections = need(state, "learner.rejections", (len(MigrantReject),))
+        self.rejections = {r: int(c) for r, c in zip(MigrantReject, rejections)}
         self._history = {
             k: [float(x) for x in need(state, f"history.{k}").reshape(-1)] for k in HISTORY_COLUMNS
         }
@@ -362,48 +334,3 @@ class EvolutionLearner(Learner):
         if not self._history["best"]:
             return float("nan"), float("nan")
         return self._history["best"][-1], self._history["mean"][-1]
-
-    def _check(self, snapshot: Snapshot) -> tuple[Reject, str] | None:
-        c = self.config
-        if snapshot.kind != KIND:
-            return Reject.WRONG_KIND, f"kind {snapshot.kind!r} is not {KIND!r}"
-        if snapshot.fingerprint != self.fingerprint:
-            return Reject.WRONG_FINGERPRINT, f"{snapshot.fingerprint!r} != {self.fingerprint!r}"
-        tensors = snapshot.tensors
-        if not isinstance(tensors, dict) or set(tensors) != {"genomes"}:
-            return Reject.MALFORMED, "expected exactly one tensor named 'genomes'"
-        g = tensors["genomes"]
-        if not isinstance(g, np.ndarray) or g.ndim != 2 or g.dtype != np.float32:
-            return Reject.MALFORMED, "genomes must be a 2-D float32 array"
-        if g.shape[1] != self.task.layout.size:
-            n = self.task.layout.size
-            return Reject.WRONG_GENOME_LENGTH, f"genome length {g.shape[1]}, expected {n}"
-        if g.shape[0] == 0:
-            return Reject.EMPTY, "no genomes"
-        if g.shape[0] > c.max_migrants:
-            return Reject.TOO_MANY_MIGRANTS, f"{g.shape[0]} genomes, at most {c.max_migrants} accepted"
-        if not np.all(np.isfinite(g)):
-            return Reject.NON_FINITE, "genomes contain NaN or Inf"
-        biggest = float(np.abs(g).max())
-        if biggest > c.max_abs_gene:
-            return Reject.ABSURD_MAGNITUDE, f"|gene| up to {biggest:.3g} > {c.max_abs_gene:g}"
-        return None
-
-
-def _claim_seeds(meta: object, episodes: int) -> np.ndarray | None:
-    """The episode seeds a peer's claims were measured on, if it sent exactly a usable set."""
-    if not isinstance(meta, dict):
-        return None
-    seeds = [meta.get(f"seed_{j}") for j in range(episodes)]
-    if f"seed_{episodes}" in meta or not all(
-            type(v) is int and 0 <= v < 2**31 for v in seeds):
-        return None
-    return np.array(seeds, dtype=np.int64)
-
-
-def _claim(meta: object, i: int) -> float | None:
-    """A migrant's claimed fitness, if the peer sent a usable number."""
-    value = meta.get(f"fitness_{i}") if isinstance(meta, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None

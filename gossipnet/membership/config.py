@@ -29,7 +29,7 @@ class MembershipConfig:
     suspicion_max_timeout_mult: int = 6
     # memberlist DefaultLANConfig: besides piggy-backing on probes, send pending
     # rumours every 200 ms to 3 random peers, so news outruns the suspicion timers.
-    gossip_interval: float = 0.2
+    rumour_interval: float = 0.2
     gossip_nodes: int = 3
     # memberlist GossipToTheDeadTime: keep gossiping to a dead node this long, so a
     # node wrongly declared dead hears it and refutes.
@@ -58,7 +58,7 @@ class MembershipConfig:
 
     def __post_init__(self) -> None:
         positive = ("probe_interval", "probe_timeout", "push_pull_interval", "join_retry_interval",
-                    "reconnect_interval", "gossip_interval")
+                    "reconnect_interval", "rumour_interval")
         for name in positive:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -93,7 +93,7 @@ class MembershipConfig:
             suspicion_mult=3,
             push_pull_interval=15.0,
             reconnect_interval=15.0,
-            gossip_interval=0.1,
+            rumour_interval=0.1,
             gossip_to_the_dead_time=15.0,
         )
 

@@ -168,7 +168,7 @@ class Membership:
         out += self._fd.advance(now)
         self._t.expire_suspicions(now)
         if now >= self._next_gossip:
-            self._next_gossip = now + self.config.gossip_interval
+            self._next_gossip = now + self.config.rumour_interval
             out += self._gossip_round(now)
         if now >= self._next_sync:
             self._next_sync = now + push_pull_scale(self.config.push_pull_interval,

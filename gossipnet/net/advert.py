@@ -103,28 +103,20 @@ class Peer:
         return (self.address, self.udp_port)
 
 
-def peer_from_txt(
-    ours: Advertisement, name: str, props: Mapping[str, str | None], addresses: Iterable[str]
+def read_peer(
+    name: str, props: Mapping[str, str | None], addresses: Iterable[str]
 ) -> tuple[Peer | None, RejectReason | None]:
-    """Read a resolved service named ``name`` into a Peer of our swarm, or say why not.
+    """Read any gossipnet node's resolved service into a Peer (of whatever swarm), or say why not.
 
-    ``props`` is its decoded TXT record, ``addresses`` its IP literals of our IP version
-    (most recent first). A pure function of the records: no TXT content makes it raise.
+    ``props`` is its decoded TXT record, ``addresses`` its IP literals (most recent first).
+    A pure function of the records: no TXT content makes it raise. ``gossipnet status``
+    uses it as it is; a node filters further with ``peer_from_txt``.
     """
     txt = {k: v for k, v in list(props.items())[:MAX_TXT_KEYS]
            if isinstance(k, str) and isinstance(v, str) and len(k) <= MAX_TXT_VALUE and len(v) <= MAX_TXT_VALUE}
-    if txt.get(TXT_SWARM) != ours.swarm_id:
-        return None, RejectReason.OTHER_SWARM
-    node_id = txt.get(TXT_NODE)
-    if not _valid_node_id(node_id):
+    swarm, node_id, proto = txt.get(TXT_SWARM, ""), txt.get(TXT_NODE), txt.get(TXT_PROTO, "")
+    if not swarm or len(swarm) > 64 or not _valid_node_id(node_id) or not proto.isdigit() or len(proto) > 3:
         return None, RejectReason.BAD_TXT
-    if node_id == ours.node_id:
-        return None, RejectReason.SELF
-    proto = txt.get(TXT_PROTO, "")
-    if not proto.isdigit() or len(proto) > 3:
-        return None, RejectReason.BAD_TXT
-    if int(proto) != ours.protocol:
-        return None, RejectReason.OTHER_PROTOCOL
     udp_port, http_port = _port(txt.get(TXT_UDP)), _port(txt.get(TXT_HTTP))
     learner = txt.get(TXT_LEARNER, "")
     if udp_port is None or http_port is None or not _LEARNER_RE.fullmatch(learner):
@@ -135,6 +127,26 @@ def peer_from_txt(
         return None, RejectReason.NO_ADDRESS
     return Peer(name, node_id, usable[0], udp_port, http_port, learner, int(proto),
                 MappingProxyType(txt)), None
+
+
+def peer_from_txt(
+    ours: Advertisement, name: str, props: Mapping[str, str | None], addresses: Iterable[str]
+) -> tuple[Peer | None, RejectReason | None]:
+    """Read a resolved service named ``name`` into a Peer of our swarm, or say why not.
+
+    ``props`` is its decoded TXT record, ``addresses`` its IP literals of our IP version
+    (most recent first). A pure function of the records: no TXT content makes it raise.
+    """
+    if props.get(TXT_SWARM) != ours.swarm_id:
+        return None, RejectReason.OTHER_SWARM
+    peer, reason = read_peer(name, props, addresses)
+    if peer is None:
+        return None, reason
+    if peer.node_id == ours.node_id:
+        return None, RejectReason.SELF
+    if peer.protocol != ours.protocol:
+        return None, RejectReason.OTHER_PROTOCOL
+    return peer, None
 
 
 def _valid_node_id(value: object) -> bool:

@@ -4,73 +4,34 @@ What the advertisement says, and how a peer's is parsed and rejected, lives in
 ``gossipnet.net.advert`` (pure code). This module does the I/O: rejected services
 are counted, and nothing here ever raises because of what a peer sent.
 
-python-zeroconf's ``AsyncZeroconf`` is pinned to one interface address (the node's
-``--interface ADDR``); the browser's state changes arrive as callbacks on the event
-loop, and each added or updated service is resolved with ``AsyncServiceInfo``.
+A node's ``Discovery`` pins ``AsyncZeroconf`` to one interface address (``--interface
+ADDR``), registers itself, and browses for peers of its swarm with the ``Browser`` of
+``gossipnet.net.browser``, which ``gossipnet status`` uses too (``browse()``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import errno
 import functools
 import ipaddress
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 
-from zeroconf import (
-    BadTypeInNameException,
-    Error as ZeroconfError,
-    IPVersion,
-    NonUniqueNameException,
-    NotRunningException,
-    ServiceStateChange,
-)
-from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+from zeroconf import Error as ZeroconfError, IPVersion, NonUniqueNameException, NotRunningException
+from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 from gossipnet.errors import UserError
 from gossipnet.net.advert import SERVICE_TYPE, Advertisement, Peer, RejectReason, peer_from_txt
+from gossipnet.net.browser import Browser, DiscoveryConfig, PeerChange, PeerEvent, browse, read_service
+
+__all__ = ["Discovery", "DiscoveryConfig", "PeerChange", "PeerEvent", "browse"]
 
 log = logging.getLogger(__name__)
 
 MDNS_GROUP_V4 = "224.0.0.251"  # RFC 6762 section 3
 MDNS_PORT = 5353
-
-MAX_PEERS = 1024  # far above a LAN swarm; bounds memory against a flood of fake services
-MAX_PENDING = 64  # services being resolved at once; a flood beyond this is counted and skipped
-
-
-class EventKind(enum.Enum):
-    ADDED = "added"
-    UPDATED = "updated"
-    REMOVED = "removed"
-
-
-@dataclass(frozen=True)
-class PeerEvent:
-    kind: EventKind
-    peer: Peer
-
-
-@dataclass(frozen=True)
-class DiscoveryConfig:
-    """Timings and bounds of discovery."""
-
-    resolve_timeout: float = 3.0  # seconds to wait for SRV/TXT/A (zeroconf's own default)
-    stop_timeout: float = 2.0  # seconds to wait for goodbyes to be sent on stop
-    event_queue: int = 256  # events buffered for ``events()``; oldest dropped, counted
-
-    @classmethod
-    def lan(cls) -> DiscoveryConfig:
-        return cls()
-
-    @classmethod
-    def local(cls) -> DiscoveryConfig:
-        """Loopback tests: everything answers in milliseconds."""
-        return cls(resolve_timeout=1.0, stop_timeout=1.0)
 
 
 class Discovery:
@@ -97,12 +58,9 @@ class Discovery:
         self.config = config or DiscoveryConfig()
         self._on_event = on_event
         self._events: asyncio.Queue[PeerEvent | None] = asyncio.Queue()
-        self._peers: dict[str, Peer] = {}
-        self._pending: dict[str, asyncio.Task] = {}
-        self.rejected: dict[RejectReason, int] = {r: 0 for r in RejectReason}
         self.events_dropped = 0
         self._zc: AsyncZeroconf | None = None
-        self._browser: AsyncServiceBrowser | None = None
+        self._browser: Browser | None = None
         self._info: AsyncServiceInfo | None = None
         self._announcing: asyncio.Future | None = None
         self._stopping = False
@@ -118,7 +76,7 @@ class Discovery:
         if self._zc is not None or self._stopping:
             raise RuntimeError("Discovery.start() called twice; make a new Discovery to start again")
         self._check_multicast_route()
-        version = IPVersion.V6Only if self._ip.version == 6 else IPVersion.V4Only
+        version = self._version
         try:
             self._zc = AsyncZeroconf(interfaces=[self.interface], ip_version=version)
             await self._zc.zeroconf.async_wait_for_start()
@@ -130,7 +88,8 @@ class Discovery:
             await self._close_quietly()
             raise UserError(f"mDNS could not join the multicast group on --interface {self.interface}: "
                             f"no interface here has that address or it lacks multicast; check `ip addr`")
-        self._browser = AsyncServiceBrowser(self._zc.zeroconf, SERVICE_TYPE, handlers=[self._on_state_change])
+        self._browser = Browser(self._zc, version, functools.partial(peer_from_txt, self.advert), self._emit,
+                                self.config, own_name=f"{self.advert.instance_name()}.{SERVICE_TYPE}")
         info = AsyncServiceInfo(
             SERVICE_TYPE,
             f"{self.advert.instance_name()}.{SERVICE_TYPE}",
@@ -161,12 +120,10 @@ class Discovery:
         self._stopping = True
         if self._zc is not None:
             if self._browser is not None:
-                await self._browser.async_cancel()
-            pending = [*self._pending.values(), *([self._announcing] if self._announcing else [])]
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            self._pending.clear()
+                await self._browser.stop()
+            if self._announcing is not None:
+                self._announcing.cancel()
+                await asyncio.gather(self._announcing, return_exceptions=True)
             if self._info is not None:
                 try:
                     goodbyes = await self._zc.async_unregister_service(self._info)
@@ -186,9 +143,14 @@ class Discovery:
 
     # -- results --
 
+    @property
+    def rejected(self) -> dict[RejectReason, int]:
+        """Services not reported as peers, by reason (zeros before start)."""
+        return dict(self._browser.rejected) if self._browser else {r: 0 for r in RejectReason}
+
     def peers(self) -> dict[str, Peer]:
         """Current peers by service name (a copy)."""
-        return dict(self._peers)
+        return dict(self._browser.peers) if self._browser else {}
 
     async def events(self) -> AsyncIterator[PeerEvent]:
         """Peer events until ``stop()``; use this or ``on_event``, not both."""
@@ -230,84 +192,13 @@ class Discovery:
         except (ZeroconfError, OSError, RuntimeError) as exc:
             log.debug("closing zeroconf: %r", exc)
 
-    def _on_state_change(self, zeroconf: object, service_type: str, name: str,
-                         state_change: ServiceStateChange) -> None:
-        """Browser callback, on the event loop: never raises, never blocks."""
-        if self._stopping:
-            return
-        if state_change is ServiceStateChange.Removed:
-            task = self._pending.pop(name, None)
-            if task is not None:
-                task.cancel()
-            peer = self._peers.pop(name, None)
-            if peer is not None:
-                self._emit(PeerEvent(EventKind.REMOVED, peer))
-            return
-        previous = self._pending.get(name)
-        if previous is not None:
-            previous.cancel()  # resolve again: the records changed
-        elif len(self._pending) >= MAX_PENDING:
-            self._reject(RejectReason.TOO_MANY, name)
-            return
-        task = asyncio.get_running_loop().create_task(self._resolve(name), name=f"mdns-resolve {name}")
-        self._pending[name] = task
-        task.add_done_callback(functools.partial(self._resolved, name))
-
-    def _resolved(self, name: str, task: asyncio.Task) -> None:
-        if self._pending.get(name) is task:
-            del self._pending[name]
-        if not task.cancelled() and task.exception() is not None:
-            log.error("resolving mDNS service %s failed", name, exc_info=task.exception())
-
-    async def _resolve(self, name: str) -> None:
-        if self._zc is None:
-            return
-        if name.lower() == f"{self.advert.instance_name()}.{SERVICE_TYPE}".lower():
-            self._reject(RejectReason.SELF, name)
-            return
-        try:
-            info = AsyncServiceInfo(SERVICE_TYPE, name)
-        except (BadTypeInNameException, ZeroconfError, ValueError):
-            self._reject(RejectReason.BAD_TXT, name)
-            return
-        try:
-            found = await info.async_request(self._zc.zeroconf, int(self.config.resolve_timeout * 1000))
-        except (ZeroconfError, OSError) as exc:
-            log.debug("resolving %s: %r", name, exc)
-            found = False
-        if not found:
-            self._reject(RejectReason.UNRESOLVED, name)
-            return
-        peer, reason = self._peer_from(name, info)
-        if peer is None:
-            self._reject(reason, name)
-            # A known peer whose advertisement turned bad, or moved swarm, is gone for us.
-            old = self._peers.pop(name, None)
-            if old is not None:
-                self._emit(PeerEvent(EventKind.REMOVED, old))
-            return
-        old = self._peers.get(name)
-        if old is None and len(self._peers) >= MAX_PEERS:
-            self._reject(RejectReason.TOO_MANY, name)
-            return
-        self._peers[name] = peer
-        if old is None:
-            self._emit(PeerEvent(EventKind.ADDED, peer))
-        elif old != peer:
-            self._emit(PeerEvent(EventKind.UPDATED, peer))
+    @property
+    def _version(self) -> IPVersion:
+        return IPVersion.V6Only if self._ip.version == 6 else IPVersion.V4Only
 
     def _peer_from(self, name: str, info: AsyncServiceInfo) -> tuple[Peer | None, RejectReason | None]:
-        """Parse a resolved service into a Peer, or say why not: decode its records for ``peer_from_txt``."""
-        try:
-            props = info.decoded_properties
-        except (UnicodeDecodeError, ValueError):
-            return None, RejectReason.BAD_TXT
-        version = IPVersion.V6Only if self._ip.version == 6 else IPVersion.V4Only
-        return peer_from_txt(self.advert, name, props, info.parsed_scoped_addresses(version))
-
-    def _reject(self, reason: RejectReason, name: str) -> None:
-        self.rejected[reason] += 1
-        log.debug("mDNS service %s ignored: %s", name, reason.value)
+        """Read a resolved service as this node's browser does (tests feed it records directly)."""
+        return read_service(functools.partial(peer_from_txt, self.advert), self._version, name, info)
 
     def _emit(self, event: PeerEvent) -> None:
         if self._on_event is not None:

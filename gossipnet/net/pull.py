@@ -4,17 +4,18 @@ Bulk payloads never travel in UDP (DESIGN.md section 3): a signed manifest names
 blob's sha256 and size, and the receiver fetches it from the announcing node's HTTP
 server. Every limit is enforced while streaming, before the bytes are trusted: the
 declared size is checked against our cap before the request, the body is read in
-chunks and abandoned the moment it exceeds the declared size, and the hash is checked
-before anyone parses a byte.
+chunks into an ``exchange.Download`` that abandons it the moment it exceeds the
+declared size, and the hash is checked before anyone parses a byte.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from dataclasses import dataclass
 
 import aiohttp
+
+from gossipnet.exchange import Blob, Download, Manifest, Refused
 
 
 class PullError(Exception):
@@ -54,15 +55,17 @@ class BlobPuller:
             )
         return self._session
 
-    async def fetch(self, url: str, sha256: bytes, size: int) -> bytes:
-        """The blob at ``url``, whose bytes must hash to ``sha256`` and number exactly ``size``."""
-        if size <= 0 or size > self.limits.max_bytes:
-            raise PullError("too_large", f"declared size {size} outside 1..{self.limits.max_bytes}")
+    async def fetch(self, url: str, manifest: Manifest) -> Blob:
+        """The blob at ``url``, checked against ``manifest`` (size, then sha256) as it streams."""
+        try:
+            download = Download(manifest, self.limits.max_bytes)  # the declared size, before any request
+        except Refused as exc:
+            raise PullError(exc.rejection.reason, f"{url}: {exc.rejection.detail}") from None
         async with self._slots:
             try:
-                return await asyncio.wait_for(
-                    self._fetch(url, sha256, size), timeout=self.limits.timeout_s
-                )
+                return await asyncio.wait_for(self._fetch(url, download), timeout=self.limits.timeout_s)
+            except Refused as exc:
+                raise PullError(exc.rejection.reason, f"{url}: {exc.rejection.detail}") from None
             except asyncio.TimeoutError:
                 raise PullError("timeout", f"{url} took over {self.limits.timeout_s} s") from None
             except aiohttp.ClientError as exc:
@@ -70,7 +73,8 @@ class BlobPuller:
             except OSError as exc:
                 raise PullError("unreachable", f"{url}: {exc}") from None
 
-    async def _fetch(self, url: str, sha256: bytes, size: int) -> bytes:
+    async def _fetch(self, url: str, download: Download) -> Blob:
+        size = download.manifest.size
         async with self._client().get(url) as resp:
             if resp.status == 404:
                 raise PullError("gone", f"{url}: the peer no longer offers this snapshot")
@@ -80,17 +84,6 @@ class BlobPuller:
                 raise PullError(
                     "size_mismatch", f"{url}: {resp.content_length} bytes offered, {size} announced"
                 )
-            digest = hashlib.sha256()
-            parts: list[bytes] = []
-            received = 0
             async for chunk in resp.content.iter_chunked(self.limits.chunk_bytes):
-                received += len(chunk)
-                if received > size:
-                    raise PullError("size_mismatch", f"{url}: more than the {size} bytes announced")
-                digest.update(chunk)
-                parts.append(chunk)
-            if received != size:
-                raise PullError("size_mismatch", f"{url}: {received} bytes, {size} announced")
-            if digest.digest() != sha256:
-                raise PullError("hash_mismatch", f"{url}: content does not match the signed manifest")
-            return b"".join(parts)
+                download.feed(chunk)
+            return download.finish()

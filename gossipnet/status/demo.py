@@ -29,6 +29,7 @@ class DemoProvider:
     fingerprint: str = "0" * 16
     peers: list[dict[str, Any]] = field(default_factory=list)
     counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    rejections: dict[str, dict[str, int]] = field(default_factory=dict)  # stage -> reason -> count
     metrics: dict[str, Any] = field(default_factory=dict)
     visual_arrays: dict[str, Any] = field(default_factory=dict)
     blobs: dict[str, bytes] = field(default_factory=dict)
@@ -42,7 +43,8 @@ class DemoProvider:
         return build_status(
             node_id=self.node_id, swarm=self.swarm, kind=self.kind, fingerprint=self.fingerprint,
             started_at=self.started_at, now=time.time(), step=self.step, metrics=self.metrics,
-            counters=self.counters, peers=self.peers, last_merge=self.last_merge, addresses=self.addresses,
+            counters=self.counters, peers=self.peers, rejections=self.rejections, last_merge=self.last_merge,
+            addresses=self.addresses,
         )
 
     def visuals(self) -> Mapping[str, Any]:

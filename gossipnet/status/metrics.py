@@ -87,8 +87,8 @@ class StatusCollector(Collector):
                                 "action", counters.get("exchange", {}))
         rejections = CounterMetricFamily("gossipnet_rejections", "Rejected peer data by stage and reason.",
                                          labels=["stage", "reason"])
-        for stage, group in (("wire", "wire_rejected"), ("absorb", "absorb_rejected")):
-            for reason, n in sorted(counters.get(group, {}).items()):
+        for stage, group in s["rejections"].items():
+            for reason, n in sorted(group.items()):
                 rejections.add_metric([stage, reason], n)
         yield rejections
         messages = CounterMetricFamily("gossipnet_messages", "UDP messages by direction and type.",

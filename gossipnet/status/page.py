@@ -66,7 +66,7 @@ def render_page(status: Mapping[str, Any]) -> str:
         f"<h2>Peers ({len(status['peers'])})</h2>",
         _peers(status["peers"], now),
         "<h2>Exchanges</h2>",
-        _counters(status["counters"]),
+        _counters(status["counters"], status["rejections"]),
         _model_section(learner),
         '<p class="muted">JSON: <a href="/api/status">/api/status</a> &middot; '
         'Prometheus: <a href="/metrics">/metrics</a></p>',
@@ -119,14 +119,13 @@ def _peers(peers: list[Mapping[str, Any]], now: float) -> str:
     return "\n".join(rows)
 
 
-def _counters(counters: Mapping[str, Mapping[str, int]]) -> str:
+def _counters(counters: Mapping[str, Mapping[str, int]], rejections: Mapping[str, Mapping[str, int]]) -> str:
     exchange = counters.get("exchange", {})
     rows = [(k, str(exchange.get(k, 0))) for k in ("sent", "pulled", "absorbed")]
     rows += [(k, str(v)) for k, v in sorted(exchange.items()) if k not in ("sent", "pulled", "absorbed")]
-    for label, group in (("rejected (absorb)", "absorb_rejected"), ("rejected (wire)", "wire_rejected")):
-        items = counters.get(group, {})
+    for stage, items in rejections.items():  # in the order data meets the stages: udp, wire, gate, ...
         text = ", ".join(f"{k}: {v}" for k, v in sorted(items.items()) if v) or "none"
-        rows.append((label, text))
+        rows.append((f"rejected ({stage})", text))
     traffic = counters.get("bytes", {})
     if traffic:
         rows.append(("bytes in / out", f"{traffic.get('in', 0):,} / {traffic.get('out', 0):,}"))

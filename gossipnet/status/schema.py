@@ -17,19 +17,22 @@ import numpy as np
 
 from gossipnet import __version__
 
-SCHEMA_VERSION = 1
+# 2: refusals moved from counters.wire_rejected / counters.absorb_rejected to one
+#    "rejections" object by stage (udp, wire, gate, pull, learner) and reason.
+SCHEMA_VERSION = 2
 
 PEER_STATES = ("alive", "suspect", "dead", "left")
 
 # Counter groups every node reports (others may be added; these are the ones
 # the page and /metrics interpret).
-COUNTER_GROUPS = ("exchange", "absorb_rejected", "wire_rejected", "messages_in", "messages_out", "bytes")
+COUNTER_GROUPS = ("exchange", "messages_in", "messages_out", "bytes")
 
 # Size limits for untrusted documents: far above what a real node sends, low
 # enough that a hostile one cannot make `gossipnet status` print megabytes.
 MAX_PEERS = 1024
 MAX_METRICS = 64
 MAX_COUNTER_GROUPS = 32
+MAX_STAGES = 16
 MAX_COUNTERS_PER_GROUP = 128
 MAX_ID = 256
 MAX_TEXT = 512
@@ -73,6 +76,7 @@ def build_status(
     metrics: Mapping[str, Any],
     counters: Mapping[str, Mapping[str, int]],
     peers: Sequence[Mapping[str, Any]],
+    rejections: Mapping[str, Mapping[str, int]] | None = None,
     last_merge: Mapping[str, Any] | None = None,
     addresses: Mapping[str, str] | None = None,
     incarnation: int = 0,
@@ -104,7 +108,8 @@ def build_status(
             "metrics": {str(k): _scalar(v) for k, v in metrics.items()},
         },
         "peers": [_peer(p) for p in peers],
-        "counters": {str(g): {str(k): int(v) for k, v in group.items()} for g, group in counters.items()},
+        "counters": _groups(counters),
+        "rejections": _groups(rejections or {}),
         "last_merge": None if last_merge is None else {
             "at": float(last_merge["at"]),
             "peer": str(last_merge.get("peer", "")),
@@ -112,6 +117,10 @@ def build_status(
             "reason": str(last_merge.get("reason", "ok")),
         },
     }
+
+
+def _groups(groups: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
+    return {str(g): {str(k): int(v) for k, v in group.items()} for g, group in groups.items()}
 
 
 def _peer(p: Mapping[str, Any]) -> dict[str, Any]:
@@ -148,8 +157,9 @@ def _scalar(value: Any) -> float | int | str | bool | None:
 
 
 def validate_status(obj: Any) -> dict[str, Any]:
-    """Return ``obj`` if it is a valid schema-1 status document, else raise ``StatusSchemaError``."""
-    d = _dict(obj, "$", {"schema", "gossipnet_version", "now", "node", "learner", "peers", "counters", "last_merge"})
+    """Return ``obj`` if it is a valid status document of this schema, else raise ``StatusSchemaError``."""
+    d = _dict(obj, "$", {"schema", "gossipnet_version", "now", "node", "learner", "peers", "counters",
+                         "rejections", "last_merge"})
     if type(d["schema"]) is not int or d["schema"] != SCHEMA_VERSION:
         raise StatusSchemaError(f"$.schema: expected {SCHEMA_VERSION}, got {d['schema']!r}")
     _text(d["gossipnet_version"], "$.gossipnet_version", MAX_ID)
@@ -197,11 +207,12 @@ def validate_status(obj: Any) -> dict[str, Any]:
         if p["http_url"] is not None:
             _text(p["http_url"], f"{where}.http_url", MAX_TEXT)
 
-    for g, group in _mapping(d["counters"], "$.counters", MAX_COUNTER_GROUPS).items():
-        _text(g, "$.counters key", MAX_ID)
-        for k, v in _mapping(group, f"$.counters.{g}", MAX_COUNTERS_PER_GROUP).items():
-            _text(k, f"$.counters.{g} key", MAX_ID)
-            _count(v, f"$.counters.{g}.{k}")
+    for section, limit in (("counters", MAX_COUNTER_GROUPS), ("rejections", MAX_STAGES)):
+        for g, group in _mapping(d[section], f"$.{section}", limit).items():
+            _text(g, f"$.{section} key", MAX_ID)
+            for k, v in _mapping(group, f"$.{section}.{g}", MAX_COUNTERS_PER_GROUP).items():
+                _text(k, f"$.{section}.{g} key", MAX_ID)
+                _count(v, f"$.{section}.{g}.{k}")
 
     if d["last_merge"] is not None:
         m = _dict(d["last_merge"], "$.last_merge", {"at", "peer", "accepted", "reason"})

@@ -1,4 +1,8 @@
-"""Build the learner a NodeConfig asks for (the only place that knows every learner kind)."""
+"""Build the learner a NodeConfig asks for: the only place that knows every learner kind.
+
+It lives beside the commands that use it (`run`, `demo`) because it is application wiring:
+it reads settings and data sets, which the learners themselves never do.
+"""
 
 from __future__ import annotations
 

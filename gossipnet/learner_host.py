@@ -1,0 +1,121 @@
+"""Everything a node does with its learner, in the one worker thread that may touch it.
+
+A learner is not thread-safe, so the node runs every call to it here, one at a time:
+resume from and write checkpoints, train a chunk, evaluate and publish when due, open a
+pulled blob and absorb it. The event loop only reads what this leaves behind (``step``,
+``metrics``, ``visuals``, the ``shelf`` of published blobs), each replaced whole, never
+mutated in place. No asyncio here: ``node.py`` awaits ``run_in_executor`` around it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from gossipnet import exchange
+from gossipnet.checkpoint import Checkpoint, CheckpointStore
+from gossipnet.learners.base import AbsorbResult, Learner, LearnerWire
+from gossipnet.rejections import Rejection
+from gossipnet.status.history import MetricsHistory
+
+log = logging.getLogger(__name__)
+
+
+class LearnerHost:
+    """The learner, its cadence (evaluate, publish, checkpoint) and what it has published."""
+
+    def __init__(self, learner: Learner, history: MetricsHistory, store: CheckpointStore, *,
+                 train_chunk: int | None, eval_interval: float, publish_interval: float,
+                 checkpoint_interval: float, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
+        if not isinstance(getattr(learner, "wire", None), LearnerWire):
+            raise TypeError(f"{type(learner).__name__} must declare its wire facts: "
+                            "a class attribute `wire = LearnerWire(...)` (see learners/base.py)")
+        self.learner = learner
+        self.history = history
+        self.store = store
+        self.chunk = train_chunk or learner.wire.default_chunk
+        self.eval_interval = eval_interval
+        self.publish_interval = publish_interval
+        self.checkpoint_interval = checkpoint_interval
+        self.clock, self.wall = clock, wall
+        self.shelf = exchange.Shelf()  # the snapshots our HTTP server hands out
+        self.step = 0
+        self.metrics: dict[str, Any] = {}
+        self.visuals: Mapping[str, Any] = {}
+        self.model = None  # a copy of the current model for the status page's downloads (or None)
+        self.restored_from: str | None = None
+        self.resumed_exchange: dict[str, int] = {}  # the node's exchange counters at the checkpoint
+        self._last_eval: dict[str, Any] = {}  # the newest evaluate(), shown until the next one
+        self._next_eval = self._next_publish = self._next_checkpoint = 0.0
+
+    def restore(self) -> None:
+        """Resume from the newest checkpoint, if any, and publish a first snapshot."""
+        ckpt = self.store.load()
+        if ckpt is None:
+            self.history.event(self.wall(), "start", "fresh state")
+        else:
+            learner_state = {k[8:]: v for k, v in ckpt.tensors.items() if k.startswith("learner/")}
+            history_state = {k[8:]: v for k, v in ckpt.tensors.items() if k.startswith("history/")}
+            self.learner.load_state_dict(learner_state)
+            if history_state:
+                self.history.load_state_dict(history_state)
+            counters = ckpt.meta.get("exchange", {})
+            if isinstance(counters, dict):
+                self.resumed_exchange = {str(k): int(v) for k, v in counters.items() if isinstance(v, int)}
+            self.restored_from = str(ckpt.meta.get("recovered_from", self.store.current))
+            self.history.event(self.wall(), "restart", f"resumed at step {self.learner.step}")
+            log.info("resumed from %s at step %d", self.restored_from, self.learner.step)
+        self.step = self.learner.step
+        self.metrics = dict(self.learner.metrics())
+        self.publish()
+        # The first evaluation waits one interval: at step 0 it would only measure chance.
+        self._next_eval = self.clock() + self.eval_interval
+
+    def checkpoint(self, meta: Mapping[str, Any]) -> None:
+        tensors = {f"learner/{k}": v for k, v in self.learner.state_dict().items()}
+        tensors.update({f"history/{k}": v for k, v in self.history.state_dict().items()})
+        size = self.store.save(Checkpoint(tensors, {**meta, "step": self.learner.step, "saved_at": self.wall()}))
+        log.debug("checkpoint: %d bytes at step %d", size, self.learner.step)
+
+    def publish(self) -> None:
+        """Encode the learner's current snapshot as the newest blob on the shelf."""
+        self.visuals = self.learner.visuals()
+        self.model = self.learner.model()
+        offer = exchange.publish(self.learner.snapshot(), self.learner.wire, self.learner.step)
+        if offer is not None:
+            self.shelf.put(offer)
+
+    def work(self, train: bool, checkpoint_meta: Callable[[], Mapping[str, Any]]) -> dict[str, float]:
+        """One unit of worker time: train a chunk, evaluate, publish and checkpoint when due."""
+        out: dict[str, float] = {}
+        if train:
+            out = self.learner.train(self.chunk)
+        now = self.clock()
+        if now >= self._next_eval:
+            self._last_eval = dict(self.learner.evaluate())
+            out.update(self._last_eval)
+            self._next_eval = now + self.eval_interval
+        if now >= self._next_publish:
+            self.publish()
+            self._next_publish = now + self.publish_interval
+        if now >= self._next_checkpoint:
+            if self._next_checkpoint:
+                self.checkpoint(checkpoint_meta())
+            self._next_checkpoint = now + self.checkpoint_interval
+        self.step = self.learner.step
+        self.metrics = {**self.learner.metrics(), **self._last_eval}
+        return out
+
+    def absorb(self, gate: exchange.Gate, blob: exchange.Blob, peer: str) -> AbsorbResult | Rejection:
+        """Open a downloaded blob against our model and hand it to the learner."""
+        snapshot = gate.open(blob)
+        if isinstance(snapshot, Rejection):
+            return snapshot
+        result = self.learner.absorb(snapshot, peer)
+        if result.accepted:
+            self.metrics = {**self.learner.metrics(), **self._last_eval}
+            self._next_publish = 0.0  # offer the merged model soon
+        return result
