@@ -61,6 +61,7 @@ class NodeConfig:
     # (docs/EVOLUTION.md); alone, CMA-ES and GA are alike, and `gossipnet train` uses CMA-ES.
     algo: str = "ga"
     seed: int | None = None  # None: derived from the node id, so nodes differ
+    population: int | None = None  # members per island; None: the task's default
     # Merging.
     merge: str = "average"  # "average" (age-weighted) or "clipped" (ClippedGossip)
     clip_radius: float = 1.0
@@ -72,6 +73,13 @@ class NodeConfig:
     checkpoint_interval: float = 60.0
     eval_interval: float = 30.0
     max_steps: int | None = None  # stop training (but keep serving) after this many steps
+    # Browser volunteers (docs/VOLUNTEERS.md): on by default, because a volunteer cannot harm
+    # the model beyond a bounded share and every update is validated and spot-checked.
+    volunteers: bool = True
+    volunteer_steps: int = 8
+    volunteer_spot_check_rate: float = 0.1
+    volunteer_max_share: float = 0.5
+    volunteer_leases_per_minute: float = 30.0
 
     def validate(self) -> "NodeConfig":
         """Raise UserError naming the first setting that cannot work."""
@@ -99,8 +107,18 @@ class NodeConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be positive seconds")
         if self.train_chunk is not None and self.train_chunk < 1:
             raise UserError("--train-chunk must be at least 1 step")
+        if self.population is not None and self.population < 4:
+            raise UserError(f"--population {self.population} is too small: an island needs at least 4 members")
         for peer in self.peers:
             parse_hostport(peer, what="--peer")
+        if self.volunteer_steps < 1:
+            raise UserError("--volunteer-steps must be at least 1")
+        if not 0 <= self.volunteer_spot_check_rate <= 1:
+            raise UserError("--volunteer-spot-check-rate must be between 0 and 1")
+        if not 0 < self.volunteer_max_share < 1:
+            raise UserError("--volunteer-max-share must be strictly between 0 and 1")
+        if self.volunteer_leases_per_minute <= 0:
+            raise UserError("--volunteer-leases-per-minute must be positive")
         return self
 
     def gossip_config(self) -> GossipConfig:

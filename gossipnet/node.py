@@ -32,6 +32,7 @@ from gossipnet.learners.base import AbsorbResult, Learner
 from gossipnet.membership import MembershipConfig, State
 from gossipnet.membership.types import Addr
 from gossipnet.net.http import StatusServer
+from gossipnet.net.volunteer_http import add_volunteer_routes
 from gossipnet.net.pull import BlobPuller, PullError, PullLimits
 from gossipnet.net.udp import UdpClosed, UdpConfig, UdpEndpoint
 from gossipnet.rejections import Rejection
@@ -39,6 +40,7 @@ from gossipnet.status.history import MetricsHistory
 from gossipnet.status.report import node_status
 from gossipnet.trust.credentials import Credentials
 from gossipnet.trust.identity import Identity
+from gossipnet.volunteers import REASONS, TrainingSetup, VolunteerConfig, VolunteerDesk
 from gossipnet.wire import BodyTooLarge, Receiver, ReceiverConfig, Rejected, Sealer
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,37 @@ class Node:
         self._stop = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self.ready = asyncio.Event()  # set once sockets are bound and the node is announced
+        self.volunteers = self._volunteer_desk()
+
+    def _volunteer_desk(self) -> VolunteerDesk | None:
+        """Browser volunteers' desk for a convnet node (``--volunteers on``), else None."""
+        cfg = self.cfg
+        if not cfg.volunteers or self.learner.kind != "convnet":
+            return None
+        vcfg = VolunteerConfig(steps=cfg.volunteer_steps, spot_check_rate=cfg.volunteer_spot_check_rate,
+                               max_share=cfg.volunteer_max_share,
+                               leases_per_minute=cfg.volunteer_leases_per_minute)
+        try:
+            return VolunteerDesk(vcfg, TrainingSetup.of(self.learner), seed=self.rng.getrandbits(32))
+        except UserError as exc:
+            log.warning("browser volunteers are off: %s", exc)
+            return None
+
+    async def _run_heavy(self, fn, *args):
+        """Run CPU work (a volunteer update's checks) where training runs, off the loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
+
+    def _work(self, train: bool) -> dict[str, float]:
+        """One chunk in the worker thread; then merge accepted volunteer updates and offer
+        volunteers the new weights (between chunks, never while the learner trains)."""
+        out = self.host.work(train, self._checkpoint_meta)
+        desk, learner = self.volunteers, self.learner
+        if desk is not None:
+            for delta, images in desk.take_accepted():
+                learner.add_delta(delta, images)
+            desk.offer_version(learner.net.params(), learner.optimizer.state_dict(), learner.trainer.images,
+                               _mono())
+        return out
 
     @property
     def kind(self) -> str:
@@ -166,7 +199,9 @@ class Node:
     async def _start_sockets(self) -> None:
         cfg = self.cfg
         self.udp = await UdpEndpoint.bind((cfg.host, cfg.udp_port), self.udp_config)
-        self.http = StatusServer(self)
+        desk = self.volunteers
+        routes = (lambda app: add_volunteer_routes(app, desk, self._run_heavy)) if desk else None
+        self.http = StatusServer(self, volunteer_routes=routes)
         await self.http.start(cfg.host, cfg.http_port)
         self.core = self.make_core((cfg.advertised_host, self.udp_port), self.http_port,
                                    random.Random(self.rng.random()), random.Random(self.rng.random()))
@@ -221,7 +256,7 @@ class Node:
         loop = asyncio.get_running_loop()
         while True:
             done = self.cfg.max_steps is not None and self.host.step >= self.cfg.max_steps
-            out = await loop.run_in_executor(self._worker, self.host.work, not done, self._checkpoint_meta)
+            out = await loop.run_in_executor(self._worker, self._work, not done)
             values = {k: float(v) for k, v in self.host.metrics.items()
                       if isinstance(v, (int, float)) and not isinstance(v, bool)}
             peers = len(self.core.membership.alive_peers()) if self.core else 0
@@ -317,8 +352,14 @@ class Node:
             addresses["udp"] = f"{self.cfg.advertised_host}:{self.udp_port}"
         if self.http is not None and self.http.port is not None:
             addresses["http"] = self.status_url
+        extra = {}
+        if self.volunteers is not None:
+            extra["volunteer"] = self.volunteers.status(_mono())
+            if self.core is not None:
+                refused = self.volunteers.refused  # every reason, zeros included (Prometheus rate())
+                self.core.rejections.set_totals("volunteer", {r: refused.get(r, 0) for r in REASONS})
         return node_status(
-            self.core, node_id=self.node_id, swarm=self.credentials.swarm_id.hex(), kind=self.kind,
+            self.core, extra_counters=extra, node_id=self.node_id, swarm=self.credentials.swarm_id.hex(), kind=self.kind,
             fingerprint=self.learner.fingerprint, started_at=self.started_at, now=_wall(), step=self.host.step,
             metrics=self.host.metrics, incarnation=self.incarnation, addresses=addresses,
             udp_stats=self.udp.stats() if self.udp else None, http_bytes=self.bytes_http)

@@ -6,7 +6,8 @@ A datagram or a snapshot can be turned away at five places, cheapest first:
 - ``wire``: the envelope failed a check (``wire.receiver.Reason``: swarm, signature, replay ...);
 - ``gate``: a manifest or a pulled blob does not fit our model (``exchange``: shapes, size, dtype);
 - ``pull``: fetching the blob failed (unreachable, timeout, size or hash differs from the manifest);
-- ``learner``: the learner refused a verified snapshot (``AbsorbResult.reason``).
+- ``learner``: the learner refused a verified snapshot (``AbsorbResult.reason``);
+- ``volunteer``: a browser volunteer's lease request or update (``gossipnet.volunteers``).
 
 Every stage counts into the same ``Rejections``, so a reason that two stages share (``too_large``
 at the wire and at the gate) is two counters, never one overwriting the other. The status page,
@@ -32,6 +33,7 @@ KNOWN_REASONS: dict[str, tuple[str, ...]] = {
     "gate": ("malformed", "too_large", "bad_shape", "bad_dtype", "not_finite", "decompression_bomb"),
     "pull": ("too_large", "size_mismatch", "hash_mismatch", "timeout", "unreachable", "gone", "http_error"),
     "learner": (),  # each learner declares its own (LearnerWire.absorb_reasons)
+    "volunteer": (),  # browser volunteers' requests: the node sets gossipnet.volunteers' REASONS
 }
 
 MAX_REASONS_PER_STAGE = 64  # a peer cannot grow the record without bound through odd reasons

@@ -265,7 +265,7 @@ def test_the_sans_io_modules_import_no_asyncio_and_no_sockets():
     import sys
 
     modules = ["gossipnet.core", "gossipnet.exchange", "gossipnet.rejections", "gossipnet.gossip",
-               "gossipnet.learner_host", "gossipnet.learners.migrants", "gossipnet.sim"]
+               "gossipnet.learner_host", "gossipnet.learners.migrants", "gossipnet.sim", "gossipnet.volunteers"]
     code = ("import sys\n" + "".join(f"import {m}\n" for m in modules)
             + "print(sorted(m for m in ('asyncio', 'socket', 'aiohttp', 'zeroconf', 'asyncio_dgram') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)

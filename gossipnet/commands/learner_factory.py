@@ -22,10 +22,15 @@ def node_seed(cfg: NodeConfig, node_id: str) -> int:
 def build_learner(cfg: NodeConfig, node_id: str, data=None) -> Learner:
     """``data``: an already loaded Dataset to share (the demo's nodes), else cfg's is loaded."""
     seed = node_seed(cfg, node_id)
+    sizes = {} if cfg.population is None else {"population": cfg.population}
+    if cfg.learner == "evolution" and cfg.task == "slimevolley":
+        from gossipnet.learners.selfplay import SelfPlayConfig, SelfPlayLearner
+
+        return SelfPlayLearner(SelfPlayConfig(seed=seed, algo=cfg.algo or "ga", **sizes), name=node_id)
     if cfg.learner == "evolution":
         from gossipnet.learners.evolution import EvolutionConfig, EvolutionLearner
 
-        return EvolutionLearner(EvolutionConfig.for_task(cfg.task, cfg.algo, seed=seed))
+        return EvolutionLearner(EvolutionConfig.for_task(cfg.task, cfg.algo, seed=seed, **sizes))
     from gossipnet.data import shard
     from gossipnet.learners.convnet import ConvnetConfig, ConvnetLearner, default_net_for
 

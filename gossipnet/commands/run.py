@@ -33,6 +33,8 @@ _FLAG_FIELDS = (
     "state_dir", "host", "interface", "udp_port", "http_port", "preset", "learner", "dataset",
     "data_dir", "net", "shards", "shard", "alpha", "task", "algo", "seed", "merge", "clip_radius",
     "train_chunk", "announce_interval", "checkpoint_interval", "eval_interval", "max_steps",
+    "volunteer_steps", "volunteer_spot_check_rate", "volunteer_max_share", "volunteer_leases_per_minute",
+    "population",
     "image_size", "color_mode",
 )
 
@@ -58,6 +60,8 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         flags["peers"] = tuple(args.peer)
     if args.no_mdns:
         flags["mdns"] = False
+    if getattr(args, "volunteers", None):
+        flags["volunteers"] = args.volunteers == "on"
     if args.task and not flags.get("learner") and file_values.get("learner") is None:
         flags["learner"] = "evolution"
     for name in ("swarm_token", "cert", "insecure_open"):
@@ -135,6 +139,7 @@ def _banner(node: Node, join_line: str | None) -> None:
     lines = [
         f"gossipnet node {node.node_id} is up (step {node.learner.step})",
         f"  status page: {node.status_url}",
+        f"  volunteers:  {node.status_url + 'volunteer' if node.volunteers else 'off'}",
         f"  gossip:      {cfg.advertised_host}:{node.udp_port}/udp, {node.credentials.summary}",
         f"  discovery:   {'mDNS on ' + cfg.advertised_host if cfg.mdns else 'off'}"
         + (f", seeds {', '.join(cfg.peers)}" if cfg.peers else ""),
@@ -195,6 +200,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     learn.add_argument("--task", default=None, help="neuroevolution control task (implies --learner evolution)")
     learn.add_argument("--algo", choices=["ga", "es", "cmaes"], default=None)
     learn.add_argument("--seed", type=int, default=None, help="default: derived from the node id")
+    learn.add_argument("--population", type=int, default=None, help="members per island (evolution)")
     learn.add_argument("--merge", choices=["average", "clipped"], default=None,
                        help="age-weighted averaging, or ClippedGossip (robust to poisoned peers)")
     learn.add_argument("--clip-radius", type=float, default=None, help="ClippedGossip's L2 radius")
@@ -205,3 +211,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      help="seconds between snapshot announcements (default: the preset's, lan 5, local 0.5)")
     cad.add_argument("--checkpoint-interval", type=float, default=None, help="default 60")
     cad.add_argument("--eval-interval", type=float, default=None, help="default 30")
+    vol = p.add_argument_group("browser volunteers (docs/VOLUNTEERS.md)")
+    vol.add_argument("--volunteers", choices=["on", "off"], default=None,
+                     help="serve /volunteer so browsers on the LAN train for this node (default on)")
+    vol.add_argument("--volunteer-steps", type=int, default=None, help="optimizer steps per lease (default 8)")
+    vol.add_argument("--volunteer-spot-check-rate", type=float, default=None,
+                     help="fraction of leases the node recomputes (default 0.1)")
+    vol.add_argument("--volunteer-max-share", type=float, default=None,
+                     help="volunteers' most share of the images the model learns from (default 0.5)")
+    vol.add_argument("--volunteer-leases-per-minute", type=float, default=None,
+                     help="leases per address per minute (default 30)")

@@ -53,6 +53,10 @@ def load_checkpoint(path: str, learner: EvolutionLearner) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if str(args.task).strip().lower() == "slimevolley":  # two-player: self-play, its own report
+        from gossipnet.commands import train_selfplay
+
+        return train_selfplay.run(args)
     config = _config(args)
     generations = DEFAULT_GENERATIONS if args.generations is None else int(args.generations)
     if generations < 0:

@@ -42,6 +42,8 @@ TASKS: dict[str, TaskInfo] = {
         TaskInfo("pendulum", "Pendulum-v1", -200.0, 1600.0),
         TaskInfo("lunarlander", "LunarLander-v3", 200.0, 500.0),
         TaskInfo("bipedalwalker", "BipedalWalker-v3", 300.0, 400.0),
+        # two-player: self-play islands (learners/selfplay.py); "solved" = beats the baseline
+        TaskInfo("slimevolley", "gossipnet/SlimeVolley-v0", 0.0, 10.0),
     )
 }
 
@@ -86,6 +88,10 @@ def get_task(name: str, hidden: int = DEFAULT_HIDDEN) -> Task:
         raise UserError(f"unknown task {name!r}; choose one of: {', '.join(TASKS)}")
     if not 1 <= hidden <= 1024:
         raise UserError(f"hidden units must be between 1 and 1024, got {hidden}")
+    if info.name == "slimevolley":  # our own two-player engine, not a gymnasium single-agent task
+        from gossipnet.evo.selfplay import slime_task
+
+        return slime_task(hidden)
     try:
         env = make_env(info.env_id)
     except Exception as exc:  # Box2D tasks need the box2d extra

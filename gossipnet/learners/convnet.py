@@ -143,6 +143,7 @@ class ConvnetLearner(Learner):
         self.x, self.y = data.x_train[idx], data.y_train[idx]
         self.x_test, self.y_test = data.x_test[: cfg.eval_images], data.y_test[: cfg.eval_images]
         self.classes = data.classes
+        self.pixel_mean, self.pixel_std = data.pixel_mean, data.pixel_std  # browser volunteers' images
         # An image folder's undecodable pictures (logged with their paths when loaded) stay
         # visible as a metric on the status page and in Prometheus.
         self.skipped_images = len(data.skipped) if data.name == "folder" else None
@@ -301,6 +302,15 @@ class ConvnetLearner(Learner):
                 arr *= keep
         if self.config.lr_schedule == "age":
             self.optimizer.lr = self.lr_at(self.age)
+
+    def add_delta(self, delta: dict[str, np.ndarray], images: int) -> None:
+        """Add a validated volunteer update (gossipnet.volunteers) to the weights; the model
+        then embodies its images too."""
+        params = self.net.params()
+        for name, d in delta.items():
+            params[name] += d
+        self.age += images
+        self._after_merge()
 
     def evaluate(self) -> dict[str, float]:
         t0 = time.perf_counter()

@@ -2,8 +2,10 @@
 
 The server knows nothing about nodes: it serves whatever a ``StatusProvider``
 gives it, so it is tested with a fake provider and the node only has to
-implement five members. It is read-only: GET and HEAD are the only methods,
-except POST to the picture classifier (``net/model_http.py``); anything else gets 405.
+implement five members. It is read-only: GET and HEAD are the only methods;
+anything else gets 405 whatever the path, except the two volunteer POSTs
+(gossipnet.net.volunteer_http) when a node takes browser volunteers, and POST /classify
+(the picture classifier, gossipnet.net.model_http) when the provider offers a model.
 
 The PNG costs a few hundred milliseconds of matplotlib, so it is rendered in a
 dedicated worker thread (never on the event loop, never in the executor the node
@@ -18,14 +20,16 @@ import json
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, runtime_checkable
 
 from aiohttp import web
 
 from gossipnet.errors import UserError
-from gossipnet.net.model_http import POST_PATHS, ModelService, add_model_routes
+from gossipnet.net import model_http
+from gossipnet.net.model_http import ModelService, add_model_routes
+from gossipnet.net.volunteer_http import POST_PATHS
 from gossipnet.status.history import MetricsHistory
 from gossipnet.status.metrics import make_registry, render_metrics
 from gossipnet.status.page import CONTENT_SECURITY_POLICY, render_page
@@ -117,19 +121,29 @@ class ProgressImage:
         return render_progress_png(self._provider.history, self._provider.visuals(), kind, title=title)
 
 
-@web.middleware
-async def _read_only(request: web.Request, handler) -> web.StreamResponse:
-    if request.method not in _ALLOWED and not (request.method == "POST" and request.path in POST_PATHS):
-        raise web.HTTPMethodNotAllowed(request.method, _ALLOWED)
-    response = await handler(request)
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Cache-Control", "no-store")
-    return response
+def _read_only(post_paths: frozenset[str] = frozenset()):
+    """GET and HEAD only, except POST on ``post_paths`` (the volunteer routes, when on)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler) -> web.StreamResponse:
+        if request.method not in _ALLOWED and not (request.method == "POST" and request.path in post_paths):
+            raise web.HTTPMethodNotAllowed(request.method, _ALLOWED)
+        response = await handler(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    return middleware
 
 
 def create_app(provider: StatusProvider, progress: ProgressImage,
+               volunteer_routes: Callable[[web.Application], None] | None = None,
                models: ModelService | None = None) -> web.Application:
-    """The aiohttp application for one node (routes in the module docstring and docs/API.md)."""
+    """The aiohttp application for one node (routes in the module docstring and docs/API.md).
+
+    ``volunteer_routes`` installs gossipnet.net.volunteer_http's routes; ``models`` the model
+    downloads and ``POST /classify`` (gossipnet.net.model_http).
+    """
     registry = make_registry(provider.status)
 
     async def page(request: web.Request) -> web.Response:
@@ -159,7 +173,11 @@ def create_app(provider: StatusProvider, progress: ProgressImage,
             raise web.HTTPNotFound(text="this node no longer offers that snapshot\n")
         return web.Response(body=data, content_type="application/octet-stream")
 
-    app = web.Application(middlewares=[_read_only], client_max_size=1024)
+    post_paths = (POST_PATHS if volunteer_routes is not None else frozenset()) | (
+        model_http.POST_PATHS if models is not None else frozenset())
+    app = web.Application(middlewares=[_read_only(post_paths)], client_max_size=1024)
+    if volunteer_routes is not None:
+        volunteer_routes(app)
     app.router.add_get("/", page)
     app.router.add_get("/progress.png", progress_png)
     app.router.add_get("/api/status", api_status)
@@ -174,11 +192,12 @@ def create_app(provider: StatusProvider, progress: ProgressImage,
 class StatusServer:
     """One node's HTTP server; ``await start(host, port)``, later ``await stop()``."""
 
-    def __init__(self, provider: StatusProvider, *, render_interval: float = 1.0) -> None:
+    def __init__(self, provider: StatusProvider, *, render_interval: float = 1.0,
+                 volunteer_routes: Callable[[web.Application], None] | None = None) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gossipnet-png")
         self.progress = ProgressImage(provider, self._executor, render_interval)
         self.models = ModelService(provider) if callable(getattr(provider, "model", None)) else None
-        self.app = create_app(provider, self.progress, self.models)
+        self.app = create_app(provider, self.progress, volunteer_routes, self.models)
         self._runner: web.AppRunner | None = None
         self.host: str | None = None
         self.port: int | None = None

@@ -291,6 +291,8 @@ class Dropout(Layer):
 
     The net hands it a fresh ``rng`` before each training forward pass, derived from
     (seed, step), so a resumed run draws the same masks as an uninterrupted one.
+    ``mask_source`` (shape -> bool keep mask), when set, replaces the generator: the
+    browser volunteers' hash masks (``gossipnet.nn.masks``), which JavaScript reproduces.
     """
 
     kind = "dropout"
@@ -299,12 +301,16 @@ class Dropout(Layer):
         super().__init__(name)
         self.rate = rate
         self.rng = np.random.default_rng(0)
+        self.mask_source = None
 
     def forward(self, x, train):
         if not train or self.rate == 0.0:
             self._mask = None
             return x
-        keep = self.rng.random(x.shape, dtype=F32) >= self.rate
+        if self.mask_source is not None:
+            keep = self.mask_source(x.shape)
+        else:
+            keep = self.rng.random(x.shape, dtype=F32) >= self.rate
         self._mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.rate))
         return x * self._mask
 

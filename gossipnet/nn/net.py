@@ -7,11 +7,14 @@ hold arrays that line up one to one and can be averaged.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from gossipnet.errors import UserError
 from gossipnet.nn import layers as L
 from gossipnet.nn.loss import softmax_cross_entropy
+from gossipnet.nn.masks import keep_mask
 from gossipnet.nn.spec import canonical_spec, check_input_shape, fingerprint
 
 
@@ -136,6 +139,14 @@ class Net:
         for i, layer in enumerate(self.layers):
             if isinstance(layer, L.Dropout):
                 layer.rng = np.random.default_rng((seed, step, i))
+                layer.mask_source = None
+
+    def set_hash_masks(self, seed: int, step: int) -> None:
+        """Draw dropout masks from ``gossipnet.nn.masks`` for (``seed``, ``step``, layer
+        index): the masks ``gossipnet/web`` draws, so a browser's step can be recomputed."""
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, L.Dropout):
+                layer.mask_source = functools.partial(keep_mask, seed, step, i, rate=layer.rate)
 
     # ---- computation ------------------------------------------------------------------------
 

@@ -120,3 +120,19 @@ def evaluate(net: Net, x: np.ndarray, y: np.ndarray, batch_size: int = 500) -> d
         loss_sum -= float(log_softmax(logits)[np.arange(len(yb)), yb].sum())
         correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
     return {"loss": loss_sum / len(x), "accuracy": correct / len(x)}
+
+
+def train_sequence(net: Net, optimizer: Optimizer, x: np.ndarray, y: np.ndarray,
+                   batch_size: int, seed: int) -> list[float]:
+    """Train on ``x`` in the given order, ``len(x) // batch_size`` steps, with hash dropout
+    masks keyed by (``seed``, step): exactly what a browser volunteer's lease computes
+    (``gossipnet/web/train.js``), so the node can recompute it. Returns each step's loss."""
+    y = _check_data(net, x, y)
+    losses = []
+    for s in range(len(x) // batch_size):
+        rows = slice(s * batch_size, (s + 1) * batch_size)
+        net.set_hash_masks(seed, s)
+        loss, _ = net.loss_and_grads(x[rows], y[rows])
+        optimizer.step(net.grads())
+        losses.append(loss)
+    return losses

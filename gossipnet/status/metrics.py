@@ -99,6 +99,18 @@ class StatusCollector(Collector):
         yield messages
         yield _labelled_counter("gossipnet_bytes", "Bytes received and sent, all planes.",
                                 "direction", counters.get("bytes", {}))
+        volunteer = counters.get("volunteer", {})
+        if volunteer:
+            now_values = ("clients", "images_per_s", "open_leases", "banned")
+            yield _labelled_counter("gossipnet_volunteer", "Browser volunteers: leases, accepted and refused "
+                                    "updates, spot checks, merged images.", "what",
+                                    {k: v for k, v in volunteer.items() if k not in now_values})
+            gauge = GaugeMetricFamily("gossipnet_volunteer_now", "Browser volunteers now: addresses seen in "
+                                      "the last minute, their images/s, open leases, banned addresses.",
+                                      labels=["what"])
+            for k in now_values:
+                gauge.add_metric([k], float(volunteer.get(k, 0)))
+            yield gauge
 
 
 def _labelled_counter(name: str, help_text: str, label: str, group: Mapping[str, int]) -> CounterMetricFamily:

@@ -126,6 +126,11 @@ def _counters(counters: Mapping[str, Mapping[str, int]], rejections: Mapping[str
     for stage, items in rejections.items():  # in the order data meets the stages: udp, wire, gate, ...
         text = ", ".join(f"{k}: {v}" for k, v in sorted(items.items()) if v) or "none"
         rows.append((f"rejected ({stage})", text))
+    volunteer = counters.get("volunteer")
+    if volunteer:  # refusals are in rejections, stage "volunteer"
+        rows.append(("volunteers (/volunteer)",
+                     f"{volunteer.get('clients', 0)} browsers, {volunteer.get('images_per_s', 0)} images/s, "
+                     f"{volunteer.get('accepted', 0)} accepted, {volunteer.get('spot_checks', 0)} spot checks"))
     traffic = counters.get("bytes", {})
     if traffic:
         rows.append(("bytes in / out", f"{traffic.get('in', 0):,} / {traffic.get('out', 0):,}"))

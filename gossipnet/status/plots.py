@@ -184,6 +184,9 @@ def _fitness_panel(ax, h: HistoryArrays) -> None:
     x = h.step.astype(np.float64)
     drew = _plot_finite(ax, x, _series(h, "best_fitness"), "best", color="tab:green")
     drew = _plot_finite(ax, x, _series(h, "mean_fitness"), "mean", color="tab:blue") or drew
+    # self-play islands: fitness is relative to the panel; the fixed yardstick is the baseline
+    drew = _plot_finite(ax, x, h.series("score_vs_baseline"), "champion vs baseline",
+                        color="tab:red") or drew
     if not drew:
         return _waiting(ax)
     migrants = h.events("migrant")

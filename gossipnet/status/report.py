@@ -18,7 +18,8 @@ from gossipnet.status.schema import build_status
 def node_status(core: NodeCore | None, *, node_id: str, swarm: str, kind: str, fingerprint: str,
                 started_at: float, now: float, step: int, metrics: Mapping[str, Any], incarnation: int,
                 addresses: Mapping[str, str], udp_stats: Any = None,
-                http_bytes: Mapping[str, int] | None = None) -> dict[str, Any]:
+                http_bytes: Mapping[str, int] | None = None,
+                extra_counters: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, Any]:
     """``udp_stats``: a ``net.udp.UdpStats`` (or None before the socket is bound)."""
     http_bytes = http_bytes or {}
     udp_in = udp_stats.bytes_in if udp_stats is not None else 0
@@ -41,6 +42,7 @@ def node_status(core: NodeCore | None, *, node_id: str, swarm: str, kind: str, f
                 "incarnation": m.incarnation, "last_exchange": core.peer_exchange.get(m.node_id),
                 "http_url": f"http://{m.addr[0]}:{http}/" if isinstance(http, int) else None,
             })
+    counters.update(extra_counters or {})  # e.g. the volunteer desk's
     counters["bytes"] = {"in": udp_in + http_bytes.get("in", 0), "out": udp_out + http_bytes.get("out", 0)}
     epoch = metrics.get("epoch")
     return build_status(

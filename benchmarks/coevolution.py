@@ -1,0 +1,291 @@
+"""Slime volleyball coevolution: engine speed, and self-play islands against one population.
+
+``speed``: game-steps per second of the original slimevolleygym (its own per-game loop,
+timed in the venv ``scripts/record_slime_golden.py`` makes: ``--original-venv``), of the
+same per-game loop on our engine (our gymnasium env, one game at a time) and of our
+batched engine, interleaved in one run (random buttons against the baseline throughout).
+
+``run --setup islands|single``: 4 self-play islands of 32 that gossip champions (through
+``snapshot()``/``absorb()``, every claim replayed, every champion re-scored by the
+receiver) against 1 island of 128, at equal total games. Every ``--eval-every`` games the
+swarm's champion (picked by a round-robin among the islands' champions: no baseline
+involved) plays the baseline on fixed seeds; evaluation games are not training games.
+Writes a JSON record (and the champions, for the CIAO plot) to ``--out``.
+
+``report``: the table and the CIAO plot from the JSON records.
+
+    nice -n 10 python benchmarks/coevolution.py speed --json
+    nice -n 10 python benchmarks/coevolution.py run --setup islands --seed 0 --out /tmp/coevo
+    python benchmarks/coevolution.py report /tmp/coevo --plot docs/img/ciao.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gossipnet.evo.hall_of_fame import elo  # noqa: E402
+from gossipnet.evo.selfplay import payoff_matrix, play_plans, score_vs_baseline  # noqa: E402
+from gossipnet.evo.slime_env import SlimeVolleyEnv  # noqa: E402
+from gossipnet.evo.slime_match import play_random_vs_baseline  # noqa: E402
+from gossipnet.learners.selfplay import SelfPlayConfig, SelfPlayLearner  # noqa: E402
+
+# ----------------------------------------------------------------------------- speed
+
+
+def per_game_steps(games: int, seed: int = 0) -> tuple[int, float]:
+    """Random buttons against the baseline one game and one step at a time, through our
+    gymnasium env: the original's loop shape on our engine (numpy on 1-game arrays)."""
+    env = SlimeVolleyEnv()
+    rng = np.random.default_rng(seed)
+    steps, t0 = 0, time.perf_counter()
+    for g in range(games):
+        env.reset(seed=seed * 100_000 + g)
+        done = False
+        while not done:
+            _, _, terminated, truncated, _ = env.step(rng.integers(0, 2, 3))
+            done = terminated or truncated
+            steps += 1
+    return steps, time.perf_counter() - t0
+
+
+def original_steps(python: str, steps: int) -> tuple[int, float]:
+    """The original slimevolleygym, baseline against random buttons, timed in its venv."""
+    code = (
+        "import sys, types, time; sys.modules['cv2'] = types.ModuleType('cv2')\n"
+        "import numpy as np\nfrom slimevolleygym.slimevolley import SlimeVolleyEnv\n"
+        "rs = np.random.RandomState(0); env = SlimeVolleyEnv(); env.seed(0); env.reset()\n"
+        f"n = {steps}; t0 = time.perf_counter()\n"
+        "for i in range(n):\n"
+        "    _, _, done, _ = env.step(list(rs.randint(0, 2, 3)))\n"
+        "    if done: env.reset()\n"
+        "print(n, time.perf_counter() - t0)\n"
+    )
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    return int(out[0]), float(out[1])
+
+
+def speed(args: argparse.Namespace) -> dict:
+    """Medians of ``--repeats`` interleaved rounds, so machine load hits every row alike."""
+    rows: dict[str, list[float]] = {"original": [], "per_game_loop": [], "batched": []}
+    python = str(Path(args.original_venv) / "bin" / "python") if args.original_venv else None
+    for rep in range(args.repeats):
+        if python:
+            steps, secs = original_steps(python, args.original_steps)
+            rows["original"].append(steps / secs)
+        steps, secs = per_game_steps(args.loop_games, seed=rep)
+        rows["per_game_loop"].append(steps / secs)
+        t0 = time.perf_counter()
+        res = play_random_vs_baseline(np.arange(args.batch) + rep * args.batch, rng_seed=rep)
+        rows["batched"].append(res.steps / (time.perf_counter() - t0))
+    med = {k: float(np.median(v)) for k, v in rows.items() if v}
+    out = {"steps_per_s": med, "batch": args.batch, "repeats": args.repeats,
+           "ratio_batched_over_per_game_loop": med["batched"] / med["per_game_loop"]}
+    if "original" in med:
+        out["ratio_batched_over_original"] = med["batched"] / med["original"]
+    names = {"original": "original slimevolleygym", "per_game_loop": "per-game loop (ours)",
+             "batched": f"batched ({args.batch} games)"}
+    for k, v in med.items():
+        print(f"{names[k]:>26}: {v:12,.0f} game-steps/s", file=sys.stderr)
+    for k, v in out.items():
+        if k.startswith("ratio"):
+            print(f"{k}: {v:.1f}x", file=sys.stderr)
+    if not python:
+        print("(no --original-venv: the original itself was not timed)", file=sys.stderr)
+    return out
+
+
+# ----------------------------------------------------------------------------- islands
+
+
+def swarm_champion(islands: list[SelfPlayLearner]) -> np.ndarray:
+    """The islands' champions play each other; the best on the round-robin is the swarm's."""
+    champs = [isl.best_genome() for isl in islands]
+    if len(champs) == 1:
+        return champs[0]
+    payoff, _ = payoff_matrix(islands[0].layout, np.stack(champs), 4, seed=7)
+    return champs[int(np.argmax(payoff.sum(axis=1)))]
+
+
+def run(args: argparse.Namespace) -> dict:
+    n_islands = 4 if args.setup == "islands" else 1
+    population = args.population // n_islands
+    islands = [SelfPlayLearner(SelfPlayConfig(population=population, seed=args.seed * 100 + i),
+                               name=f"island{i}") for i in range(n_islands)]
+    layout = islands[0].layout
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f"{args.setup}-seed{args.seed}"
+    record: dict = {"setup": args.setup, "seed": args.seed, "islands": n_islands,
+                    "population_per_island": population, "budget_games": args.games,
+                    "eval_episodes": args.eval_episodes, "points": []}
+    champions: list[np.ndarray] = []
+    next_eval, t0 = 0, time.perf_counter()
+    generation = 0
+    while True:
+        games = sum(isl.games for isl in islands)
+        ready = all(isl.best_genome() is not None for isl in islands)
+        if ready and (games >= next_eval or games >= args.games):
+            champ = swarm_champion(islands)
+            score, _ = score_vs_baseline(layout, champ[None], args.eval_episodes)
+            champions.append(champ)
+            point = {"games": games, "generation": generation, "score_vs_baseline": float(score[0]),
+                     "seconds": round(time.perf_counter() - t0, 1),
+                     "hall": [len(isl.hall) for isl in islands],
+                     "foreign": [isl.hall.foreign(isl.name) for isl in islands]}
+            record["points"].append(point)
+            print(json.dumps(point), file=sys.stderr, flush=True)
+            np.save(f"{stem}-champions.npy", np.stack(champions))
+            stem.with_suffix(".json").write_text(json.dumps(record, indent=1))
+            next_eval += args.eval_every
+            if games >= args.games:
+                break
+        plans = [isl.plan_generation() for isl in islands]
+        for isl, plan, res in zip(islands, plans, play_plans(layout, plans)):
+            isl.finish_generation(plan, res)
+        generation += 1
+        if n_islands > 1 and generation % islands[0].config.champion_interval == 0:
+            snaps = [isl.snapshot() for isl in islands]
+            for j, isl in enumerate(islands):
+                for i, snap in enumerate(snaps):
+                    if i != j:
+                        isl.absorb(snap, f"island{i}")
+    final = champions[-1]
+    score, res = score_vs_baseline(layout, final[None], 1000)
+    record["final"] = {"score_vs_baseline": float(score[0]), "std": float(res.score.std()),
+                       "episodes": 1000, "games": record["points"][-1]["games"]}
+    hall = islands[0].hall.genomes[-32:]
+    payoff, _ = payoff_matrix(layout, hall, 2, seed=3)
+    record["hall_elo"] = [round(float(r), 1) for r in elo(payoff)]
+    record["hall_origin"] = islands[0].hall.origin[-32:]
+    record["seconds"] = round(time.perf_counter() - t0, 1)
+    for k in ("migrants_accepted", "hall_refused", "forged_claims"):
+        record[k] = sum(int(isl.metrics()[k]) for isl in islands)
+    stem.with_suffix(".json").write_text(json.dumps(record, indent=1))
+    print(json.dumps(record["final"]), file=sys.stderr)
+    return record
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def first_games(points: list[dict], level: float) -> int | None:
+    for p in points:
+        if p["score_vs_baseline"] >= level:
+            return p["games"]
+    return None
+
+
+def report(args: argparse.Namespace) -> dict:
+    """Table, Elo of the champions over time and the CIAO plot. A run stopped before its
+    budget (the machine's time ran out) is judged on its last champion, evaluated here on
+    the same 1,000 fixed seeds, and marked as stopped."""
+    from gossipnet.evo.selfplay import slime_task
+
+    layout = slime_task(16).layout
+    directory = Path(args.dir)
+    records = [json.loads(p.read_text()) for p in sorted(directory.glob("*-seed*.json"))]
+    rows, payoffs = [], []
+    for r in records:
+        champs = np.load(directory / f"{r['setup']}-seed{r['seed']}-champions.npy")
+        final = r.get("final")
+        if final is None:
+            score, res = score_vs_baseline(layout, champs[-1][None], 1000)
+            final = {"score_vs_baseline": float(score[0]), "std": float(res.score.std()),
+                     "episodes": 1000, "games": r["points"][-1]["games"], "stopped": True}
+        payoff, _ = payoff_matrix(layout, champs, args.ciao_games, seed=11)
+        payoffs.append(payoff)
+        rows.append({"setup": r["setup"], "seed": r["seed"], "games": r["points"][-1]["games"],
+                     "to_minus_1": first_games(r["points"], -1.0), "to_0": first_games(r["points"], 0.0),
+                     "final": final["score_vs_baseline"], "final_std": final["std"],
+                     "stopped": bool(final.get("stopped")), "best_point": max(p["score_vs_baseline"] for p in r["points"]),
+                     "elo_first_last": [round(float(x), 1) for x in elo(payoff)[[0, -1]]],
+                     "champions": len(champs), "seconds": r["points"][-1]["seconds"]})
+    print("| setup | seed | training games | games to -1 | games to 0 | last champion vs baseline (1,000 episodes) |")
+    print("|---|---|---:|---:|---:|---:|")
+    for row in rows:
+        note = " (stopped: time)" if row["stopped"] else ""
+        print(f"| {row['setup']} | {row['seed']} | {row['games']:,}{note} | {row['to_minus_1'] or 'not reached'} | "
+              f"{row['to_0'] or 'not reached'} | {row['final']:.2f} +/- {row['final_std']:.2f} |")
+    for row in rows:
+        print(f"{row['setup']}: Elo of the first and last champion {row['elo_first_last']}", file=sys.stderr)
+    if args.plot:
+        ciao_plot(records, payoffs, args.plot)
+    return {"rows": rows}
+
+
+def ciao_plot(records: list[dict], payoffs: list[np.ndarray], path: str) -> None:
+    """CIAO (current individual vs ancestral opponents): the swarm's champion at each
+    evaluation point against every earlier one, one panel per setup. A lower triangle that
+    is red everywhere means steady progress; blue patches mean forgetting or cycles. Below
+    each, the champion's score against the baseline over the run."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(records), figsize=(5 * len(records), 8.5), squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 1.4]})
+    for col, (r, payoff) in enumerate(zip(records, payoffs)):
+        n = payoff.shape[0]
+        ciao = np.where(np.tril(np.ones_like(payoff, dtype=bool), k=-1), payoff, np.nan)
+        ax = axes[0, col]
+        g = [p["games"] / 1000 for p in r["points"]][:n]
+        im = ax.imshow(ciao, cmap="RdBu_r", vmin=-5, vmax=5, origin="lower", aspect="auto")
+        ticks = np.unique(np.linspace(0, n - 1, min(6, n)).round().astype(int))
+        ax.set_xticks(ticks, [f"{g[i]:.0f}k" for i in ticks])
+        ax.set_yticks(ticks, [f"{g[i]:.0f}k" for i in ticks])
+        ax.set_xlabel("ancestral champion (training games)")
+        ax.set_ylabel("current champion (training games)")
+        ax.set_title(f"{r['setup']} ({r['islands']} x {r['population_per_island']}), seed {r['seed']}")
+        fig.colorbar(im, ax=ax, label="mean score, current vs ancestor")
+        ax2 = axes[1, col]
+        ax2.plot(g, [p["score_vs_baseline"] for p in r["points"]][:n], marker=".")
+        ax2.axhline(-1, color="grey", lw=0.8, ls="--")
+        ax2.axhline(0, color="grey", lw=0.8)
+        ax2.set_ylim(-5.2, 2)
+        ax2.set_xlabel("training games (thousands)")
+        ax2.set_ylabel(f"vs baseline ({r['eval_episodes']} ep.)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("speed")
+    s.add_argument("--batch", type=int, default=2048)
+    s.add_argument("--loop-games", type=int, default=10)
+    s.add_argument("--original-steps", type=int, default=20_000)
+    s.add_argument("--repeats", type=int, default=3)
+    s.add_argument("--original-venv", default=None)
+    s.add_argument("--json", action="store_true")
+    r = sub.add_parser("run")
+    r.add_argument("--setup", choices=["islands", "single"], required=True)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--population", type=int, default=128, help="total over all islands")
+    r.add_argument("--games", type=int, default=300_000, help="training games, all islands together")
+    r.add_argument("--eval-every", type=int, default=10_000)
+    r.add_argument("--eval-episodes", type=int, default=200)
+    r.add_argument("--out", default="/tmp/coevolution")
+    r.add_argument("--json", action="store_true")
+    q = sub.add_parser("report")
+    q.add_argument("dir")
+    q.add_argument("--plot", default=None)
+    q.add_argument("--ciao-games", type=int, default=2, help="games per pair of champions")
+    q.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    result = {"speed": speed, "run": run, "report": report}[args.cmd](args)
+    if getattr(args, "json", False):
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

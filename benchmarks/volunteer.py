@@ -1,0 +1,305 @@
+"""Browser volunteers, measured: engine speed, validation throughput, hostile clients.
+
+    python benchmarks/volunteer.py speed        # browser (JS, WASM SIMD, convnet.js) vs numpy, one run
+    python benchmarks/volunteer.py throughput   # updates/s one node validates and merges (scripted client)
+    python benchmarks/volunteer.py hostile      # attackers vs honest volunteers: refusals, accuracy
+    python benchmarks/volunteer.py all --json   # everything; last line JSON
+
+speed: trains the same net on the same batch size in headless Chromium (gossipnet/web
+with its JavaScript GEMM, then with its WebAssembly SIMD GEMM, then convnet.js 0.3.0's
+own CIFAR-10 demo when --convnetjs points at its build directory, e.g. after
+`npm install --prefix /tmp/cjs convnetjs@0.3.0`) and then in numpy on one BLAS thread,
+and prints medians and ratios. The machine may be shared: only ratios from one run mean
+anything, and the browser and numpy phases run one after the other, not side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from aiohttp import web  # noqa: E402
+
+from gossipnet.nn import Net, blas, get_preset, make_optimizer  # noqa: E402
+from tests.chromium import browser  # noqa: E402
+
+CONVNETJS_PAPER = 21.0  # images/s, convnet.js CIFAR-10 demo in Chromium here (issue 13)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("part", choices=["speed", "throughput", "hostile", "all"])
+    p.add_argument("--nets", default="convnetjs-cifar10,fashion,tiny")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=4, help="steps per timed round")
+    p.add_argument("--rounds", type=int, default=5, help="rounds; medians reported")
+    p.add_argument("--convnetjs", default="/tmp/cjs/node_modules/convnetjs/build",
+                   help="directory holding convnet.js (npm convnetjs@0.3.0); skipped when absent")
+    p.add_argument("--updates", type=int, default=12, help="throughput: updates timed")
+    p.add_argument("--json", action="store_true")
+    return p.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------- speed
+
+async def browser_speed(preset, args) -> dict:
+    cfg = {"net": preset.name, "spec": list(preset.spec), "input_shape": list(preset.input_shape),
+           "classes": preset.spec[-1]["classes"], "optimizer": preset.optimizer, "lr": preset.lr,
+           "weight_decay": preset.weight_decay, "batch": args.batch, "steps": args.steps, "rounds": args.rounds}
+    done: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    async def config(request):
+        return web.json_response(cfg)
+
+    async def result(request):
+        if not done.done():
+            done.set_result(json.loads(await request.read()))
+        return web.Response(text="ok")
+
+    async def error(request):
+        if not done.done():
+            done.set_exception(RuntimeError(f"the benchmark page failed: {await request.text()}"))
+        return web.Response(text="ok")
+
+    async def no_convnetjs(request):
+        return web.Response(text="// convnet.js not installed\n", content_type="text/javascript")
+
+    app = web.Application(client_max_size=1 << 20)
+    app.router.add_get("/config", config)
+    app.router.add_post("/result", result)
+    app.router.add_post("/error", error)
+    app.router.add_static("/web", ROOT / "gossipnet" / "web")
+    app.router.add_static("/bench", ROOT / "benchmarks" / "web")
+    if Path(args.convnetjs, "convnet.js").exists():
+        app.router.add_static("/convnetjs", args.convnetjs)
+    else:
+        app.router.add_get("/convnetjs/convnet.js", no_convnetjs)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        async with browser(f"http://127.0.0.1:{port}/bench/bench.html"):
+            return await asyncio.wait_for(done, timeout=900)
+    finally:
+        await runner.cleanup()
+
+
+def numpy_speed(preset, args) -> float:
+    net = Net(preset.spec, preset.input_shape, seed=1)
+    opt = make_optimizer(preset.optimizer, net.params(), preset.lr, preset.weight_decay)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (args.batch, *preset.input_shape)).astype(np.float32)
+    y = rng.integers(0, preset.spec[-1]["classes"], args.batch)
+    net.loss_and_grads(x, y)
+    rates = []
+    for _ in range(args.rounds):
+        t0 = time.perf_counter()
+        for s in range(args.steps):
+            net.set_hash_masks(0, s)
+            net.loss_and_grads(x, y)
+            opt.step(net.grads())
+        rates.append(args.batch * args.steps / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def speed(args) -> list[dict]:
+    rows = []
+    for name in args.nets.split(","):
+        preset = get_preset(name)
+        b = asyncio.run(browser_speed(preset, args))
+        n = numpy_speed(preset, args)
+        row = {"net": name, "batch": args.batch, "numpy_1core": n, "browser_js": b["js"], "browser_wasm": b["wasm"],
+               "convnetjs": b.get("convnetjs"), "wasm_over_numpy": b["wasm"] / n,
+               "wasm_over_js": b["wasm"] / b["js"]}
+        if b.get("convnetjs"):
+            row["wasm_over_convnetjs"] = b["wasm"] / b["convnetjs"]
+        rows.append(row)
+        cj = f"{b['convnetjs']:7.1f}" if b.get("convnetjs") else "      -"
+        print(f"{name:<18} numpy {n:7.1f}  browser js {b['js']:7.1f}  wasm {b['wasm']:7.1f}  convnet.js {cj}  "
+              f"wasm/numpy {row['wasm_over_numpy']:.2f}x  wasm/js {row['wasm_over_js']:.1f}x"
+              + (f"  wasm/convnet.js {row['wasm_over_convnetjs']:.1f}x" if b.get("convnetjs") else "")
+              + f"  wasm/{CONVNETJS_PAPER:.0f} {b['wasm'] / CONVNETJS_PAPER:.1f}x", flush=True)
+    return rows
+
+
+# ---------------------------------------------------------------------------- throughput
+
+def _node_learner(net: str, images: int, seed: int = 1):
+    from gossipnet.data.loaders import load_dataset
+    from gossipnet.learners.convnet import ConvnetConfig, ConvnetLearner
+    return ConvnetLearner(load_dataset("embedded"), np.arange(images), ConvnetConfig(net=net, seed=seed))
+
+
+def throughput(args) -> list[dict]:
+    """Updates per second one node validates and merges, by spot-check rate (scripted client)."""
+    from gossipnet.volunteers import Refusal, TrainingSetup, VolunteerConfig, VolunteerDesk
+    from gossipnet.volunteers.scripted import honest_update, update_body
+
+    rows = []
+    for net in ("tiny", "fashion"):
+        learner = _node_learner(net, 4000)
+        learner.train(20)
+        for rate in (0.0, 0.1, 1.0):
+            desk = VolunteerDesk(VolunteerConfig(spot_check_rate=rate, reference_leases=0, burst=10_000,
+                                                 max_open_per_client=10_000, max_open=10_000),
+                                 TrainingSetup.of(learner), seed=2)
+            desk.offer_version(learner.net.params(), learner.optimizer.state_dict(), 10**9, 0.0)
+            bodies = []
+            for i in range(args.updates):
+                ip = f"10.0.{i // 250}.{i % 250}"
+                doc = desk.lease(ip, 1.0)
+                delta, loss = honest_update(doc, desk.weights(doc["base_version"]), desk.images(ip, doc["lease"], 1.0))
+                bodies.append((ip, update_body(doc, delta, loss)))
+            t0 = time.perf_counter()
+            accepted = 0
+            for ip, body in bodies:
+                pending = desk.check(ip, body, 2.0)
+                out = pending if isinstance(pending, Refusal) else desk.finish(pending, 2.0)
+                accepted += not isinstance(out, Refusal)
+                for d, images in desk.take_accepted():
+                    learner.add_delta(d, images)
+            secs = time.perf_counter() - t0
+            row = {"net": net, "spot_check_rate": rate, "updates": len(bodies), "accepted": accepted,
+                   "updates_per_s": len(bodies) / secs, "images_per_s": len(bodies) * 256 / secs}
+            rows.append(row)
+            print(f"{net:<8} spot checks {rate:4.0%}: {row['updates_per_s']:6.1f} updates/s validated+merged "
+                  f"({row['images_per_s']:7.0f} volunteer images/s), {accepted}/{len(bodies)} accepted", flush=True)
+    return rows
+
+
+# ---------------------------------------------------------------------------- hostile
+
+ATTACKS = ("sign_flipped", "x100", "nan", "zero", "stale_base", "replayed", "wrong_shape", "forged_lease", "lazy")
+
+
+def _attack(kind, desk, ip, now, rng, honest_update, update_body, Refusal):
+    """One attempt of ``kind`` from ``ip``: the refusal reason, or 'accepted'."""
+    if kind == "forged_lease":
+        fake = {"lease": "A" * 32, "base_version": desk.version, "steps": 8, "batch_size": 32}
+        zero = {k: np.zeros_like(v) for k, v in desk.versions[desk.version].weights.items()}
+        out = desk.check(ip, update_body(fake, zero, 1.0), now)
+        return out.reason if isinstance(out, Refusal) else "accepted"
+    doc = desk.lease(ip, now)
+    if isinstance(doc, Refusal):
+        return doc.reason
+    delta, loss = honest_update(doc, desk.weights(doc["base_version"]), desk.images(ip, doc["lease"], now))
+    base = None
+    if kind == "sign_flipped":
+        delta = {k: -v for k, v in delta.items()}
+    elif kind == "x100":
+        delta = {k: v * 100 for k, v in delta.items()}
+    elif kind == "nan":
+        delta = {k: np.full_like(v, np.nan) for k, v in delta.items()}
+    elif kind == "zero":
+        delta = {k: np.zeros_like(v) for k, v in delta.items()}
+    elif kind == "wrong_shape":
+        delta = {k: v.reshape(-1)[:-1] for k, v in delta.items()}
+    elif kind == "stale_base":
+        base = doc["base_version"] - 1
+    elif kind == "lazy":
+        ref = float(np.median(desk.references)) if desk.references else 1.0
+        noise = {k: rng.normal(0, 1, v.shape).astype(np.float32) for k, v in delta.items()}
+        scale = 0.7 * ref / np.sqrt(sum(float(np.sum(v * v)) for v in noise.values()))
+        delta = {k: (v * scale).astype(np.float32) for k, v in noise.items()}
+    body = update_body(doc, delta, loss, base_version=base)
+    if kind == "replayed":  # post an honest update, then the same body again: only the replay counts
+        first = desk.check(ip, body, now)
+        if not isinstance(first, Refusal):
+            desk.finish(first, now)
+    out = desk.check(ip, body, now)
+    if not isinstance(out, Refusal):
+        out = desk.finish(out, now)
+    return out.reason if isinstance(out, Refusal) else "accepted"
+
+
+def hostile(args, rounds: int = 30) -> dict:
+    """The same node and honest volunteers, with and without every kind of attacker."""
+    from gossipnet.volunteers import Refusal, TrainingSetup, VolunteerConfig, VolunteerDesk
+    from gossipnet.volunteers.scripted import honest_update, update_body
+
+    runs = {}
+    for with_attackers in (False, True):
+        learner = _node_learner("tiny", 8000)
+        # max_share 0.9 (default 0.5): at 0.5 the two honest volunteers fill the share and
+        # most attackers only ever get "busy", which defends but measures nothing
+        desk = VolunteerDesk(VolunteerConfig(burst=10_000, max_open_per_client=50, leases_per_minute=10_000,
+                                             version_interval=1.0, max_share=0.9), TrainingSetup.of(learner),
+                             seed=5)
+        rng = np.random.default_rng(7)
+        honest = {"attempts": 0, "accepted": 0, "refused": {}}
+        attacks = {k: {"attempts": 0, "outcomes": {}, "caught_after": None} for k in ATTACKS}
+        for r in range(rounds):
+            now = 10.0 * (r + 1)
+            learner.train(20)
+            for d, images in desk.take_accepted():
+                learner.add_delta(d, images)
+            desk.offer_version(learner.net.params(), learner.optimizer.state_dict(), learner.trainer.images, now)
+            for h in range(2):
+                ip = f"10.1.0.{h + 1}"
+                doc = desk.lease(ip, now)
+                if isinstance(doc, Refusal):
+                    continue  # the share is full this round: the page waits and asks again
+                delta, loss = honest_update(doc, desk.weights(doc["base_version"]), desk.images(ip, doc["lease"], now))
+                pending = desk.check(ip, update_body(doc, delta, loss), now)
+                out = pending if isinstance(pending, Refusal) else desk.finish(pending, now)
+                honest["attempts"] += 1
+                if isinstance(out, Refusal):
+                    honest["refused"][out.reason] = honest["refused"].get(out.reason, 0) + 1
+                else:
+                    honest["accepted"] += 1
+            if with_attackers and r >= 2:  # after the reference leases, as a real attacker would
+                for i, kind in enumerate(ATTACKS):
+                    a = attacks[kind]
+                    outcome = _attack(kind, desk, f"10.66.0.{i + 1}", now + 1, rng, honest_update, update_body, Refusal)
+                    if outcome == "busy":
+                        continue
+                    a["attempts"] += 1
+                    a["outcomes"][outcome] = a["outcomes"].get(outcome, 0) + 1
+                    if outcome == "spot_check_mismatch" and a["caught_after"] is None:
+                        a["caught_after"] = a["attempts"]
+        for d, images in desk.take_accepted():
+            learner.add_delta(d, images)
+        acc = learner.evaluate()["test_accuracy"]
+        runs["with" if with_attackers else "without"] = {"accuracy": acc, "honest": honest, "attacks": attacks,
+                                                        "refused": dict(desk.refused)}
+        print(f"{'with' if with_attackers else 'without'} attackers: node accuracy {acc:.4f}, honest updates "
+              f"accepted {honest['accepted']}/{honest['attempts']} {honest['refused'] or ''}", flush=True)
+    for kind, a in runs["with"]["attacks"].items():
+        print(f"  {kind:<13} attempts {a['attempts']:3d}  outcomes {a['outcomes']}"
+              + (f"  caught by a spot check at attempt {a['caught_after']}" if a["caught_after"] else ""), flush=True)
+    print(f"accuracy with attackers - without: {100 * (runs['with']['accuracy'] - runs['without']['accuracy']):+.2f} "
+          f"points; refusals {runs['with']['refused']}")
+    return runs
+
+
+def main() -> None:
+    args = parse_args()
+    if not blas.user_chose_threads():
+        blas.set_threads(1)  # as `gossipnet run` does
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
+    out: dict = {}
+    if args.part in ("speed", "all"):
+        out["speed"] = speed(args)
+    if args.part in ("throughput", "all"):
+        out["throughput"] = throughput(args)
+    if args.part in ("hostile", "all"):
+        out["hostile"] = hostile(args)
+    if args.json:
+        print(json.dumps(out, default=float))
+
+
+if __name__ == "__main__":
+    main()
