@@ -9,6 +9,13 @@ runs and their ratios mean anything.
     python benchmarks/convnet_throughput.py                 # 2 threads, batch 1 4 32 128
     python benchmarks/convnet_throughput.py --threads 1 --json
     python benchmarks/convnet_throughput.py --profile       # per-layer time, numpy, batch 32
+
+Then, at batch 32, the whole machine: numpy on one core (one BLAS thread) and on every
+core (``nn.parallel.DataParallel``: one worker process per core, one BLAS thread each),
+against PyTorch at each thread count from 1 to the core count, interleaved; the final
+JSON line holds ``core_scaling`` (numpy all cores / one core), ``single_core_ratio``
+(numpy / PyTorch, one core each) and ``whole_machine_ratio`` (numpy on all cores /
+PyTorch at its best thread count). ``--cores N`` sets "all cores".
 """
 
 from __future__ import annotations
@@ -30,6 +37,9 @@ def parse_args(argv=None):
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--profile", action="store_true", help="per-layer times of the numpy engine")
     p.add_argument("--json", action="store_true", help="final line: JSON with every median")
+    p.add_argument("--cores", type=int, default=None,
+                   help="'all cores' for the machine comparison (default: every core available)")
+    p.add_argument("--no-machine", action="store_true", help="skip the one-core / all-cores comparison")
     return p.parse_args(argv)
 
 
@@ -41,7 +51,8 @@ for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 
 from gossipnet.nn import SGD, Net, get_preset  # noqa: E402
-from gossipnet.nn import blas  # noqa: E402
+from gossipnet.nn import blas, heap  # noqa: E402
+from gossipnet.nn.parallel import DataParallel, available_cores  # noqa: E402
 
 try:
     if ARGS.no_torch:
@@ -146,7 +157,76 @@ def profile(net: Net, batch: int, rounds: int = 20) -> None:
     print(f"  {'total':<24} {total:7.3f} ms = {batch / total * 1e3:.0f} images/s (no optimizer)")
 
 
+def machine(preset, batch: int = 32) -> dict:
+    """Batch-32 images/s: numpy on one core and on all cores, PyTorch at 1..cores threads."""
+    cores = ARGS.cores or available_cores()
+    blas.set_threads(1)
+    net, one_step = numpy_model(preset)
+    opt = SGD(net.params(), lr=0.001, momentum=0.9)
+    dp = DataParallel(net, cores, batch)
+
+    def all_step(x, y, _state={"step": 0}):
+        dp.loss_and_grads(x, y, 0, _state["step"])
+        opt.step(net.grads())
+        _state["step"] += 1
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((batch, *preset.input_shape)).astype(np.float32)
+    y = rng.integers(0, 10, batch).astype(np.int64)
+    impls = {"numpy 1 core": (one_step, x, y), f"numpy {cores} cores": (all_step, x, y)}
+    if torch is not None:
+        _, t_step = torch_model(net)
+        xt, yt = torch.from_numpy(x.copy()), torch.from_numpy(y.copy())
+        for t in range(1, cores + 1):
+            def step(a, b, t=t):
+                torch.set_num_threads(t)
+                t_step(a, b)
+            impls[f"torch {t} thread{'s' if t > 1 else ''}"] = (step, xt, yt)
+    runs = {name: [] for name in impls}
+    per_cpu = {name: [] for name in impls}  # images per CPU-second: what a loaded machine can't hide
+    print(f"\nbatch {batch}, the whole machine ({cores} cores), load average {os.getloadavg()[0]:.1f}", flush=True)
+    try:
+        for r in range(ARGS.repeats):
+            order = list(impls) if r % 2 == 0 else list(reversed(impls))
+            for name in order:
+                step, a, b = impls[name]
+                if name.startswith("torch"):
+                    torch.set_num_threads(int(name.split()[1]))
+                runs[name].append(rate(step, a, b, ARGS.seconds))
+                c0 = time.process_time() + dp.cpu_seconds()
+                n = max(2, int(runs[name][-1] * ARGS.seconds / batch / 2))
+                for _ in range(n):
+                    step(a, b)
+                per_cpu[name].append(n * batch / max(time.process_time() + dp.cpu_seconds() - c0, 1e-9))
+    finally:
+        dp.close()
+    med = {name: float(np.median(v)) for name, v in runs.items()}
+    cpu_med = {name: float(np.median(v)) for name, v in per_cpu.items()}
+    one, full = med["numpy 1 core"], med[f"numpy {cores} cores"]
+    torch_med = {n: v for n, v in med.items() if n.startswith("torch")}
+    best = max(torch_med, key=torch_med.get) if torch_med else None
+    for name, v in med.items():
+        print(f"  {name:<18} {v:8.0f} img/s {cpu_med[name]:8.0f} img/CPU-s"
+              + ("   <- PyTorch's best" if name == best else ""))
+    out = {"cores": cores, "images_per_s": {n: round(v, 1) for n, v in med.items()},
+           "images_per_cpu_s": {n: round(v, 1) for n, v in cpu_med.items()},
+           # all cores' images per CPU-second over one core's: 1.0 means splitting the batch
+           # wastes no CPU, so on an idle machine core_scaling approaches the core count
+           "cpu_efficiency": round(cpu_med[f"numpy {cores} cores"] / cpu_med["numpy 1 core"], 3),
+           "core_scaling": round(full / one, 3),
+           "single_core_ratio": round(one / torch_med["torch 1 thread"], 3) if torch_med else None,
+           "whole_machine_ratio": round(full / torch_med[best], 3) if best else None,
+           "torch_best": best, "load_average": round(os.getloadavg()[0], 2)}
+    print(f"  core_scaling (numpy {cores} cores / 1 core): {out['core_scaling']:.2f}   target >= 1.8 on 2 cores")
+    print(f"  cpu_efficiency (images per CPU-s, {cores} cores / 1 core): {out['cpu_efficiency']:.2f}")
+    if best:
+        print(f"  single_core_ratio (numpy / torch, 1 core each): {out['single_core_ratio']:.2f}   moonshot >= 1.0")
+        print(f"  whole_machine_ratio (numpy {cores} cores / {best}): {out['whole_machine_ratio']:.2f}   moonshot >= 1.0")
+    return out
+
+
 def main() -> int:
+    heap.keep_freed_memory()  # as Trainer does for every training process (nn/heap.py)
     preset = get_preset(ARGS.net)
     batch_sizes = [int(b) for b in ARGS.batch_sizes.split(",")]
     blas.set_threads(ARGS.threads)
@@ -188,8 +268,12 @@ def main() -> int:
         print(f"{b:>6} {med['numpy'][b]:12.0f} {tt} {rr}")
     if ARGS.profile:
         profile(net, 32)
+    whole = {} if ARGS.no_machine else machine(preset)
     if ARGS.json:
         print(json.dumps({
+            **{k: whole.get(k) for k in ("core_scaling", "single_core_ratio", "whole_machine_ratio",
+                                         "cpu_efficiency")},
+            "batch32_machine": whole,
             "net": preset.name, "threads": ARGS.threads, "repeats": ARGS.repeats,
             "load_average": round(os.getloadavg()[0], 2),
             "images_per_s": {name: {str(b): round(v, 1) for b, v in per.items()}

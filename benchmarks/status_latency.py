@@ -10,6 +10,7 @@ The training load is the real numpy convnet (gossipnet.nn, preset "tiny") when
 it can be built, else a numpy GEMM loop; the output says which.
 
     python benchmarks/status_latency.py [--duration 10] [--json]
+    python benchmarks/status_latency.py --data-parallel    # training as a node with --cores 2
 
 Target: p99 of /api/status under 100 ms with training on all cores.
 """
@@ -136,7 +137,34 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     return {"n": int(a.size), "p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99))}
 
 
-async def measure(duration: float, kind: str, workers: int, in_process: bool = True) -> dict:
+def data_parallel_trainer(workers: int):
+    """A node's training with --cores ``workers``: the thread drives DataParallel workers."""
+    from gossipnet.nn.net import Net
+    from gossipnet.nn.parallel import DataParallel
+    from gossipnet.nn.spec import get_preset
+
+    preset = get_preset("fashion")  # the daemon's default net
+    net = Net(preset.spec, preset.input_shape, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.random((preset.batch_size, *preset.input_shape), dtype=np.float32)
+    y = rng.integers(0, 10, preset.batch_size)
+    dp = DataParallel(net, workers, preset.batch_size)
+    count = [0]
+
+    def step() -> float:
+        loss, _ = dp.loss_and_grads(x, y, 0, count[0])
+        count[0] += 1
+        params = net.params()
+        for name, g in net.grads().items():
+            params[name] -= 1e-3 * g
+        return float(loss)
+
+    step()
+    return f"convnet (fashion, batch 32) on {workers} data-parallel worker processes", step, net, dp
+
+
+async def measure(duration: float, kind: str, workers: int, in_process: bool = True,
+                  data_parallel: bool = False) -> dict:
     from gossipnet.net.http import StatusServer
 
     provider = node_provider()
@@ -145,7 +173,12 @@ async def measure(duration: float, kind: str, workers: int, in_process: bool = T
     loop = asyncio.get_running_loop()
     try:
         idle = await loop.run_in_executor(None, run_client, server.url, duration)
-        load_name, step, net = make_trainer(kind)
+        dp = None
+        if data_parallel:
+            load_name, step, net, dp = data_parallel_trainer(workers)
+            in_process, workers = True, 1  # the workers load the cores; no extra processes
+        else:
+            load_name, step, net = make_trainer(kind)
         stop = threading.Event()
 
         def train() -> None:  # the node's training thread: steps, then records a point
@@ -181,6 +214,8 @@ async def measure(duration: float, kind: str, workers: int, in_process: bool = T
             for proc in procs:
                 proc.wait(timeout=10)
             trainer.join(timeout=10)
+            if dp is not None:
+                dp.close()
     finally:
         await server.stop()
     result = {"load": load_name, "training_threads": int(in_process), "training_processes": workers - in_process,
@@ -200,6 +235,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="cores to load (default: all)")
     ap.add_argument("--no-thread", action="store_true",
                     help="train only in separate processes, none in the server's process (for comparison)")
+    ap.add_argument("--data-parallel", action="store_true",
+                    help="train as a node with --cores WORKERS does: one thread driving data-parallel workers")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--client", help=argparse.SUPPRESS)
     ap.add_argument("--load-worker", help=argparse.SUPPRESS)
@@ -210,7 +247,8 @@ def main() -> int:
     if args.load_worker:
         load_worker(args.load_worker, args.duration)
         return 0
-    result = asyncio.run(measure(args.duration, args.load, max(1, args.workers), in_process=not args.no_thread))
+    result = asyncio.run(measure(args.duration, args.load, max(1, args.workers), in_process=not args.no_thread,
+                                 data_parallel=args.data_parallel))
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

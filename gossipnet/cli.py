@@ -60,6 +60,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", default=None, help="checkpoint file to write (safetensors)")
     p.add_argument("--limit-train", type=int, default=None, help="use only the first N training items")
+    p.add_argument("--cores", type=int, default=None, metavar="N",
+                   help="train on N cores, one worker process each (default: every core available)")
     p.add_argument("--json", action="store_true", help="print a final line of JSON with the results")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

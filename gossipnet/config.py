@@ -80,6 +80,9 @@ class NodeConfig:
     volunteer_spot_check_rate: float = 0.1
     volunteer_max_share: float = 0.5
     volunteer_leases_per_minute: float = 30.0
+    # Training processes (data parallelism inside the node, gossipnet/nn/parallel.py);
+    # None: every core this process may run on (os.sched_getaffinity).
+    cores: int | None = None
 
     def validate(self) -> "NodeConfig":
         """Raise UserError naming the first setting that cannot work."""
@@ -105,6 +108,8 @@ class NodeConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise UserError(f"--{name.replace('_', '-')} must be positive seconds")
+        if self.cores is not None and self.cores < 1:
+            raise UserError(f"--cores {self.cores} must be at least 1 (training processes)")
         if self.train_chunk is not None and self.train_chunk < 1:
             raise UserError("--train-chunk must be at least 1 step")
         if self.population is not None and self.population < 4:

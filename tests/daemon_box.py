@@ -47,8 +47,9 @@ def start_daemon(lan: LanBox, i: int, state_dir: Path, token: str, *extra: str) 
     """``python daemon.py`` on host ``i``, joined by token, with the box address as interface."""
     argv = [sys.executable, str(REPO / "daemon.py"), "--state-dir", str(state_dir),
             "--swarm-token", token, "--interface", lan.address(i),
-            "--udp-port", str(UDP_PORT), "--http-port", str(HTTP_PORT), *extra]
-    # Three daemons share two cores here: one BLAS thread each keeps them from thrashing.
+            "--udp-port", str(UDP_PORT), "--http-port", str(HTTP_PORT), "--cores", "1", *extra]
+    # Three daemons share two cores here: one BLAS thread and no training workers each
+    # keeps them from thrashing (a later --cores in ``extra`` wins).
     env = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     return lan.spawn(i, argv, env=env)
 

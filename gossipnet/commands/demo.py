@@ -43,7 +43,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-interval", type=float, default=20.0)
     p.add_argument("--max-steps", type=int, default=None, help="stop training after N steps (keep serving)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--cores", type=int, default=None, metavar="N",
+                   help="cores for the whole demo, divided among its nodes (default: every core available)")
     p.add_argument("--json", action="store_true", help="at the end, print each node's results as JSON")
+
+
+def cores_per_node(cores: int | None, nodes: int) -> int:
+    """The machine's cores (or ``cores``) shared out among the demo's nodes, at least one each."""
+    from gossipnet.nn.parallel import available_cores, check_cores
+
+    total = available_cores() if cores is None else check_cores(cores)
+    return max(1, total // nodes)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,6 +77,7 @@ def _build_nodes(args: argparse.Namespace) -> list:
     swarm: Swarm = load_swarm(swarm_dir) if (swarm_dir / "swarm.key").exists() else create_swarm(
         swarm_dir, "demo", now_ms)
     evolution = args.task is not None
+    per_node = cores_per_node(args.cores, args.nodes)
     data = None
     if not evolution:
         from gossipnet.data import load_dataset
@@ -82,7 +93,7 @@ def _build_nodes(args: argparse.Namespace) -> list:
             "learner": "evolution" if evolution else "convnet", "task": args.task or "cartpole",
             "dataset": args.dataset, "net": args.net, "shards": args.nodes, "shard": i,
             "alpha": args.alpha, "merge": args.merge, "announce_interval": args.announce_interval,
-            "eval_interval": args.eval_interval, "max_steps": args.max_steps,
+            "eval_interval": args.eval_interval, "max_steps": args.max_steps, "cores": per_node,
         })
         identity = load_or_create_identity(cfg.state_dir)
         creds = load_credentials(identity, now_ms, swarm_token=swarm.token)

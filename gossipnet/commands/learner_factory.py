@@ -40,8 +40,10 @@ def build_learner(cfg: NodeConfig, node_id: str, data=None) -> Learner:
     if cfg.shards > 1:
         # The shard layout must agree across nodes, so its seed is fixed, not per node.
         indices = shard(data.y_train, cfg.shards, cfg.shard, alpha=cfg.alpha, seed=0)
+    from gossipnet.nn.parallel import available_cores
+
     conv = ConvnetConfig(net=cfg.net or default_net_for(data), seed=seed, merge=cfg.merge,
-                         clip_radius=cfg.clip_radius)
+                         clip_radius=cfg.clip_radius, cores=cfg.cores or available_cores())
     return ConvnetLearner(data, indices, conv)
 
 

@@ -34,7 +34,7 @@ _FLAG_FIELDS = (
     "data_dir", "net", "shards", "shard", "alpha", "task", "algo", "seed", "merge", "clip_radius",
     "train_chunk", "announce_interval", "checkpoint_interval", "eval_interval", "max_steps",
     "volunteer_steps", "volunteer_spot_check_rate", "volunteer_max_share", "volunteer_leases_per_minute",
-    "population",
+    "population", "cores",
     "image_size", "color_mode",
 )
 
@@ -205,6 +205,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="age-weighted averaging, or ClippedGossip (robust to poisoned peers)")
     learn.add_argument("--clip-radius", type=float, default=None, help="ClippedGossip's L2 radius")
     learn.add_argument("--max-steps", type=int, default=None, help="stop training after N steps (keep serving)")
+    learn.add_argument("--cores", type=int, default=None, metavar="N",
+                       help="train on N cores, one worker process each (default: every core available)")
     cad = p.add_argument_group("cadence (seconds)")
     cad.add_argument("--train-chunk", type=int, default=None, help="steps between merges (default 20)")
     cad.add_argument("--announce-interval", "--gossip-interval", dest="announce_interval", type=float, default=None,

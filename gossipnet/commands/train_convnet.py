@@ -17,6 +17,7 @@ from gossipnet.errors import UserError
 from gossipnet.learners.convnet import default_net_for
 from gossipnet.model import ModelCard
 from gossipnet.nn import PRESETS, Net, Trainer, cosine_lr, evaluate, fit_preset, get_preset, make_optimizer
+from gossipnet.nn.parallel import DataParallel, available_cores, check_cores
 from gossipnet.nn.state import save_state, with_prefix
 
 # Default preset per data set: the 28x28 grey sets get the stronger "fashion" net.
@@ -146,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
     warmup = min(200, total // 10)
     trainer = Trainer(net, optimizer, batch, seed=args.seed,
                       lr_schedule=lambda s: cosine_lr(lr, s, total, warmup))
+    cores = available_cores() if getattr(args, "cores", None) is None else check_cores(args.cores)
 
     meta = {"net": preset.name, "dataset": dataset, "spec": net.spec,
             "input_shape": list(net.input_shape), "fingerprint": net.fingerprint,
@@ -165,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
     if not quiet:
         print(f"gossipnet train: {preset.name} ({net.num_params:,} params) on {dataset}: "
               f"{len(x_train):,} train / {len(ds.x_test):,} test images, {epochs:g} epochs, "
-              f"{opt_kind} lr {lr:g}, batch {batch}", file=sys.stderr)
+              f"{opt_kind} lr {lr:g}, batch {batch}, {cores} core{'s' if cores > 1 else ''}",
+              file=sys.stderr)
     progress = Progress(not quiet, total)
     eval_every = max(1, steps_per_epoch // EVALS_PER_EPOCH)
     chunk = max(1, min(eval_every, 2048 // batch))  # ~a second between progress updates
@@ -174,6 +177,8 @@ def run(args: argparse.Namespace) -> int:
     train_secs = 0.0
     images = 0
     loss_ema = None
+    if cores > 1:
+        trainer.parallel = DataParallel(net, cores, batch)
     try:
         while trainer.step < total:
             todo = min(chunk, total - trainer.step, eval_every - trainer.step % eval_every)
@@ -194,6 +199,9 @@ def run(args: argparse.Namespace) -> int:
         progress.close()
         checkpoint(test_acc)
         raise
+    finally:
+        if trainer.parallel is not None:
+            trainer.parallel.close()
     progress.close()
     result = {
         "test_accuracy": test_acc,
@@ -213,6 +221,7 @@ def run(args: argparse.Namespace) -> int:
         "optimizer": opt_kind,
         "lr": lr,
         "batch_size": batch,
+        "cores": cores,
         "seed": args.seed,
         "history": history,
         "checkpoint": args.checkpoint,

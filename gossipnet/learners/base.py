@@ -120,6 +120,9 @@ class Learner(abc.ABC):
         or None when this learner has none (an island of policies)."""
         return None
 
+    def close(self) -> None:
+        """Release what training holds (worker processes); the learner may train again after."""
+
     @abc.abstractmethod
     def state_dict(self) -> dict[str, np.ndarray]:
         """Everything needed to resume (model, optimiser, counters) as named arrays."""

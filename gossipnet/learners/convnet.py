@@ -31,6 +31,7 @@ from gossipnet.errors import UserError
 from gossipnet.learners.base import AbsorbResult, Learner, LearnerWire, Scalar, Snapshot
 from gossipnet.model import CARD_TENSOR, ModelCard, TrainedModel
 from gossipnet.nn import Net, Trainer, evaluate, fit_preset, get_preset, make_optimizer
+from gossipnet.nn.parallel import DataParallel, check_cores
 
 KIND = "convnet"
 MOMENTS = ("m", "v", "velocity")  # optimiser moments a swarm can share (Adam's, SGD's)
@@ -79,6 +80,9 @@ class ConvnetConfig:
     shared_moments: tuple[str, ...] | None = None
     eval_images: int = 2000  # test images per evaluation: enough for +-1 point at 90%
     visual_samples: int = 24
+    # Worker processes that split each batch (gossipnet/nn/parallel.py): the same steps
+    # as one core, to float32 rounding. 1 trains in the calling thread.
+    cores: int = 1
 
     def __post_init__(self) -> None:
         if self.lr_schedule not in ("age", "constant"):
@@ -93,6 +97,7 @@ class ConvnetConfig:
             raise UserError(f"lr_decay_power must be in (0, 2], got {self.lr_decay_power!r}")
         if not (isinstance(self.momentum_on_absorb, (int, float)) and 0 <= self.momentum_on_absorb <= 1):
             raise UserError(f"momentum_on_absorb must be in [0, 1], got {self.momentum_on_absorb!r}")
+        check_cores(self.cores)
         moments = self.shared_moments or ()
         if set(moments) - set(MOMENTS) or len(set(moments)) != len(moments):
             raise UserError(f"shared_moments {self.shared_moments!r}: name each of "
@@ -156,7 +161,9 @@ class ConvnetLearner(Learner):
             cfg.optimizer or preset.optimizer, self.net.params(), self.base_lr,
             weight_decay=preset.weight_decay, momentum=preset.momentum,
         )
-        self.trainer = Trainer(self.net, self.optimizer, cfg.batch_size or preset.batch_size, seed=cfg.seed)
+        batch = cfg.batch_size or preset.batch_size
+        self.trainer = Trainer(self.net, self.optimizer, batch, seed=cfg.seed)
+        self.parallel: DataParallel | None = None  # started on the first train(): see _workers
         self.shared_moments: tuple[str, ...] = (
             cfg.shared_moments if cfg.shared_moments is not None
             else tuple(m for m in ("v",) if m in self.optimizer.state))
@@ -178,6 +185,10 @@ class ConvnetLearner(Learner):
         self.last: dict[str, float] = {}
         self.last_eval: dict[str, float] = {}
         self._chunk_start = (0.0, 0)  # (age, trainer.images) when the current train() began
+        # CPU seconds spent training (this thread + the workers) and evaluating: what the
+        # node spends on anything else is its overhead (benchmarks/gossip_cost.py)
+        self.cpu = {"train_cpu_s": 0.0, "eval_cpu_s": 0.0, "process_cpu_s": 0.0}
+        self._worker_cpu_closed = 0.0  # CPU of workers already shut down
         if cfg.lr_schedule == "age":
             self.trainer.lr_schedule = self._scheduled_lr
             self.optimizer.lr = self.lr_at(self.age)
@@ -205,10 +216,30 @@ class ConvnetLearner(Learner):
     def step(self) -> int:
         return self.trainer.step
 
+    def _workers(self) -> None:
+        """Start the data-parallel workers on first use (in the thread that trains, so a
+        learner that is built and never trained, as in tests and tools, spawns nothing)."""
+        if self.config.cores > 1 and self.trainer.parallel is None:
+            self.parallel = DataParallel(self.net, self.config.cores, self.trainer.batch_size)
+            self.trainer.parallel = self.parallel
+
+    def close(self) -> None:
+        """Stop the training workers (they also stop by themselves when this process ends)."""
+        if self.parallel is not None:
+            self._worker_cpu_closed += self.parallel.cpu_seconds()
+            self.parallel.close()
+            self.parallel = self.trainer.parallel = None
+
     def train(self, budget: int) -> dict[str, float]:
+        self._workers()
         before = self.trainer.images
         self._chunk_start = (self.age, before)
+        cpu0 = time.thread_time()
         out = self.trainer.train(self.x, self.y, budget)
+        self.cpu["train_cpu_s"] += time.thread_time() - cpu0
+        # the whole process's CPU (every thread) at the same instant, so a reader can
+        # difference the two counters between chunk ends without racing a chunk
+        self.cpu["process_cpu_s"] = time.process_time()
         self.age += self.trainer.images - before
         if self.config.lr_schedule == "age":
             self.optimizer.lr = self.lr_at(self.age)  # the rate the next step takes, as reported
@@ -313,8 +344,9 @@ class ConvnetLearner(Learner):
         self._after_merge()
 
     def evaluate(self) -> dict[str, float]:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.thread_time()
         res = evaluate(self.net, self.x_test, self.y_test)
+        self.cpu["eval_cpu_s"] += time.thread_time() - cpu0
         self.last_eval = {"test_accuracy": res["accuracy"], "test_loss": res["loss"],
                           "eval_seconds": time.perf_counter() - t0}
         return dict(self.last_eval)
@@ -326,6 +358,10 @@ class ConvnetLearner(Learner):
             out["skipped_images"] = self.skipped_images
         out.update(self.last)
         out.update(self.last_eval)
+        workers = self._worker_cpu_closed + (self.parallel.cpu_seconds() if self.parallel else 0.0)
+        out["train_cpu_s"] = round(self.cpu["train_cpu_s"] + workers, 3)
+        out["eval_cpu_s"] = round(self.cpu["eval_cpu_s"], 3)
+        out["process_cpu_s"] = round(self.cpu["process_cpu_s"] + workers, 3)
         return out
 
     def visuals(self) -> dict[str, np.ndarray | list[str]]:

@@ -302,15 +302,22 @@ class Dropout(Layer):
         self.rate = rate
         self.rng = np.random.default_rng(0)
         self.mask_source = None
+        # (start, stop, n): x holds rows start:stop of a batch of n, as on one of several
+        # data-parallel workers; the mask is drawn for all n rows and sliced, so it is the
+        # one a single process would draw for those rows. None: x is the whole batch.
+        self.rows: tuple[int, int, int] | None = None
 
     def forward(self, x, train):
         if not train or self.rate == 0.0:
             self._mask = None
             return x
+        shape = x.shape if self.rows is None else (self.rows[2], *x.shape[1:])
         if self.mask_source is not None:
-            keep = self.mask_source(x.shape)
+            keep = self.mask_source(shape)
         else:
-            keep = self.rng.random(x.shape, dtype=F32) >= self.rate
+            keep = self.rng.random(shape, dtype=F32) >= self.rate
+        if self.rows is not None:
+            keep = keep[self.rows[0] : self.rows[1]]
         self._mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.rate))
         return x * self._mask
 

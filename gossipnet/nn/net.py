@@ -133,12 +133,15 @@ class Net:
         for name, p in self._params.items():
             p[...] = state[name]
 
-    def set_rng(self, seed: int, step: int) -> None:
+    def set_rng(self, seed: int, step: int, rows: tuple[int, int, int] | None = None) -> None:
         """Seed every dropout layer from (``seed``, ``step``, layer index): masks are a pure
-        function of the step, so resumed training draws what uninterrupted training would."""
+        function of the step, so resumed training draws what uninterrupted training would.
+        ``rows`` = (start, stop, n): the next batch is rows start:stop of a batch of n
+        (a data-parallel worker's part), and gets those rows of the whole batch's masks."""
         for i, layer in enumerate(self.layers):
             if isinstance(layer, L.Dropout):
                 layer.rng = np.random.default_rng((seed, step, i))
+                layer.rows = rows
                 layer.mask_source = None
 
     def set_hash_masks(self, seed: int, step: int) -> None:
@@ -147,6 +150,7 @@ class Net:
         for i, layer in enumerate(self.layers):
             if isinstance(layer, L.Dropout):
                 layer.mask_source = functools.partial(keep_mask, seed, step, i, rate=layer.rate)
+                layer.rows = None
 
     # ---- computation ------------------------------------------------------------------------
 

@@ -29,6 +29,16 @@ class Optimizer:
         self.weight_decay = float(weight_decay)
         self.t = 0
         self.state = {m: {k: np.zeros_like(v) for k, v in params.items()} for m in self._moments}
+        self._scratch: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _tmp(self, name: str, like: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Two scratch arrays shaped like ``like``, kept per parameter: an update then
+        allocates nothing (on a 400k-parameter net, Adam's temporaries cost a third of
+        its time), with the same arithmetic in the same order as the plain expressions."""
+        pair = self._scratch.get(name)
+        if pair is None or pair[0].shape != like.shape or pair[0].dtype != like.dtype:
+            pair = self._scratch[name] = (np.empty_like(like), np.empty_like(like))
+        return pair
 
     def _grad(self, name: str, g: np.ndarray) -> np.ndarray:
         if self.weight_decay and name.endswith(".weight"):
@@ -81,7 +91,9 @@ class SGD(Optimizer):
             v = vel[name]
             v *= self.momentum
             v += self._grad(name, grads[name])
-            p -= self.lr * v
+            tmp, _ = self._tmp(name, p)
+            np.multiply(v, self.lr, out=tmp)  # p -= lr * v
+            p -= tmp
 
 
 class Adam(Optimizer):
@@ -105,11 +117,19 @@ class Adam(Optimizer):
         for name, p in self.params.items():
             g = self._grad(name, grads[name])
             m, v = self.state["m"][name], self.state["v"][name]
+            t1, t2 = self._tmp(name, p)
             m *= self.b1
-            m += (1 - self.b1) * g
+            np.multiply(g, 1 - self.b1, out=t1)  # m += (1 - b1) g
+            m += t1
             v *= self.b2
-            v += (1 - self.b2) * np.square(g)
-            p -= a * m / (np.sqrt(v) + self.eps)
+            np.square(g, out=t1)  # v += (1 - b2) g^2
+            t1 *= 1 - self.b2
+            v += t1
+            np.multiply(m, a, out=t1)  # p -= a m / (sqrt(v) + eps)
+            np.sqrt(v, out=t2)
+            t2 += self.eps
+            t1 /= t2
+            p -= t1
 
 
 def make_optimizer(kind: str, params: dict[str, np.ndarray], lr: float,

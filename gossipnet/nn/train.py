@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from gossipnet.errors import UserError
+from gossipnet.nn import heap
 from gossipnet.nn.loss import check_labels, log_softmax
 from gossipnet.nn.net import Net
 from gossipnet.nn.optim import Optimizer
@@ -30,12 +31,16 @@ class Trainer:
     """Trains one net with one optimizer on in-memory arrays (x float32 NCHW, y int64)."""
 
     def __init__(self, net: Net, optimizer: Optimizer, batch_size: int, seed: int = 0,
-                 lr_schedule: Callable[[int], float] | None = None):
+                 lr_schedule: Callable[[int], float] | None = None, parallel=None):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise UserError(f"batch size must be a positive integer, got {batch_size!r}")
+        heap.keep_freed_memory()  # or every step faults its temporaries back in (nn/heap.py)
         self.net, self.optimizer = net, optimizer
         self.batch_size, self.seed = batch_size, seed
         self.lr_schedule = lr_schedule
+        # a nn.parallel.DataParallel over this net: the batch split over its worker
+        # processes, the same step to float32 rounding; None computes in this process
+        self.parallel = parallel
         self.step = 0  # optimizer steps taken
         self.epoch = 0  # completed passes over the data
         self.position = 0  # index into this epoch's permutation
@@ -64,8 +69,11 @@ class Trainer:
             xb, yb = x[idx], y[idx]
             if self.lr_schedule is not None:
                 self.optimizer.lr = self.lr_schedule(self.step)
-            self.net.set_rng(self.seed, self.step)
-            loss, logits = self.net.loss_and_grads(xb, yb)
+            if self.parallel is not None:
+                loss, logits = self.parallel.loss_and_grads(xb, yb, self.seed, self.step)
+            else:
+                self.net.set_rng(self.seed, self.step)
+                loss, logits = self.net.loss_and_grads(xb, yb)
             self.optimizer.step(self.net.grads())
             self.step += 1
             self.images += len(idx)

@@ -1,0 +1,153 @@
+"""What gossip costs a real daemon: the share of its CPU spent on anything but training.
+
+Starts ``python daemon.py`` processes in a LAN in a box (network namespaces, needs root;
+docs/TESTING.md), first one node alone, then ``--nodes`` nodes that find each other by
+mDNS and gossip with the daemon's defaults. For every node it measures, over a window
+after warm-up:
+
+- the CPU seconds of the daemon (``process_cpu_s``: every thread of the process plus its
+  data-parallel training workers),
+- the CPU seconds spent training and evaluating (``train_cpu_s``, ``eval_cpu_s``: thread
+  CPU time around ``Trainer.train`` and ``evaluate``, plus the workers' CPU),
+- images trained (the learner's ``images``), all four as of the end of the same chunk
+  (``/api/status``, polled once a second),
+
+and reports ``other_share = 1 - (train + eval) / total``: pulls, signature checks,
+decoding, absorbing, snapshots, membership, mDNS, HTTP and checkpoints. CPU time, not
+wall time, so other load on the machine changes it little; images per wall second alone
+and in the swarm are printed beside it (those depend on how many cores each node got).
+
+    sudo python benchmarks/gossip_cost.py --seconds 60 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.daemon_box import HTTP_PORT, new_swarm_token, start_daemon, statuses, wait_until  # noqa: E402
+from tests.lanbox import LanBox, lanbox_available  # noqa: E402
+
+
+
+# Runs inside a box host (the status page is reachable only there): polls /api/status
+# once a second and prints one JSON line each time the step advances. The learner reports
+# its training and evaluation CPU and the whole process's CPU (all threads plus training
+# workers) as of the end of its last chunk, so differences between two lines are exact
+# whatever the polling delay.
+POLLER = r"""
+import json, sys, time, urllib.request
+url, last = sys.argv[1], None
+while True:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as r:
+            s = json.load(r)
+        m, step = s["learner"]["metrics"], s["learner"]["step"]
+    except Exception:
+        time.sleep(1)
+        continue
+    if step != last and "process_cpu_s" in m:
+        last = step
+        print(json.dumps({"t": time.monotonic(), "step": step, "cpu": m["process_cpu_s"],
+                          "train": m["train_cpu_s"], "eval": m["eval_cpu_s"], "images": m["images"]}),
+              flush=True)
+    time.sleep(1)
+"""
+
+
+def _samples(poller) -> list[dict]:
+    return [json.loads(line) for line in poller.stdout().splitlines() if line.startswith("{")]
+
+
+def window(lan: LanBox, procs: dict, hosts: list[int], warmup: float, seconds: float) -> dict[int, dict]:
+    """Per-node figures between the first chunk end after ``warmup`` and the first after
+    ``warmup + seconds`` (counting from when every node has finished a chunk)."""
+    pollers = {h: lan.spawn_python(h, POLLER, f"http://{lan.address(h)}:{HTTP_PORT}/api/status")
+               for h in hosts}
+    wait_until("training", lambda: all(any(s["images"] for s in _samples(p)) for p in pollers.values()),
+               180, interval=0.5)
+    t0 = time.monotonic() + warmup
+    time.sleep(warmup + seconds)
+    wait_until("a chunk end after the window", lambda: all(
+        _samples(p)[-1]["t"] >= t0 + seconds for p in pollers.values()), 120, interval=0.5)
+    out = {}
+    for h, p in pollers.items():
+        got = _samples(p)
+        p.kill()
+        a = next(s for s in got if s["t"] >= t0)
+        b = next(s for s in got if s["t"] >= t0 + seconds)
+        d = {k: b[k] - a[k] for k in ("t", "cpu", "train", "eval", "images")}
+        other = d["cpu"] - d["train"] - d["eval"]
+        out[h] = {"seconds": round(d["t"], 1), "cpu_s": round(d["cpu"], 2), "train_cpu_s": round(d["train"], 2),
+                  "eval_cpu_s": round(d["eval"], 2), "other_cpu_s": round(other, 2),
+                  "other_share": round(other / d["cpu"], 4) if d["cpu"] > 0 else None,
+                  # cores busy with anything but training: the overhead a node pays per second
+                  # whatever CPU it gets; as a share of a node training on one full core:
+                  "other_cores": round(other / d["t"], 4),
+                  "images_per_s": round(d["images"] / d["t"], 1),
+                  "images_per_train_cpu_s": round(d["images"] / d["train"], 1) if d["train"] else None}
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--nodes", type=int, default=3)
+    p.add_argument("--seconds", type=float, default=60.0, help="measurement window")
+    p.add_argument("--warmup", type=float, default=15.0, help="seconds after training starts")
+    p.add_argument("--cores", type=int, default=1, help="--cores of each daemon")
+    p.add_argument("--net", default="fashion", help="the daemons' --net (the default for the embedded set)")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    ok, reason = lanbox_available()
+    if not ok:
+        print(f"cannot build a LAN in a box here: {reason}", file=sys.stderr)
+        return 2
+    extra = ["--net", args.net, "--cores", str(args.cores)]
+    hosts = list(range(args.nodes))
+    load0 = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp, LanBox(hosts=args.nodes) as lan:
+        root = Path(tmp)
+        procs = {0: start_daemon(lan, 0, root / "alone", new_swarm_token(), *extra)}
+        alone = window(lan, procs, [0], args.warmup, args.seconds)[0]
+        procs[0].kill()
+        procs[0].wait(30)
+        token = new_swarm_token()
+        procs = {h: start_daemon(lan, h, root / f"n{h}", token, *extra) for h in hosts}
+        swarm = window(lan, procs, hosts, args.warmup, args.seconds)
+        absorbed = {h: s.get("counters", {}).get("exchange", {}).get("absorbed")
+                    for h, s in statuses(lan, 0, hosts).items()}
+    shares = [s["other_share"] for s in swarm.values()]
+    print(f"load average {load0:.1f} -> {os.getloadavg()[0]:.1f}; {args.seconds:.0f} s windows, "
+          f"--net {args.net} --cores {args.cores}, daemon defaults otherwise")
+    print(f"{'node':<8}{'CPU s':>8}{'train':>8}{'eval':>7}{'other':>7}{'other %':>9}{'other cores':>12}"
+          f"{'img/s':>8}{'img/train-CPU-s':>17}")
+    for name, r in [("alone", alone)] + [(f"swarm {h}", swarm[h]) for h in hosts]:
+        print(f"{name:<8}{r['cpu_s']:>8.1f}{r['train_cpu_s']:>8.1f}{r['eval_cpu_s']:>7.1f}"
+              f"{r['other_cpu_s']:>7.2f}{100 * r['other_share']:>8.2f}%{r['other_cores']:>12.4f}"
+              f"{r['images_per_s']:>8.0f}{r['images_per_train_cpu_s'] or 0:>17.0f}")
+    print(f"merges absorbed at the end: {absorbed}")
+    summary = {"alone_other_share": alone["other_share"], "swarm_other_share_median": statistics.median(shares),
+               "swarm_other_share_max": max(shares),
+               "swarm_other_cores_median": statistics.median(s["other_cores"] for s in swarm.values()),
+               "alone_other_cores": alone["other_cores"],
+               "alone_images_per_s": alone["images_per_s"],
+               "swarm_images_per_s_median": statistics.median(s["images_per_s"] for s in swarm.values())}
+    print(f"gossip overhead (median node): {100 * summary['swarm_other_share_median']:.2f}% of its CPU "
+          f"(alone {100 * alone['other_share']:.2f}%); {summary['swarm_other_cores_median']:.4f} cores, i.e. "
+          f"{100 * summary['swarm_other_cores_median']:.2f}% of a node training on one full core; target <= 2%")
+    if args.json:
+        print(json.dumps({"args": vars(args), "load_average": [load0, os.getloadavg()[0]], "alone": alone,
+                          "swarm": swarm, "absorbed": absorbed, **summary}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

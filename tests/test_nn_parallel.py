@@ -1,0 +1,219 @@
+"""Data parallelism inside a node: the same step as one core, clean worker lifecycles."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gossipnet.commands.demo import cores_per_node
+from gossipnet.config import build_config
+from gossipnet.errors import UserError
+from gossipnet.nn import Net, Trainer, make_optimizer
+from gossipnet.nn.parallel import DataParallel, WorkerDied, available_cores, check_cores, split_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+# conv, pool, fc, dropout: every layer kind whose step could differ between one and many cores
+SPEC = [
+    {"type": "conv", "filters": 4, "size": 3, "stride": 1, "pad": 1}, {"type": "relu"},
+    {"type": "pool", "size": 2, "stride": 2},
+    {"type": "fc", "units": 16}, {"type": "relu"}, {"type": "dropout", "rate": 0.5},
+    {"type": "softmax", "classes": 5},
+]
+SHAPE = (1, 8, 8)
+
+
+def _data(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, *SHAPE)).astype(np.float32), rng.integers(0, 5, n)
+
+
+def _trainer(kind: str, workers: int, batch: int = 13):
+    net = Net(SPEC, SHAPE, seed=3)
+    opt = make_optimizer(kind, net.params(), lr=0.05 if kind == "sgd" else 0.01)
+    tr = Trainer(net, opt, batch_size=batch, seed=7)
+    if workers > 1:
+        tr.parallel = DataParallel(net, workers, batch)
+    return tr
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_multi_core_steps_equal_one_core_steps_to_float32_rounding(kind):
+    x, y = _data()
+    one, three = _trainer(kind, 1), _trainer(kind, 3)
+    try:
+        r1 = one.train(x, y, 6)  # batches of 13 from 40 images: a short last batch too
+        r3 = three.train(x, y, 6)
+        for name, w in one.net.params().items():
+            np.testing.assert_allclose(three.net.params()[name], w, rtol=1e-4, atol=1e-5, err_msg=name)
+        assert r3["loss"] == pytest.approx(r1["loss"], rel=1e-5)
+        assert r3["accuracy"] == r1["accuracy"]
+        # and the steps moved the weights at all (so equality is not trivial)
+        start = Net(SPEC, SHAPE, seed=3).params()
+        assert max(np.abs(start[k] - w).max() for k, w in one.net.params().items()) > 1e-3
+    finally:
+        three.parallel.close()
+
+
+def test_dropout_masks_are_the_rows_of_the_whole_batch_mask():
+    net = Net(SPEC, SHAPE, seed=0)
+    x, _ = _data(10)
+    net.set_rng(1, 2)
+    whole = net.forward(x, train=True)
+    net.set_rng(1, 2, rows=(4, 10, 10))
+    part = net.forward(x[4:], train=True)
+    np.testing.assert_allclose(part, whole[4:], rtol=1e-6, atol=1e-6)
+    net.set_rng(1, 3, rows=(4, 10, 10))  # another step draws other masks
+    assert not np.allclose(net.forward(x[4:], train=True), whole[4:])
+
+
+def test_split_rows_covers_the_batch_once_and_drops_empty_parts():
+    assert split_rows(13, 3) == [(0, 4), (4, 9), (9, 13)]
+    assert split_rows(2, 4) == [(0, 1), (1, 2)]
+    for n in range(1, 20):
+        for parts in range(1, 6):
+            rows = split_rows(n, parts)
+            assert [r for a, b in rows for r in range(a, b)] == list(range(n))
+
+
+def test_cores_settings_are_checked_and_divided():
+    assert available_cores() >= 1
+    assert check_cores(3) == 3
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(UserError, match="--cores"):
+            check_cores(bad)
+    assert cores_per_node(8, 3) == 2
+    assert cores_per_node(2, 3) == 1  # never zero
+    assert cores_per_node(None, 1) == available_cores()
+    assert build_config({}, {"cores": 4}).cores == 4
+    assert build_config({}, {}).cores is None  # None: every available core
+    with pytest.raises(UserError, match="--cores"):
+        build_config({}, {"cores": 0})
+
+
+def test_cores_flag_reaches_the_learner(tmp_path):
+    from gossipnet.cli import build_parser
+    from gossipnet.commands.run import config_from_args
+    from gossipnet.commands.learner_factory import build_learner
+
+    args = build_parser().parse_args(["run", "--cores", "2", "--state-dir", str(tmp_path),
+                                      "--host", "127.0.0.1", "--net", "tiny"])
+    cfg = config_from_args(args)
+    assert cfg.cores == 2
+    learner = build_learner(cfg, "node-a")
+    assert learner.config.cores == 2
+    learner.close()
+    args = build_parser().parse_args(["run", "--state-dir", str(tmp_path), "--host", "127.0.0.1"])
+    assert build_learner(config_from_args(args), "node-a").config.cores == available_cores()
+
+
+def test_a_killed_worker_is_a_clear_error_not_a_hang():
+    tr = _trainer("sgd", 2)
+    x, y = _data()
+    try:
+        tr.train(x, y, 1)
+        victim = tr.parallel.pids()[1]
+        os.kill(victim, signal.SIGKILL)
+        with pytest.raises(WorkerDied, match=f"pid {victim}"):
+            tr.train(x, y, 1)
+    finally:
+        tr.parallel.close()
+    assert not tr.parallel.alive()
+
+
+def test_close_stops_every_worker():
+    tr = _trainer("adam", 2)
+    x, y = _data()
+    tr.train(x, y, 1)
+    procs = list(tr.parallel._procs)
+    tr.parallel.close()
+    assert all(p.poll() is not None for p in procs)
+    with pytest.raises(WorkerDied, match="shut down"):
+        tr.train(x, y, 1)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] == "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_workers_exit_when_their_parent_dies(sig):
+    """No orphans: a parent killed without any chance to clean up takes its workers along."""
+    script = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        from gossipnet.nn import Net
+        from gossipnet.nn.parallel import DataParallel
+        net = Net({SPEC!r}, {SHAPE!r})
+        dp = DataParallel(net, 2, 8)
+        print(" ".join(map(str, dp.pids())), flush=True)
+        time.sleep(120)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in parent.stdout.readline().split()]
+        assert len(pids) == 2
+        parent.send_signal(sig)
+        parent.wait(30)
+        deadline = time.monotonic() + 30
+        while not all(_gone(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert all(_gone(p) for p in pids), f"workers {pids} outlived their parent"
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+def test_a_learner_on_two_cores_trains_and_reports_like_one():
+    from gossipnet.data import load_dataset
+    from gossipnet.learners.convnet import ConvnetConfig, ConvnetLearner
+
+    data = load_dataset("embedded")
+    idx = np.arange(300)
+    one = ConvnetLearner(data, idx, ConvnetConfig(net="tiny", seed=1, cores=1, eval_images=50))
+    two = ConvnetLearner(data, idx, ConvnetConfig(net="tiny", seed=1, cores=2, eval_images=50))
+    try:
+        a, b = one.train(4), two.train(4)
+        assert two.parallel is not None and two.parallel.alive()
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+        for name, w in one.net.params().items():
+            np.testing.assert_allclose(two.net.params()[name], w, rtol=1e-4, atol=1e-5, err_msg=name)
+        m = two.metrics()
+        # the process (every thread + the workers) has used at least what training used
+        assert 0 < m["train_cpu_s"] <= m["process_cpu_s"] + 1e-3
+    finally:
+        two.close()
+    assert two.parallel is None
+    two.train(1)  # trains again after close: new workers
+    two.close()
+
+
+def test_training_steps_do_not_fault_their_temporaries_back_in():
+    """A fresh process's malloc returned each step's large temporaries to the kernel and
+    faulted them in again: thousands of page faults per step (gossipnet/nn/heap.py)."""
+    import resource
+
+    from gossipnet.nn import get_preset
+
+    p = get_preset("fashion")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((96, *p.input_shape)).astype(np.float32)
+    y = rng.integers(0, 10, 96)
+    net = Net(p.spec, p.input_shape)
+    tr = Trainer(net, make_optimizer("adam", net.params(), 1e-3), batch_size=32)
+    tr.train(x, y, 3)  # warm up: the heap grows to the step's peak once
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    tr.train(x, y, 3)
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 3
+    assert faults < 200, f"{faults:.0f} page faults per step (about 2,000 without nn/heap.py)"
