@@ -23,6 +23,7 @@ _COMMANDS = {
     "status": "gossipnet.commands.status",
     "predict": "gossipnet.commands.predict",
     "export": "gossipnet.commands.export",
+    "merge": "gossipnet.commands.merge",
 }
 
 
@@ -91,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gossipnet {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from gossipnet.commands import demo, export, predict, run, status
+    from gossipnet.commands import demo, export, merge, predict, run, status
 
     run.add_parser(sub)
     demo.add_parser(sub)
@@ -100,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_swarm(sub)
     predict.add_parser(sub)
     export.add_parser(sub)
+    merge.add_parser(sub)
     return parser
 
 

@@ -32,6 +32,7 @@ from gossipnet.learners.base import AbsorbResult, Learner, LearnerWire, Scalar, 
 from gossipnet.model import CARD_TENSOR, ModelCard, TrainedModel
 from gossipnet.nn import Net, Trainer, evaluate, fit_preset, get_preset, make_optimizer
 from gossipnet.nn.parallel import DataParallel, check_cores
+from gossipnet.rebasin import apply_permutation, lineage
 
 KIND = "convnet"
 MOMENTS = ("m", "v", "velocity")  # optimiser moments a swarm can share (Adam's, SGD's)
@@ -79,6 +80,13 @@ class ConvnetConfig:
     # None: "v" if the optimiser has it (Adam), nothing otherwise.
     shared_moments: tuple[str, ...] | None = None
     eval_images: int = 2000  # test images per evaluation: enough for +-1 point at 90%
+    # A peer whose model grew from another init (its snapshot's "lineage" differs from ours)
+    # has its units permuted into our order before the merge: "activations" (matching on
+    # realign_images of our own images), "weights", or "off" (average as is).
+    # gossipnet/rebasin/lineage.py says how, docs/RECOMBINATION.md what it costs and gains.
+    realign: str = "activations"
+    realign_repair: bool = True  # REPAIR the realigned merge: half a point closer at a join (measured)
+    realign_images: int = 256
     visual_samples: int = 24
     # Worker processes that split each batch (gossipnet/nn/parallel.py): the same steps
     # as one core, to float32 rounding. 1 trains in the calling thread.
@@ -134,6 +142,8 @@ class ConvnetLearner(Learner):
         self.config = cfg = config or ConvnetConfig(net=default_net_for(data))
         if cfg.merge not in ("average", "clipped"):
             raise UserError(f"merge rule {cfg.merge!r} unknown: use 'average' or 'clipped'")
+        if cfg.realign not in lineage.METHODS:
+            raise UserError(f"realign {cfg.realign!r} unknown: use one of {', '.join(lineage.METHODS)}")
         preset = get_preset(cfg.net)
         if tuple(preset.input_shape) != tuple(data.input_shape) and data.name != "folder":
             raise UserError(
@@ -180,6 +190,10 @@ class ConvnetLearner(Learner):
         self.classes_digest = classes_digest(data.classes)
         tag = f"{self._fingerprint}/classes={self.classes_digest}"
         self._fingerprint = hashlib.sha256(tag.encode()).hexdigest()[:32]
+        self.lineage = lineage.lineage_of(cfg.init_seed)  # the init our unit order descends from
+        self.realigner = None if cfg.realign == "off" else lineage.Realigner(
+            self.net, self.x[: max(1, cfg.realign_images)], cfg.realign, cfg.realign_repair)
+        self.realigned = 0  # merges that needed a permutation first
         self.age = 0.0  # images embodied in the model, own and merged (gossip learning's age)
         self.merges = 0
         self.last: dict[str, float] = {}
@@ -255,7 +269,7 @@ class ConvnetLearner(Learner):
             for name, arr in self.optimizer.state[moment].items():
                 tensors[f"{MOMENT_PREFIX}{moment}.{name}"] = np.sqrt(arr) if moment == "v" else arr.copy()
         return Snapshot(KIND, self.fingerprint, float(self.age), tensors,
-                        {"step": self.step, "classes": self.classes_digest})
+                        {"step": self.step, "classes": self.classes_digest, "lineage": self.lineage})
 
     def absorb(self, snapshot: Snapshot, peer: str) -> AbsorbResult:
         if snapshot.kind != KIND:
@@ -281,6 +295,19 @@ class ConvnetLearner(Learner):
         if problem:
             return AbsorbResult(False, "bad_moments", problem)
         share = merge.age_share(self.age, float(age))
+        perms = None
+        peer_lineage = snapshot.meta.get("lineage")
+        if (self.realigner is not None and isinstance(peer_lineage, str) and 0 < len(peer_lineage) <= 64
+                and peer_lineage != self.lineage):
+            try:
+                perms = self.realigner.find(own, peer_w)
+            except (KeyError, ValueError, UserError):
+                perms = None  # names, shapes or values off: the merge's checks below say which
+            if perms is not None:
+                spec = self.realigner.spec
+                peer_w = apply_permutation(spec, perms, peer_w)
+                peer_moments = lineage.permute_named(spec, perms, peer_moments,
+                                                     lambda key: key.split(".", 2)[2])
         try:
             if self.config.merge == "average":
                 merged, new_age = merge.age_weighted(own, self.age, peer_w, float(age))
@@ -292,14 +319,34 @@ class ConvnetLearner(Learner):
         except merge.MergeMismatch as exc:
             return AbsorbResult(False, f"bad_{exc.reason}", str(exc))
         distance = merge.difference_norm(own, peer_w)
+        if perms is not None:
+            merged = self.realigner.repaired(merged, own, peer_w, share)
         for name, w in merged.items():
             own[name][...] = w
         if self.config.merge == "average":
             self._merge_moments(peer_moments, share)
+        if perms is not None:
+            self._adopt_lineage(perms, peer_lineage)
         self.age = new_age
         self.merges += 1
         self._after_merge()
         return AbsorbResult(True, "ok", f"distance {distance:.3g} from {peer}")
+
+    def _adopt_lineage(self, perms, peer_lineage: str) -> None:
+        """After a merge across lineages, the later-sorting lineage permutes into the other's
+        unit order (weights and every optimiser moment) and takes its name, so a swarm
+        converges to one lineage and plain averaging (gossipnet/rebasin/lineage.py)."""
+        self.realigned += 1
+        if peer_lineage >= self.lineage:
+            return
+        spec, back = self.realigner.spec, lineage.invert(perms)
+        params = self.net.params()
+        for name, arr in lineage.permute_named(spec, back, params, lambda k: k).items():
+            params[name][...] = arr
+        for moments in self.optimizer.state.values():
+            for name, arr in lineage.permute_named(spec, back, moments, lambda k: k).items():
+                moments[name][...] = arr
+        self.lineage = peer_lineage
 
     def _check_moments(self, peer: dict[str, np.ndarray]) -> str:
         """'' if ``peer`` holds exactly the moments we share, shaped like ours, finite, and
@@ -356,6 +403,9 @@ class ConvnetLearner(Learner):
                                   "age": self.age, "merges": self.merges, "lr": self.optimizer.lr}
         if self.skipped_images is not None:
             out["skipped_images"] = self.skipped_images
+        if self.realigner is not None and self.realigner.matches:
+            out["realigned_merges"] = self.realigned
+            out["realign_seconds"] = self.realigner.last_seconds
         out.update(self.last)
         out.update(self.last_eval)
         workers = self._worker_cpu_closed + (self.parallel.cpu_seconds() if self.parallel else 0.0)
@@ -385,6 +435,7 @@ class ConvnetLearner(Learner):
         state["learner.merges"] = np.array(self.merges, np.int64)
         state["learner.fingerprint"] = np.frombuffer(self.fingerprint.encode(), np.uint8).copy()
         state[CARD_TENSOR] = self.card.to_bytes()  # what gossipnet predict needs from a node
+        state["learner.lineage"] = np.frombuffer(self.lineage.encode(), np.uint8).copy()
         return state
 
     def model(self) -> TrainedModel:
@@ -404,5 +455,7 @@ class ConvnetLearner(Learner):
         self.trainer.load_state_dict(state)
         self.age = float(state["learner.age"])
         self.merges = int(state["learner.merges"])
+        if "learner.lineage" in state:  # checkpoints from before lineages keep the init's
+            self.lineage = bytes(np.asarray(state["learner.lineage"], np.uint8)).decode("ascii", "replace")
         if self.config.lr_schedule == "age":
             self.optimizer.lr = self.lr_at(self.age)

@@ -165,6 +165,20 @@ PRESETS: dict[str, NetPreset] = {
             batch_size=32,
         ),
         NetPreset(
+            name="mlp",
+            summary="a multilayer perceptron for 28x28 grey images: fc 256, fc 256 (each relu), "
+            "softmax 10; 1 MB of weights (recombination experiments, docs/RECOMBINATION.md)",
+            input_shape=(1, 28, 28),
+            spec=(
+                {"type": "fc", "units": 256}, _RELU,
+                {"type": "fc", "units": 256}, _RELU,
+                {"type": "softmax", "classes": 10},
+            ),
+            optimizer="adam",
+            lr=1e-3,
+            batch_size=64,
+        ),
+        NetPreset(
             name="tiny",
             summary="small and fast for 28x28 grey images (tests, simulations): "
             "conv 5x5x8, pool 2, conv 5x5x16, pool 2, softmax 10",
