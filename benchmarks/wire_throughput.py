@@ -2,7 +2,7 @@
 
     python benchmarks/wire_throughput.py [--repeats 7] [--n 2000] [--json]
 
-Datagrams: the same 1,180-byte payload either signed/verified bare (cryptography's
+Datagrams: the same 1,170-byte payload either signed/verified bare (cryptography's
 Ed25519) or sealed/opened as a full envelope (msgpack body, header, certificate,
 every receiver check). Side by side in one run, medians over repeats; the ratio is
 what the wire layer adds (target: <= 1.20). Blobs: encode and check+decode MB/s for
@@ -26,7 +26,7 @@ from gossipnet.trust.swarm import Swarm
 from gossipnet.wire import Accepted, MsgType, Receiver, ReceiverConfig, Sealer
 from gossipnet.wire.blobs import BlobGate, encode_blob, spec_of
 
-PAYLOAD = 1180  # + 6 bytes of msgpack framing = a 1,186-byte body, just under MAX_UDP_BODY
+PAYLOAD = 1170  # + 6 bytes of msgpack framing = a 1,176-byte body, just under MAX_UDP_BODY (1,182)
 
 
 def per_op_us(fn, n: int, repeats: int) -> float:
@@ -59,20 +59,22 @@ def bench_datagrams(n: int, repeats: int) -> dict[str, float]:
     creds = load_credentials(ident, now, swarm_token=swarm.token)
     body = {"p": payload}
 
+    receiver_id = Identity.generate()
+
     def seal(_):
         sealer = Sealer(ident, creds, 1)
-        return lambda i: sealer.seal(MsgType.PING, body, now)
+        return lambda i: sealer.seal(MsgType.PING, body, now, to=receiver_id.node_id)
 
     config = ReceiverConfig(rate_per_s=1e9, burst=1e9)  # measure the checks, not the limiter
     sealer = Sealer(ident, creds, 2)
-    datagrams = [sealer.seal(MsgType.PING, body, now) for _ in range(n)]
+    datagrams = [sealer.seal(MsgType.PING, body, now, to=receiver_id.node_id) for _ in range(n)]
     assert len(datagrams[0]) <= 1400
     # Warm the certificate cache once, as a long-running receiver would have it.
-    policy = load_credentials(Identity.generate(), now, swarm_token=swarm.token).policy
-    Receiver(policy, config).open(datagrams[0], ("10.0.0.1", 1), now)
+    policy = load_credentials(receiver_id, now, swarm_token=swarm.token).policy
+    Receiver(policy, config, node_id=receiver_id.node_id).open(datagrams[0], ("10.0.0.1", 1), now)
 
     def open_(_):
-        receiver = Receiver(policy, config)
+        receiver = Receiver(policy, config, node_id=receiver_id.node_id)
 
         def step(i):
             result = receiver.open(datagrams[i], ("10.0.0.1", 1), now)

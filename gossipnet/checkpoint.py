@@ -101,6 +101,17 @@ class CheckpointStore:
         atomic_write_bytes(self.current, data, mode=0o600)
         return len(data)
 
+    def candidates(self):
+        """(path, checkpoint or None, problem) for the current then the previous file, if present."""
+        for path in (self.current, self.previous):
+            if not path.exists():
+                continue
+            try:
+                yield path, decode(path.read_bytes()), ""
+            except (CorruptCheckpoint, OSError) as exc:
+                log.warning("checkpoint %s is corrupt (%s); trying the previous one", path, exc)
+                yield path, None, str(exc)
+
     def load(self) -> Checkpoint | None:
         """The newest readable checkpoint, or None when there is none at all.
 

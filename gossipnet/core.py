@@ -23,7 +23,7 @@ from gossipnet.exchange import BadManifest, Gate, Manifest
 from gossipnet.gossip import Gossip, GossipConfig, Pull
 from gossipnet.learners.base import AbsorbResult, LearnerWire
 from gossipnet.membership import (BadBody, EventKind, MemberEvent, Membership, MembershipConfig, MemberView,
-                                  Outgoing, codec)
+                                  Outgoing, State, codec)
 from gossipnet.membership.types import Addr
 from gossipnet.rejections import Rejection, Rejections
 from gossipnet.wire.types import MsgType
@@ -96,8 +96,9 @@ class NodeCore:
     def add_seed(self, addr: Addr, now: float) -> None:
         self.membership.add_seed(addr, now)
 
-    def discovered(self, node_id: str, addr: Addr, now: float) -> None:
-        self.membership.discovered(node_id, addr, now)
+    def discovered(self, node_id: str, addr: Addr, now: float, preferred: bool = True) -> None:
+        """An mDNS record; ``preferred``: its address is on our interface's subnet."""
+        self.membership.discovered(node_id, addr, now, preferred)
 
     def reject(self, rejection: Rejection) -> None:
         """Count a refusal the node's I/O made (the wire layer's, a pull that failed)."""
@@ -179,9 +180,15 @@ class NodeCore:
     # ------------------------------------------------------------------ internals
 
     def _on_manifest(self, sender: str, addr: Addr, body: Any, now: float) -> list[Pull]:
+        # Pull only from the address the member itself announced, never from the datagram's
+        # source: a spoofed or replayed manifest must not choose the server we GET from.
+        member = self.membership.member(sender)
+        if member is None or member.state != State.ALIVE:
+            self.rejections.add(Rejection("gate", "not_a_member", sender))
+            return []
         try:
             manifest = Manifest.from_body(body)
-            host, _ = codec.addr(addr)
+            host, _ = codec.addr(member.addr)
             codec.node_id(sender)
         except (BadManifest, BadBody) as exc:
             self.rejections.add(Rejection("gate", "malformed", str(exc)))

@@ -150,7 +150,7 @@ class Gossip:
         body = manifest.to_body()
         targets = self.rng.sample(list(alive_peers), min(self.config.fanout, len(alive_peers)))
         self.counters["announced"] += len(targets)
-        return [Outgoing(p.addr, MsgType.MANIFEST, dict(body)) for p in targets]
+        return [Outgoing(p.addr, MsgType.MANIFEST, dict(body), p.node_id) for p in targets]
 
     def wants(self, peer_id: str, manifest: Manifest, now: float) -> Skip | None:
         """Why a peer's (valid) manifest is not worth a pull now, counted; None if it is."""

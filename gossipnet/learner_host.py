@@ -2,7 +2,9 @@
 
 A learner is not thread-safe, so the node runs every call to it here, one at a time:
 resume from and write checkpoints, train a chunk, evaluate and publish when due, open a
-pulled blob and absorb it. The event loop only reads what this leaves behind (``step``,
+pulled blob and absorb it. Checkpoints go through ``persistence.StateKeeper``: a failed
+write is retried, a non-finite state is never saved, a refused checkpoint falls back to
+the previous one, and a diverged learner is rolled back to the last good state. The event loop only reads what this leaves behind (``step``,
 ``metrics``, ``visuals``, the ``shelf`` of published blobs), each replaced whole, never
 mutated in place. No asyncio here: ``node.py`` awaits ``run_in_executor`` around it.
 """
@@ -15,8 +17,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from gossipnet import exchange
-from gossipnet.checkpoint import Checkpoint, CheckpointStore
+from gossipnet.checkpoint import CheckpointStore
 from gossipnet.learners.base import AbsorbResult, Learner, LearnerWire
+from gossipnet.nn.train import Diverged
+from gossipnet.persistence import StateKeeper
 from gossipnet.rejections import Rejection
 from gossipnet.status.history import MetricsHistory
 
@@ -36,6 +40,7 @@ class LearnerHost:
         self.learner = learner
         self.history = history
         self.store = store
+        self.keeper = StateKeeper(store, checkpoint_interval)  # its counters: the status page's "checkpoint"
         self.chunk = train_chunk or learner.wire.default_chunk
         self.eval_interval = eval_interval
         self.publish_interval = publish_interval
@@ -53,13 +58,11 @@ class LearnerHost:
 
     def restore(self) -> None:
         """Resume from the newest checkpoint, if any, and publish a first snapshot."""
-        ckpt = self.store.load()
+        ckpt = self.keeper.restore(self.learner)  # falls back to checkpoint.prev if refused
         if ckpt is None:
             self.history.event(self.wall(), "start", "fresh state")
         else:
-            learner_state = {k[8:]: v for k, v in ckpt.tensors.items() if k.startswith("learner/")}
             history_state = {k[8:]: v for k, v in ckpt.tensors.items() if k.startswith("history/")}
-            self.learner.load_state_dict(learner_state)
             if history_state:
                 self.history.load_state_dict(history_state)
             counters = ckpt.meta.get("exchange", {})
@@ -74,11 +77,13 @@ class LearnerHost:
         # The first evaluation waits one interval: at step 0 it would only measure chance.
         self._next_eval = self.clock() + self.eval_interval
 
-    def checkpoint(self, meta: Mapping[str, Any]) -> None:
-        tensors = {f"learner/{k}": v for k, v in self.learner.state_dict().items()}
-        tensors.update({f"history/{k}": v for k, v in self.history.state_dict().items()})
-        size = self.store.save(Checkpoint(tensors, {**meta, "step": self.learner.step, "saved_at": self.wall()}))
-        log.debug("checkpoint: %d bytes at step %d", size, self.learner.step)
+    def checkpoint(self, meta: Mapping[str, Any]) -> bool:
+        """Save now; never raises for a full disk (counted, retried at ``keeper.next_due``)."""
+        extra = {f"history/{k}": v for k, v in self.history.state_dict().items()}
+        ok = self.keeper.save(self.learner, extra, {**meta, "step": self.learner.step, "saved_at": self.wall()},
+                              self.clock())
+        self._next_checkpoint = self.keeper.next_due
+        return ok
 
     def publish(self) -> None:
         """Encode the learner's current snapshot as the newest blob on the shelf."""
@@ -92,7 +97,10 @@ class LearnerHost:
         """One unit of worker time: train a chunk, evaluate, publish and checkpoint when due."""
         out: dict[str, float] = {}
         if train:
-            out = self.learner.train(self.chunk)
+            try:
+                out = self.learner.train(self.chunk)
+            except Diverged as exc:
+                self._roll_back(exc)
         now = self.clock()
         if now >= self._next_eval:
             self._last_eval = dict(self.learner.evaluate())
@@ -103,11 +111,22 @@ class LearnerHost:
             self._next_publish = now + self.publish_interval
         if now >= self._next_checkpoint:
             if self._next_checkpoint:
-                self.checkpoint(checkpoint_meta())
-            self._next_checkpoint = now + self.checkpoint_interval
+                self.checkpoint(checkpoint_meta())  # sets the next due time (sooner after a failure)
+            else:
+                self._next_checkpoint = now + self.checkpoint_interval
         self.step = self.learner.step
         self.metrics = {**self.learner.metrics(), **self._last_eval}
         return out
+
+    def _roll_back(self, exc: Diverged) -> None:
+        """NaN weights must neither end the daemon nor be saved or offered to peers."""
+        rolled = self.keeper.rollback(self.learner)
+        if rolled:
+            self.learner.after_rollback()
+        self.keeper.counters["diverged"] += 1
+        self.history.event(self.wall(), "diverged", "rolled back" if rolled else "no good state yet")
+        log.warning("%s; %s", exc, "rolled back to the last good state" if rolled
+                    else "no good state to roll back to yet")
 
     def absorb(self, gate: exchange.Gate, blob: exchange.Blob, peer: str) -> AbsorbResult | Rejection:
         """Open a downloaded blob against our model and hand it to the learner."""

@@ -39,7 +39,7 @@ from gossipnet.rejections import Rejection
 from gossipnet.status.history import MetricsHistory
 from gossipnet.status.report import node_status
 from gossipnet.trust.credentials import Credentials
-from gossipnet.trust.identity import Identity
+from gossipnet.trust.identity import Identity, save_incarnation
 from gossipnet.volunteers import REASONS, TrainingSetup, VolunteerConfig, VolunteerDesk
 from gossipnet.wire import BodyTooLarge, Receiver, ReceiverConfig, Rejected, Sealer
 
@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 
 # Advertised in mDNS TXT: nodes of another version are not contacted. 2: the MANIFEST
 # body is exchange.Manifest (shape summary top-level, the learner's fingerprint).
-PROTOCOL_VERSION = 2
+# 3: wire envelope v2 (the recipient in the signed header).
+PROTOCOL_VERSION = 3
 
 
 class _Stopping(Exception):
@@ -89,7 +90,9 @@ class Node:
         self.http: StatusServer | None = None
         self.discovery = None
         self.sealer = Sealer(identity, credentials, incarnation)
-        self.receiver = Receiver(credentials.policy, ReceiverConfig.udp())
+        self.receiver = Receiver(credentials.policy, ReceiverConfig.udp(), node_id=identity.node_id)
+        self._member_hosts: frozenset[str] = frozenset()  # alive members' IPs: their datagrams go first
+        self._saved_incarnation = incarnation
         self.puller = BlobPuller(PullLimits(max_bytes=self.gossip_config.max_blob_bytes,
                                             timeout_s=self.gossip_config.pull_timeout,
                                             max_concurrent=self.gossip_config.max_concurrent_pulls))
@@ -199,6 +202,7 @@ class Node:
     async def _start_sockets(self) -> None:
         cfg = self.cfg
         self.udp = await UdpEndpoint.bind((cfg.host, cfg.udp_port), self.udp_config)
+        self.udp.priority = lambda addr: addr[0] in self._member_hosts  # members never queue behind junk
         desk = self.volunteers
         routes = (lambda app: add_volunteer_routes(app, desk, self._run_heavy)) if desk else None
         self.http = StatusServer(self, volunteer_routes=routes)
@@ -302,20 +306,34 @@ class Node:
         assert self.core is not None
         while True:
             await self._act(self.core.tick(_mono()))
+            if self.core.membership.incarnation > self._saved_incarnation:
+                self._persist_incarnation(self.core.membership.incarnation)
             deadline = self.core.next_deadline()
             wait = (deadline - _mono()) if deadline is not None else 0.1
             await asyncio.sleep(min(0.1, max(0.005, wait)))
 
+    def _persist_incarnation(self, incarnation: int) -> None:
+        """A refutation raised our incarnation: a restart must start above it."""
+        try:
+            save_incarnation(self.cfg.state_dir, incarnation)
+            self._saved_incarnation = incarnation
+        except OSError as exc:  # retried on the next tick
+            log.warning("cannot persist incarnation %d: %s", incarnation, exc.strerror or exc)
+
     async def _discovery_loop(self) -> None:
+        from gossipnet.net.advert import on_subnet
         from gossipnet.net.discovery import PeerChange
 
         assert self.discovery and self.core
         async for ev in self.discovery.events():
             if ev.kind in (PeerChange.ADDED, PeerChange.UPDATED):
-                self.core.discovered(ev.peer.node_id, ev.peer.udp_addr, _mono())
+                self.core.discovered(ev.peer.node_id, ev.peer.udp_addr, _mono(),
+                                     preferred=on_subnet(ev.peer.address, self.discovery.network))
 
     async def _act(self, out: Output) -> None:
         """Do what the core asked: record what happened, start pulls, send datagrams."""
+        if out.members and self.core is not None:
+            self._member_hosts = frozenset(m.addr[0] for m in self.core.membership.alive_peers())
         for ev in out.events:
             if ev.kind == "rejected":
                 log.warning("rejected %s's snapshot: %s", ev.peer, ev.detail)
@@ -333,7 +351,7 @@ class Node:
         now_ms = int(_wall() * 1000)
         for out in outs:
             try:
-                data = self.sealer.seal(out.msg_type, out.body, now_ms)
+                data = self.sealer.seal(out.msg_type, out.body, now_ms, to=out.to)
             except BodyTooLarge as exc:  # a bug in a body builder; never let it stop the node
                 log.error("dropped an oversized %s body: %s", out.msg_type.name, exc)
                 continue
@@ -352,7 +370,8 @@ class Node:
             addresses["udp"] = f"{self.cfg.advertised_host}:{self.udp_port}"
         if self.http is not None and self.http.port is not None:
             addresses["http"] = self.status_url
-        extra = {}
+        extra = {"checkpoint": dict(self.host.keeper.counters),
+                 "http": dict(self.http.guard.counters) if self.http is not None else {}}
         if self.volunteers is not None:
             extra["volunteer"] = self.volunteers.status(_mono())
             if self.core is not None:

@@ -28,10 +28,12 @@ from gossipnet.wire.receiver import Reason as WireReason
 
 # stage -> the reasons it reports from the start. A new stage is a new line here.
 KNOWN_REASONS: dict[str, tuple[str, ...]] = {
-    "udp": ("oversize", "empty", "queue_full", "fault"),  # net.udp.DropReason (kept in sync by a test)
+    "udp": ("oversize", "empty", "queue_full", "priority_queue_full", "fault"),  # net.udp.DropReason (a test syncs)
     "wire": tuple(r.value for r in WireReason),
-    "gate": ("malformed", "too_large", "bad_shape", "bad_dtype", "not_finite", "decompression_bomb"),
-    "pull": ("too_large", "size_mismatch", "hash_mismatch", "timeout", "unreachable", "gone", "http_error"),
+    "gate": ("malformed", "not_a_member", "too_large", "bad_shape", "bad_dtype", "not_finite",
+             "decompression_bomb"),
+    "pull": ("too_large", "size_mismatch", "hash_mismatch", "timeout", "unreachable", "gone", "http_error",
+             "redirect"),
     "learner": (),  # each learner declares its own (LearnerWire.absorb_reasons)
     "volunteer": (),  # browser volunteers' requests: the node sets gossipnet.volunteers' REASONS
 }

@@ -109,3 +109,19 @@ def test_the_advertisement_rules_load_without_asyncio_or_zeroconf():
             "print(sorted(m for m in ('asyncio', 'zeroconf', 'socket') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_an_address_on_our_subnet_is_preferred_over_a_newer_one_elsewhere():
+    import ipaddress
+
+    from gossipnet.net.advert import on_subnet
+
+    ours = Advertisement("ab" * 8, "me", 7946, 8080, "convnet", 1)
+    txt = {"swarm": "ab" * 8, "node": "peer", "proto": "1", "udp": "7946", "http": "8080", "learner": "convnet"}
+    subnet = ipaddress.ip_network("10.0.0.0/24")
+    peer, _ = peer_from_txt(ours, "p", txt, ["203.0.113.9", "10.0.0.5"], subnet)
+    assert peer is not None and peer.address == "10.0.0.5"
+    peer, _ = peer_from_txt(ours, "p", txt, ["203.0.113.9", "10.0.0.5"])
+    assert peer.address == "203.0.113.9"
+    assert on_subnet("10.0.0.77", subnet) and not on_subnet("10.0.1.1", subnet)
+    assert not on_subnet("junk", subnet) and not on_subnet("10.0.0.1", None)

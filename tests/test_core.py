@@ -30,12 +30,26 @@ from gossipnet.wire.types import MsgType
 PEER = ("10.0.0.5", 7946)
 
 
-def core(learner=None, **kw) -> NodeCore:
+def core(learner=None, peer_is_member: bool = True, **kw) -> NodeCore:
+    """A core that knows "peer" (at PEER) as an alive member: it pulls only from members."""
     learner = learner or SimLearner()
-    return NodeCore("me", ("10.0.0.1", 7946), learner_kind=learner.kind, fingerprint=learner.fingerprint,
-                    wire=learner.wire, shapes=learner.offer_shapes(), http_port=8001,
-                    membership_rng=random.Random(1), gossip_rng=random.Random(2),
-                    membership_config=MembershipConfig.local(), gossip_config=GossipConfig.local(), **kw)
+    c = NodeCore("me", ("10.0.0.1", 7946), learner_kind=learner.kind, fingerprint=learner.fingerprint,
+                 wire=learner.wire, shapes=learner.offer_shapes(), http_port=8001,
+                 membership_rng=random.Random(1), gossip_rng=random.Random(2),
+                 membership_config=MembershipConfig.local(), gossip_config=GossipConfig.local(), **kw)
+    if peer_is_member:
+        join_as_member(c, "peer", PEER)
+    return c
+
+
+def join_as_member(c: NodeCore, node_id: str, addr) -> None:
+    """``node_id``'s own SYNC: its signed alive row (the wire layer checked the signature)."""
+    from gossipnet.membership.codec import encode_entry
+    from gossipnet.membership.types import State
+
+    row = encode_entry(node_id, 1, State.ALIVE, addr, {"http": 8002, "kind": "sim"})
+    c.membership.handle(node_id, addr, MsgType.SYNC, {"m": [row], "r": False}, 0.0)
+    assert c.membership.member(node_id).state == State.ALIVE
 
 
 def peer_manifest(age: float = 5.0, step: int = 3, tensors=None) -> Manifest:
@@ -136,6 +150,16 @@ def test_manifest_whose_shapes_do_not_fit_our_model_starts_no_pull():
     assert c.rejections.get("gate", "bad_shape") == 1
     out = c.on_message("peer", PEER, MsgType.MANIFEST, peer_manifest().to_body(), 2.0)
     assert [p.url for p in out.pulls] == [f"http://10.0.0.5:8002/blob/{peer_manifest().sha_hex}"]
+
+
+def test_a_manifest_is_pulled_from_the_members_own_address_never_the_datagrams_source():
+    c = core()
+    spoofed = ("10.6.6.6", 4000)  # a replay from the attacker's address
+    pull = c.on_message("peer", spoofed, MsgType.MANIFEST, peer_manifest().to_body(), 1.0).pulls[0]
+    assert pull.host == PEER[0] and "10.6.6.6" not in pull.url
+    stranger = core(peer_is_member=False)
+    assert stranger.on_message("peer", PEER, MsgType.MANIFEST, peer_manifest().to_body(), 1.0).pulls == []
+    assert stranger.rejections.get("gate", "not_a_member") == 1
 
 
 def test_gate_and_wire_rejections_with_the_same_reason_both_count():

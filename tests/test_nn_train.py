@@ -179,7 +179,8 @@ def test_chunked_resumed_training_equals_one_long_run(tmp_path):
     save_state(path, {**with_prefix("net.", first.net.state_dict()),
                       **first.optimizer.state_dict(), **first.state_dict()})
     tensors, _ = load_state(path)
-    resumed = make_trainer(99)  # different init: everything must come from the file
+    resumed = make_trainer(99)  # different init: everything but the seed must come from the file
+    resumed.seed = 5  # the run's own seed (--seed) is never taken from a checkpoint
     resumed.net.load_state_dict(strip_prefix("net.", tensors))
     resumed.optimizer.load_state_dict(tensors)
     resumed.load_state_dict(tensors)
@@ -187,6 +188,17 @@ def test_chunked_resumed_training_equals_one_long_run(tmp_path):
     assert resumed.step == long.step == 13 and resumed.epoch == long.epoch
     for k in long.net.params():
         np.testing.assert_array_equal(resumed.net.params()[k], long.net.params()[k], err_msg=k)
+
+
+def test_a_checkpoint_of_another_seed_keeps_ours_and_starts_a_new_epoch(caplog):
+    x, y = toy_data(90)
+    first = make_trainer(5)
+    first.train(x, y, 3)
+    resumed = make_trainer(6)
+    resumed.load_state_dict(first.state_dict())
+    assert resumed.seed == 6 and resumed.position == 0 and resumed.epoch == first.epoch + 1
+    assert "keeping 6" in caplog.text
+    resumed.train(x, y, 2)
 
 
 def test_trainer_rejects_bad_data_and_settings():

@@ -43,11 +43,15 @@ async def server():
     async def fail(request):
         return web.Response(status=500)
 
+    async def redirect(request):
+        raise web.HTTPFound("/good")
+
     app = web.Application()
     app.router.add_get("/good", good)
     app.router.add_get("/endless", endless)
     app.router.add_get("/slow", slow)
     app.router.add_get("/fail", fail)
+    app.router.add_get("/redirect", redirect)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -74,6 +78,7 @@ async def test_good_blob_is_returned(server):
         ("/endless", SHA, 100_000, "size_mismatch"),
         ("/missing", SHA, len(BLOB), "gone"),
         ("/fail", SHA, len(BLOB), "http_error"),
+        ("/redirect", SHA, len(BLOB), "redirect"),  # even to a good blob: never followed
         ("/good", SHA, 10**12, "too_large"),
         ("/good", SHA, 0, "too_large"),
     ],

@@ -169,6 +169,10 @@ def test_token_credentials_admit_this_node(tmp_path):
     assert creds.mode == "cert" and creds.swarm_id == swarm.swarm_id and len(creds.cert) == CERT_LEN
     token_file = tmp_path / "token"
     token_file.write_text(swarm.token + "\n")
+    token_file.chmod(0o644)  # the token admits anyone: readable by others, it is refused
+    with pytest.raises(UserError, match="chmod 600"):
+        load_credentials(node, NOW, swarm_token=str(token_file))
+    token_file.chmod(0o600)
     assert load_credentials(node, NOW, swarm_token=str(token_file)).swarm_id == swarm.swarm_id
     with pytest.raises(UserError, match="bad swarm token"):
         load_credentials(node, NOW, swarm_token=swarm.token[:-4])

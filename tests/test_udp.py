@@ -220,3 +220,18 @@ async def test_close_cancels_delayed_deliveries():
         assert slow.stats().datagrams_out == 0
     assert rx.queued == 0
     await rx.close()
+
+
+async def test_known_members_datagrams_are_received_before_a_backlog_of_junk():
+    config = UdpConfig(queue_size=50)
+    async with await UdpEndpoint.bind(LOCAL, config) as rx, await UdpEndpoint.bind(LOCAL) as junk, \
+            await UdpEndpoint.bind(LOCAL) as member:
+        rx.priority = lambda addr: addr[1] == member.local_address[1]
+        for i in range(200):  # fills the ordinary queue, and more
+            await junk.send(b"junk %d" % i, rx.local_address)
+        await wait_until(lambda: rx.stats().dropped[DropReason.QUEUE_FULL] >= 150)
+        await member.send(b"ping", rx.local_address)
+        await wait_until(lambda: rx.queued == 51)
+        data, addr = await rx.recv()
+        assert (data, addr[1]) == (b"ping", member.local_address[1])
+        assert rx.stats().dropped[DropReason.PRIORITY_QUEUE_FULL] == 0

@@ -344,6 +344,7 @@ def test_a_bit_flip_anywhere_is_rejected_and_the_original_still_accepted(data):
 def test_header_layout_is_the_documented_one(alice):
     data = alice.seal(MsgType.ACK, {}, NOW)
     magic, version, mtype, flags = struct.unpack_from(">3sBBB", data)
-    assert (magic, version, mtype, flags) == (b"GSN", 1, int(MsgType.ACK), 1)
+    assert (magic, version, mtype, flags) == (b"GSN", 2, int(MsgType.ACK), 1)
     assert data[6:14] == alice.credentials.swarm_id
-    assert data[14:46] == alice.identity.pubkey
+    assert data[14:22] == bytes(8)  # no recipient named
+    assert data[22:54] == alice.identity.pubkey

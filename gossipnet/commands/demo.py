@@ -20,6 +20,7 @@ from gossipnet.config import build_config
 from gossipnet.errors import UserError
 
 log = logging.getLogger("gossipnet")
+_LOCKS: list = []  # the nodes' state-directory locks, released when the process ends
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -68,7 +69,7 @@ def _build_nodes(args: argparse.Namespace) -> list:
     from gossipnet.commands.learner_factory import build_learner
     from gossipnet.node import Node
     from gossipnet.trust.credentials import load_credentials
-    from gossipnet.trust.identity import load_or_create_identity, next_incarnation
+    from gossipnet.trust.identity import claim_state_dir, load_or_create_identity, next_incarnation
     from gossipnet.trust.swarm import Swarm, create_swarm, load_swarm
 
     root = Path(args.dir).expanduser()
@@ -95,6 +96,7 @@ def _build_nodes(args: argparse.Namespace) -> list:
             "alpha": args.alpha, "merge": args.merge, "announce_interval": args.announce_interval,
             "eval_interval": args.eval_interval, "max_steps": args.max_steps, "cores": per_node,
         })
+        _LOCKS.append(claim_state_dir(cfg.state_dir))  # held while this process runs
         identity = load_or_create_identity(cfg.state_dir)
         creds = load_credentials(identity, now_ms, swarm_token=swarm.token)
         learner = build_learner(cfg, identity.node_id, data)

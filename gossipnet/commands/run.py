@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from gossipnet.config import NodeConfig, build_config, load_toml
 from gossipnet.trust.credentials import TOKEN_ENV, credentials_from_args, load_credentials
-from gossipnet.trust.identity import load_or_create_identity, next_incarnation
+from gossipnet.trust.identity import claim_state_dir, load_or_create_identity, next_incarnation
 from gossipnet.trust.swarm import create_swarm, load_swarm
 
 if TYPE_CHECKING:  # the node pulls in aiohttp and matplotlib: import it only to run one
@@ -102,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("gossipnet").setLevel(logging.INFO)
     cfg = config_from_args(args)
     now_ms = int(time.time() * 1000)
+    lock = claim_state_dir(cfg.state_dir)  # held until this process ends  # noqa: F841
     identity = load_or_create_identity(cfg.state_dir)
     credentials, join_line = _credentials(cfg, args, identity, now_ms)
     incarnation = next_incarnation(cfg.state_dir, now_ms)
@@ -114,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
         # One BLAS thread per process: a node shares its cores with its event loop (and,
         # in the demo, with other nodes); two threads ran 5-8x slower under load (nn/blas.py).
         blas.set_threads(1)
+    from gossipnet.net.http_guard import raise_open_file_limit
+
+    raise_open_file_limit()  # sockets, HTTP connections and checkpoints share one budget
     learner = build_learner(cfg, identity.node_id)
     node = Node(cfg, learner, identity, credentials, incarnation=incarnation)
     return asyncio.run(_serve(node, join_line))

@@ -120,6 +120,13 @@ class Learner(abc.ABC):
         or None when this learner has none (an island of policies)."""
         return None
 
+    def after_rollback(self) -> None:
+        """The node put back an earlier state after a divergence: avoid replaying the same steps.
+
+        By default nothing; a learner whose batches are a pure function of its position
+        should move on (the convnet starts a new epoch, in a new order).
+        """
+
     def close(self) -> None:
         """Release what training holds (worker processes); the learner may train again after."""
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from gossipnet.model import CARD_TENSOR, ModelCard, TrainedModel
 from gossipnet.nn import Net, Trainer, evaluate, fit_preset, get_preset, make_optimizer
 from gossipnet.nn.parallel import DataParallel, check_cores
 from gossipnet.rebasin import apply_permutation, lineage
+
+log = logging.getLogger(__name__)
 
 KIND = "convnet"
 MOMENTS = ("m", "v", "velocity")  # optimiser moments a swarm can share (Adam's, SGD's)
@@ -119,6 +122,14 @@ def age_lr_factor(age: float, half_life_images: float, floor: float, power: floa
     return max(floor, (1.0 + scale * max(0.0, age) / half_life_images) ** -power)
 
 
+def data_fingerprint(name: str, indices: np.ndarray, labels: np.ndarray) -> bytes:
+    """16 bytes naming this node's training data: the data set, which images, their labels."""
+    h = hashlib.sha256(name.encode() + b"\0")
+    h.update(np.ascontiguousarray(indices, np.int64).tobytes())
+    h.update(np.ascontiguousarray(labels, np.int64).tobytes())
+    return h.digest()[:16]
+
+
 def default_net_for(data: Dataset) -> str:
     """The preset tuned for this data set's image shape (colour: the CIFAR-10 net)."""
     return "convnetjs-cifar10" if data.input_shape[0] == 3 else "fashion"
@@ -156,6 +167,7 @@ class ConvnetLearner(Learner):
         if len(idx) == 0:
             raise UserError("this node's shard of the training data is empty; use fewer --shards")
         self.x, self.y = data.x_train[idx], data.y_train[idx]
+        self.data_fingerprint = data_fingerprint(data.name, idx, self.y)
         self.x_test, self.y_test = data.x_test[: cfg.eval_images], data.y_test[: cfg.eval_images]
         self.classes = data.classes
         self.pixel_mean, self.pixel_std = data.pixel_mean, data.pixel_std  # browser volunteers' images
@@ -427,6 +439,9 @@ class ConvnetLearner(Learner):
             "classes": list(self.classes),
         }
 
+    def after_rollback(self) -> None:
+        self.trainer.new_epoch()  # the same batches in the same order could diverge again
+
     def state_dict(self) -> dict[str, np.ndarray]:
         state = {f"net.{k}": v for k, v in self.net.state_dict().items()}
         state.update({f"opt.{k}": v for k, v in self.optimizer.state_dict().items()})
@@ -436,6 +451,7 @@ class ConvnetLearner(Learner):
         state["learner.fingerprint"] = np.frombuffer(self.fingerprint.encode(), np.uint8).copy()
         state[CARD_TENSOR] = self.card.to_bytes()  # what gossipnet predict needs from a node
         state["learner.lineage"] = np.frombuffer(self.lineage.encode(), np.uint8).copy()
+        state["learner.data"] = np.frombuffer(self.data_fingerprint, np.uint8).copy()
         return state
 
     def model(self) -> TrainedModel:
@@ -453,6 +469,13 @@ class ConvnetLearner(Learner):
         self.net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
         self.optimizer.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("opt.")})
         self.trainer.load_state_dict(state)
+        saved = bytes(np.asarray(state.get("learner.data", np.zeros(0, np.uint8)), np.uint8))
+        if saved != self.data_fingerprint:
+            # Another data set, shard count, skew or shard index: the saved epoch position
+            # points into other data. Keep what was learned (weights, optimiser, age).
+            log.warning("training data differs from the checkpoint's (another --dataset, --shards, "
+                        "--shard or --alpha): keeping weights, optimiser and age, starting a new epoch")
+            self.trainer.new_epoch()
         self.age = float(state["learner.age"])
         self.merges = int(state["learner.merges"])
         if "learner.lineage" in state:  # checkpoints from before lineages keep the init's

@@ -53,8 +53,8 @@ class MembershipConfig:
     # Graceful leave: LEAVE goes straight to at most this many peers.
     leave_fanout: int = 16
     # Bodies ride in <= 1,400-byte signed datagrams (DESIGN.md section 3); the
-    # certificate-mode envelope leaves 1,190 bytes (gossipnet.wire.envelope.MAX_UDP_BODY).
-    max_body_bytes: int = 1190
+    # certificate-mode envelope leaves 1,182 bytes (gossipnet.wire.envelope.MAX_UDP_BODY).
+    max_body_bytes: int = 1182
 
     def __post_init__(self) -> None:
         positive = ("probe_interval", "probe_timeout", "push_pull_interval", "join_retry_interval",

@@ -9,7 +9,8 @@ into deadlines).  ``next_deadline()`` says when ``tick`` next has work.
 from __future__ import annotations
 
 import random
-from collections import Counter
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 from gossipnet.errors import UserError
@@ -22,7 +23,22 @@ from gossipnet.membership.types import (Addr, MemberEvent, MemberView, Outgoing,
                                         State)
 from gossipnet.wire.types import MsgType
 
-MAX_SEEDS = 256
+MAX_SEEDS = 256  # static --peer seeds: the user's word, kept until they answer
+# Discovered seeds (mDNS records, unknown senders) are hints anyone on the LAN can forge:
+# few at a time, a few join attempts each, then set aside for a while (docs/SECURITY.md).
+MAX_DISCOVERED_SEEDS = 32
+DISCOVERED_SEED_ATTEMPTS = 3
+SEED_QUARANTINE = 3600.0  # seconds before an expired discovered address is tried again (it may join us itself)
+MAX_QUARANTINED = 1024
+
+
+@dataclass
+class _Seed:
+    due: float
+    backoff: float
+    static: bool  # --peer: never expires
+    preferred: bool = True  # on our interface's subnet
+    attempts: int = 0
 
 
 class Membership:
@@ -44,7 +60,8 @@ class Membership:
         self.counters: Counter[str] = Counter()
         self._t = Table(self_id, self_addr, meta, self.config, incarnation, self.counters)
         self._fd = FailureDetector(self._t, self.config, self.rng, self.counters, self._gossip)
-        self._seeds: dict[Addr, tuple[float, float]] = {}  # addr -> (due, backoff)
+        self._seeds: dict[Addr, _Seed] = {}
+        self._quarantine: OrderedDict[Addr, float] = OrderedDict()  # expired addr -> retry after
         self._sync_replied: dict[str, float] = {}
         self._started = False
         self._next_sync = self._next_reconnect = self._next_reap = 0.0
@@ -95,7 +112,7 @@ class Membership:
         if len(self._t.broadcasts):
             times.append(self._next_gossip)
         times += [m.suspicion.deadline for m in self._t.suspects.values()]
-        times += [due for due, _ in self._seeds.values()]
+        times += [s.due for s in self._seeds.values()]
         return min(times)
 
     # ------------------------------------------------------------ inputs
@@ -106,10 +123,21 @@ class Membership:
             addr = codec.addr(addr)
         except BadBody as exc:
             raise UserError(f"bad peer address {addr!r}: {exc}; give peers as host:port") from None
-        self._add_seed(addr, now)
+        self._add_seed(addr, now, static=True)
 
-    def _add_seed(self, addr: Addr, now: float | None) -> None:
-        if addr == self._t.self_addr or addr in self._seeds or len(self._seeds) >= MAX_SEEDS:
+    def _add_seed(self, addr: Addr, now: float | None, static: bool = False,
+                  preferred: bool = True) -> None:
+        if addr == self._t.self_addr:
+            return
+        seed = self._seeds.get(addr)
+        if seed is not None:
+            seed.static = seed.static or static
+            return
+        if static:
+            if sum(s.static for s in self._seeds.values()) >= MAX_SEEDS:
+                self.counters["seeds_refused"] += 1
+                return
+        elif not self._room_for_discovered(addr, preferred, now):
             return
         due = now if now is not None else 0.0
         if self._seeds or self._t.live_peers:
@@ -117,10 +145,46 @@ class Membership:
             # interval and dropped if the node shows up alive meanwhile: when mDNS
             # reveals n nodes at once, that is a few syncs instead of n^2.
             due += self.rng.uniform(0, self.config.join_retry_interval)
-        self._seeds[addr] = (due, self.config.join_retry_interval)
+        self._seeds[addr] = _Seed(due, self.config.join_retry_interval, static, preferred)
 
-    def discovered(self, node_id: str | None, addr: Addr, now: float) -> None:
-        """mDNS (or the CLI) saw a node; join it unless we already know it alive there."""
+    def _room_for_discovered(self, addr: Addr, preferred: bool, now: float | None) -> bool:
+        """Whether a discovered seed may join the list, evicting a worse one if it is full."""
+        until = self._quarantine.get(addr)
+        if until is not None:
+            if now is not None and now < until:
+                self.counters["seeds_quarantined"] += 1
+                return False
+            del self._quarantine[addr]
+        found = [(a, s) for a, s in self._seeds.items() if not s.static]
+        if len(found) < MAX_DISCOVERED_SEEDS:
+            return True
+        # Full: evict the off-subnet seed, else the one that has had the most tries; a seed
+        # that has not been tried yet keeps its place, so a flood cannot starve a real peer.
+        victims = [(s.preferred, -s.attempts, a) for a, s in found if s.attempts or (preferred and not s.preferred)]
+        if not victims:
+            self.counters["seeds_refused"] += 1
+            return False
+        best = min(victims)
+        if best[0] and not preferred:
+            self.counters["seeds_refused"] += 1
+            return False
+        victim = self._seeds.pop(best[2])
+        if victim.attempts and now is not None:
+            self._set_aside(best[2], now)
+        self.counters["seeds_evicted"] += 1
+        return True
+
+    def _set_aside(self, addr: Addr, now: float) -> None:
+        self._quarantine[addr] = now + SEED_QUARANTINE
+        self._quarantine.move_to_end(addr)
+        if len(self._quarantine) > MAX_QUARANTINED:
+            self._quarantine.popitem(last=False)
+
+    def discovered(self, node_id: str | None, addr: Addr, now: float, preferred: bool = True) -> None:
+        """mDNS (or the CLI) saw a node; join it unless we already know it alive there.
+
+        ``preferred``: the address is on our interface's subnet (a forged record's often is not).
+        """
         try:
             addr = codec.addr(addr)
             if node_id is not None:
@@ -133,7 +197,7 @@ class Membership:
         m = self._t.members.get(node_id) if node_id else None
         if m is not None and m.state == State.ALIVE and m.addr == addr:
             return
-        self._add_seed(addr, now)
+        self._add_seed(addr, now, preferred=preferred)
 
     def leave(self, now: float) -> list[Outgoing]:
         """Graceful goodbye: tell some peers directly; they gossip it on."""
@@ -143,7 +207,7 @@ class Membership:
         peers = self.alive_peers()
         peers = self.rng.sample(peers, min(len(peers), self.config.leave_fanout))
         body = {"i": self._t.incarnation}
-        return [self._out(p.addr, MsgType.LEAVE, dict(body)) for p in peers]
+        return [self._out(p.addr, MsgType.LEAVE, dict(body), p.node_id) for p in peers]
 
     def tick(self, now: float) -> list[Outgoing]:
         """Advance timers to ``now``; return what to send."""
@@ -156,15 +220,21 @@ class Membership:
             self._next_reconnect = now + self.config.reconnect_interval
             self._next_reap = now + self.config.push_pull_interval
             self._next_gossip = now
-        for addr, (due, backoff) in list(self._seeds.items()):
+        for addr, seed in list(self._seeds.items()):
             known = self._t.members.get(self._t.by_addr.get(addr, ""))
             if known is not None and known.state == State.ALIVE:
                 del self._seeds[addr]  # joined through someone else
-            elif now >= due:
+            elif now >= seed.due:
+                if not seed.static and seed.attempts >= DISCOVERED_SEED_ATTEMPTS:
+                    del self._seeds[addr]  # never answered: a stale or forged hint
+                    self._set_aside(addr, now)
+                    self.counters["seeds_expired"] += 1
+                    continue
                 self.counters["joins_sent"] += 1
                 out += self._sync(addr, MsgType.SYNC)
-                self._seeds[addr] = (now + backoff,
-                                     min(2 * backoff, self.config.push_pull_interval))
+                seed.attempts += 1
+                seed.due = now + seed.backoff
+                seed.backoff = min(2 * seed.backoff, self.config.push_pull_interval)
         out += self._fd.advance(now)
         self._t.expire_suspicions(now)
         if now >= self._next_gossip:
@@ -176,7 +246,8 @@ class Membership:
             peers = self.alive_peers()
             if peers:
                 self.counters["syncs_started"] += 1
-                out += self._sync(self.rng.choice(peers).addr, MsgType.SYNC)
+                peer = self.rng.choice(peers)
+                out += self._sync(peer.addr, MsgType.SYNC, peer.node_id)
         if now >= self._next_reconnect:
             self._next_reconnect = now + self.config.reconnect_interval
             out += self._reconnect()
@@ -244,7 +315,7 @@ class Membership:
             last = self._sync_replied.get(sender_id)
             if last is None or now - last >= self.config.probe_interval:
                 self._sync_replied[sender_id] = now
-                out += self._sync(sender_addr, MsgType.SYNC_REPLY)
+                out += self._sync(sender_addr, MsgType.SYNC_REPLY, sender_id)
         elif isinstance(msg, codec.Leave):
             self._t.dead(sender_id, msg.incarnation, sender_id, True, now)
         return out
@@ -271,11 +342,11 @@ class Membership:
 
     # ------------------------------------------------------------ sync
 
-    def _sync(self, addr: Addr, msg_type: MsgType) -> list[Outgoing]:
+    def _sync(self, addr: Addr, msg_type: MsgType, to: str | None = None) -> list[Outgoing]:
         """Our full state in as many datagrams as it takes; only the first asks for a reply."""
         chunks = codec.chunk_rows(self._t.entries(), self.config.max_body_bytes,
                                   reply_flag=msg_type == MsgType.SYNC)
-        return [self._out(addr, msg_type, body) for body in chunks]
+        return [self._out(addr, msg_type, body, to) for body in chunks]
 
     def _reconnect(self) -> list[Outgoing]:
         """Serf's reconnect: sync with a random dead member, more often the more are dead."""
@@ -283,7 +354,8 @@ class Membership:
         if not dead or self.rng.random() > len(dead) / self._t.num_nodes():
             return []
         self.counters["reconnects"] += 1
-        return self._sync(self.rng.choice(dead).addr, MsgType.SYNC)
+        peer = self.rng.choice(dead)
+        return self._sync(peer.addr, MsgType.SYNC, peer.node_id)
 
     def _reap(self, now: float) -> None:
         for m in list(self._t.members.values()):
@@ -294,9 +366,10 @@ class Membership:
 
     # ------------------------------------------------------------ sending
 
-    def _out(self, addr: Addr, msg_type: MsgType, body: dict[str, Any]) -> Outgoing:
+    def _out(self, addr: Addr, msg_type: MsgType, body: dict[str, Any],
+             to: str | None = None) -> Outgoing:
         self.counters[f"sent.{msg_type.name.lower()}"] += 1
-        return Outgoing(addr, msg_type, body)
+        return Outgoing(addr, msg_type, body, to)
 
     def _gossip(self, addr: Addr, msg_type: MsgType, body: dict[str, Any],
                 to: str | None) -> Outgoing:
@@ -306,7 +379,7 @@ class Membership:
         body["u"] = []
         body["u"] = self._t.broadcasts.take(body, self.config.max_body_bytes, limit, first)
         self.counters["updates_sent"] += len(body["u"])
-        return self._out(addr, msg_type, body)
+        return self._out(addr, msg_type, body, to)
 
     def _reject(self, reason: Reject) -> list[Outgoing]:
         self.counters[f"rejected.{reason.value}"] += 1

@@ -97,7 +97,8 @@ class FailureDetector:
         for seq, relay in list(self._relays.items()):
             if relay.nack and now >= relay.nack_at:
                 relay.nack = False
-                out.append(Outgoing(relay.origin_addr, MsgType.NACK, {"q": relay.origin_seq}))
+                out.append(Outgoing(relay.origin_addr, MsgType.NACK, {"q": relay.origin_seq},
+                                    relay.origin_id))
                 self.counters["sent.nack"] += 1
             if now >= relay.deadline:
                 del self._relays[seq]

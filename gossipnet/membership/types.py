@@ -18,6 +18,9 @@ class Outgoing:
     addr: Addr
     msg_type: MsgType
     body: dict[str, Any]
+    # The node it is for: the envelope names it, so no other node accepts a replay.
+    # None only for a join SYNC to a seed address whose owner is not known yet.
+    to: str | None = None
 
 
 class State(IntEnum):

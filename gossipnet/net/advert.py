@@ -103,12 +103,16 @@ class Peer:
         return (self.address, self.udp_port)
 
 
+Subnet = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 def read_peer(
-    name: str, props: Mapping[str, str | None], addresses: Iterable[str]
+    name: str, props: Mapping[str, str | None], addresses: Iterable[str], subnet: Subnet | None = None,
 ) -> tuple[Peer | None, RejectReason | None]:
     """Read any gossipnet node's resolved service into a Peer (of whatever swarm), or say why not.
 
-    ``props`` is its decoded TXT record, ``addresses`` its IP literals (most recent first).
+    ``props`` is its decoded TXT record, ``addresses`` its IP literals (most recent first);
+    one on ``subnet`` (our interface's) is preferred, since a peer we reach directly is there.
     A pure function of the records: no TXT content makes it raise. ``gossipnet status``
     uses it as it is; a node filters further with ``peer_from_txt``.
     """
@@ -125,12 +129,15 @@ def read_peer(
               if not (ip := ipaddress.ip_address(a.split("%")[0])).is_multicast and not ip.is_unspecified]
     if not usable:
         return None, RejectReason.NO_ADDRESS
+    if subnet is not None:
+        usable.sort(key=lambda a: not on_subnet(a, subnet))  # stable: keeps recency within each
     return Peer(name, node_id, usable[0], udp_port, http_port, learner, int(proto),
                 MappingProxyType(txt)), None
 
 
 def peer_from_txt(
-    ours: Advertisement, name: str, props: Mapping[str, str | None], addresses: Iterable[str]
+    ours: Advertisement, name: str, props: Mapping[str, str | None], addresses: Iterable[str],
+    subnet: Subnet | None = None,
 ) -> tuple[Peer | None, RejectReason | None]:
     """Read a resolved service named ``name`` into a Peer of our swarm, or say why not.
 
@@ -139,7 +146,7 @@ def peer_from_txt(
     """
     if props.get(TXT_SWARM) != ours.swarm_id:
         return None, RejectReason.OTHER_SWARM
-    peer, reason = read_peer(name, props, addresses)
+    peer, reason = read_peer(name, props, addresses, subnet)
     if peer is None:
         return None, reason
     if peer.node_id == ours.node_id:
@@ -159,3 +166,13 @@ def _port(value: str | None) -> int | None:
         return None
     port = int(value)
     return port if 1 <= port <= 65535 else None
+
+
+def on_subnet(address: str, subnet: Subnet | None) -> bool:
+    """Whether the IP literal ``address`` lies in ``subnet`` (False for junk or None)."""
+    if subnet is None:
+        return False
+    try:
+        return ipaddress.ip_address(address.split("%")[0]) in subnet
+    except ValueError:
+        return False

@@ -34,6 +34,35 @@ MDNS_GROUP_V4 = "224.0.0.251"  # RFC 6762 section 3
 MDNS_PORT = 5353
 
 
+def interface_network(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """The subnet ``ip`` sits on, read from the kernel (Linux), else its /24 or /64.
+
+    Discovered addresses on it are preferred: a forged mDNS record that points a node
+    at some other network (to make it send joins there) then loses to a real neighbour.
+    """
+    if ip.version == 4:
+        try:
+            import fcntl
+            import struct
+
+            siocgifaddr, siocgifnetmask = 0x8915, 0x891B  # linux/sockios.h
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                for _, name in socket.if_nameindex():
+                    req = struct.pack("256s", name.encode()[:15])
+                    try:
+                        addr = socket.inet_ntoa(fcntl.ioctl(s.fileno(), siocgifaddr, req)[20:24])
+                        if addr != str(ip):
+                            continue
+                        mask = socket.inet_ntoa(fcntl.ioctl(s.fileno(), siocgifnetmask, req)[20:24])
+                    except OSError:
+                        continue
+                    return ipaddress.IPv4Network(f"{ip}/{mask}", strict=False)
+        except (ImportError, OSError):
+            pass
+        return ipaddress.IPv4Network(f"{ip}/24", strict=False)
+    return ipaddress.IPv6Network(f"{ip}/64", strict=False)
+
+
 class Discovery:
     """Advertise this node and browse for peers of its swarm on one interface.
 
@@ -56,6 +85,7 @@ class Discovery:
         self.advert = advert
         self.interface = interface
         self.config = config or DiscoveryConfig()
+        self.network = interface_network(self._ip)
         self._on_event = on_event
         self._events: asyncio.Queue[PeerEvent | None] = asyncio.Queue()
         self.events_dropped = 0
@@ -88,7 +118,7 @@ class Discovery:
             await self._close_quietly()
             raise UserError(f"mDNS could not join the multicast group on --interface {self.interface}: "
                             f"no interface here has that address or it lacks multicast; check `ip addr`")
-        self._browser = Browser(self._zc, version, functools.partial(peer_from_txt, self.advert), self._emit,
+        self._browser = Browser(self._zc, version, functools.partial(peer_from_txt, self.advert, subnet=self.network), self._emit,
                                 self.config, own_name=f"{self.advert.instance_name()}.{SERVICE_TYPE}")
         info = AsyncServiceInfo(
             SERVICE_TYPE,
@@ -198,7 +228,7 @@ class Discovery:
 
     def _peer_from(self, name: str, info: AsyncServiceInfo) -> tuple[Peer | None, RejectReason | None]:
         """Read a resolved service as this node's browser does (tests feed it records directly)."""
-        return read_service(functools.partial(peer_from_txt, self.advert), self._version, name, info)
+        return read_service(functools.partial(peer_from_txt, self.advert, subnet=self.network), self._version, name, info)
 
     def _emit(self, event: PeerEvent) -> None:
         if self._on_event is not None:

@@ -11,6 +11,9 @@ The PNG costs a few hundred milliseconds of matplotlib, so it is rendered in a
 dedicated worker thread (never on the event loop, never in the executor the node
 trains in), cached, and re-rendered in the background at most once per
 ``render_interval`` and only when the history's version has changed.
+
+Connections pass ``net.http_guard`` first (caps per IP and in total, a header
+deadline, a short keep-alive), and ``/blob`` downloads are rate-limited per IP.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from aiohttp import web
 from gossipnet.errors import UserError
 from gossipnet.net import model_http
 from gossipnet.net.model_http import ModelService, add_model_routes
+from gossipnet.net.http_guard import ConnectionGuard, GuardedSite, HttpLimits, listen_socket
 from gossipnet.net.volunteer_http import POST_PATHS
 from gossipnet.status.history import MetricsHistory
 from gossipnet.status.metrics import make_registry, render_metrics
@@ -138,6 +142,7 @@ def _read_only(post_paths: frozenset[str] = frozenset()):
 
 def create_app(provider: StatusProvider, progress: ProgressImage,
                volunteer_routes: Callable[[web.Application], None] | None = None,
+               guard: ConnectionGuard | None = None,
                models: ModelService | None = None) -> web.Application:
     """The aiohttp application for one node (routes in the module docstring and docs/API.md).
 
@@ -168,6 +173,9 @@ def create_app(provider: StatusProvider, progress: ProgressImage,
         digest = request.match_info["sha256_hex"]
         if not _SHA256_HEX.fullmatch(digest):
             raise web.HTTPBadRequest(text="expected /blob/<sha256 as 64 lowercase hex digits>\n")
+        if guard is not None and not guard.blob_allowed(request.remote or "", int(time.time() * 1000)):
+            raise web.HTTPTooManyRequests(text="too many downloads from your address; retry later\n",
+                                          headers={"Retry-After": "1"})
         data = provider.blob(digest)
         if data is None:
             raise web.HTTPNotFound(text="this node no longer offers that snapshot\n")
@@ -175,7 +183,8 @@ def create_app(provider: StatusProvider, progress: ProgressImage,
 
     post_paths = (POST_PATHS if volunteer_routes is not None else frozenset()) | (
         model_http.POST_PATHS if models is not None else frozenset())
-    app = web.Application(middlewares=[_read_only(post_paths)], client_max_size=1024)
+    middlewares = ([guard.middleware] if guard is not None else []) + [_read_only(post_paths)]
+    app = web.Application(middlewares=middlewares, client_max_size=1024)
     if volunteer_routes is not None:
         volunteer_routes(app)
     app.router.add_get("/", page)
@@ -193,11 +202,13 @@ class StatusServer:
     """One node's HTTP server; ``await start(host, port)``, later ``await stop()``."""
 
     def __init__(self, provider: StatusProvider, *, render_interval: float = 1.0,
-                 volunteer_routes: Callable[[web.Application], None] | None = None) -> None:
+                 volunteer_routes: Callable[[web.Application], None] | None = None,
+                 limits: HttpLimits | None = None) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gossipnet-png")
         self.progress = ProgressImage(provider, self._executor, render_interval)
+        self.guard = ConnectionGuard(limits)
         self.models = ModelService(provider) if callable(getattr(provider, "model", None)) else None
-        self.app = create_app(provider, self.progress, volunteer_routes, self.models)
+        self.app = create_app(provider, self.progress, volunteer_routes, self.guard, self.models)
         self._runner: web.AppRunner | None = None
         self.host: str | None = None
         self.port: int | None = None
@@ -209,10 +220,11 @@ class StatusServer:
         """
         if self._runner is not None:
             raise RuntimeError("StatusServer already started")
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                               keepalive_timeout=self.guard.limits.keepalive)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, host, port)
+            site = GuardedSite(runner, listen_socket(host, port), self.guard)
             await site.start()
         except OSError as exc:
             await runner.cleanup()

@@ -5,7 +5,9 @@ blob's sha256 and size, and the receiver fetches it from the announcing node's H
 server. Every limit is enforced while streaming, before the bytes are trusted: the
 declared size is checked against our cap before the request, the body is read in
 chunks into an ``exchange.Download`` that abandons it the moment it exceeds the
-declared size, and the hash is checked before anyone parses a byte.
+declared size, and the hash is checked before anyone parses a byte. Redirects are never
+followed: the manifest's signer names the server, and a redirect would let it (or a
+replayed manifest) make us GET any URL.
 """
 
 from __future__ import annotations
@@ -75,7 +77,9 @@ class BlobPuller:
 
     async def _fetch(self, url: str, download: Download) -> Blob:
         size = download.manifest.size
-        async with self._client().get(url) as resp:
+        async with self._client().get(url, allow_redirects=False) as resp:
+            if 300 <= resp.status < 400:
+                raise PullError("redirect", f"{url}: HTTP {resp.status} redirect refused")
             if resp.status == 404:
                 raise PullError("gone", f"{url}: the peer no longer offers this snapshot")
             if resp.status != 200:

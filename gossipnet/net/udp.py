@@ -11,6 +11,11 @@ first.
 
 The optional fault layer (``gossipnet.net.faults``) applies seeded drop, delay,
 duplication and reordering on send, on receive, or both.
+
+Known members' datagrams never queue behind junk: the owner sets ``priority`` to a
+predicate over source addresses (the node: "an alive member's IP"), and those
+datagrams go to a second bounded queue that ``recv`` always drains first, so a flood
+from outsiders fills only its own queue while probes and acks are answered on time.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import errno
 import ipaddress
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import asyncio_dgram
@@ -47,6 +52,7 @@ class DropReason(enum.Enum):
     OVERSIZE = "oversize"  # received datagram longer than max_datagram
     EMPTY = "empty"  # zero-length datagram: never a valid message
     QUEUE_FULL = "queue_full"  # the consumer fell behind; newest datagram dropped
+    PRIORITY_QUEUE_FULL = "priority_queue_full"  # even known members' datagrams piled up
     FAULT = "fault"  # dropped on purpose by the fault layer
 
 
@@ -133,6 +139,8 @@ class UdpEndpoint:
         self.config = config
         self._stats = UdpStats()
         self._queue: collections.deque[tuple[bytes, tuple]] = collections.deque()
+        self._urgent: collections.deque[tuple[bytes, tuple]] = collections.deque()
+        self.priority: Callable[[tuple], bool] | None = None  # source address -> goes first?
         self._readable = asyncio.Event()
         self._closed = False  # no more send/recv (close() called, or the socket died)
         self._shut = False  # close() has run
@@ -172,7 +180,7 @@ class UdpEndpoint:
     @property
     def queued(self) -> int:
         """Datagrams waiting for ``recv``."""
-        return len(self._queue)
+        return len(self._queue) + len(self._urgent)
 
     def stats(self) -> UdpStats:
         """A snapshot of the counters."""
@@ -211,6 +219,8 @@ class UdpEndpoint:
     async def recv(self) -> tuple[bytes, tuple]:
         """The next datagram and its sender's address; raises UdpClosed once closed and drained."""
         while True:
+            if self._urgent:
+                return self._urgent.popleft()
             if self._queue:
                 return self._queue.popleft()
             if self._closed:
@@ -337,8 +347,10 @@ class UdpEndpoint:
     def _enqueue(self, data: bytes, addr: tuple) -> None:
         if self._closed:
             return
-        if len(self._queue) >= self.config.queue_size:
-            self._stats.dropped[DropReason.QUEUE_FULL] += 1
+        urgent = self.priority is not None and self.priority(addr)
+        queue = self._urgent if urgent else self._queue
+        if len(queue) >= self.config.queue_size:
+            self._stats.dropped[DropReason.PRIORITY_QUEUE_FULL if urgent else DropReason.QUEUE_FULL] += 1
             return
-        self._queue.append((data, addr))
+        queue.append((data, addr))
         self._readable.set()

@@ -8,6 +8,7 @@ so chunked, resumed training sees exactly the batches one long run would.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -18,6 +19,12 @@ from gossipnet.nn import heap
 from gossipnet.nn.loss import check_labels, log_softmax
 from gossipnet.nn.net import Net
 from gossipnet.nn.optim import Optimizer
+
+log = logging.getLogger(__name__)
+
+
+class Diverged(UserError):
+    """The loss became NaN or infinite: the weights are no longer usable."""
 
 
 def _check_data(net: Net, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -85,7 +92,7 @@ class Trainer:
             seen += len(idx)
         secs = time.perf_counter() - t0
         if seen and not np.isfinite(loss_sum):
-            raise UserError("training diverged (loss is NaN or infinite); lower the learning rate")
+            raise Diverged("training diverged (loss is NaN or infinite); lower the learning rate")
         return {
             "steps": float(steps),
             "loss": loss_sum / seen if seen else float("nan"),
@@ -112,9 +119,21 @@ class Trainer:
         if min(vals["step"], vals["epoch"], vals["position"], vals["images"]) < 0:
             raise UserError(f"trainer state has negative counters: {vals}")
         self.step, self.epoch, self.position = vals["step"], vals["epoch"], vals["position"]
-        self.images, self.seed = vals["images"], vals["seed"]
+        self.images = vals["images"]
         self._n = None if vals["n"] < 0 else vals["n"]
         self._perm = None
+        if vals["seed"] != self.seed:
+            # Our seed (--seed, or the node's own) wins: a checkpoint must not silently
+            # replace it. The saved epoch position belongs to the old seed's order.
+            log.warning("checkpoint was trained with seed %d, this run has seed %d: keeping %d "
+                        "and starting a new epoch", vals["seed"], self.seed, self.seed)
+            self.new_epoch()
+
+    def new_epoch(self) -> None:
+        """Start the next epoch from its first batch, in that epoch's order (the data or the
+        seed changed, or a divergence was rolled back)."""
+        self.epoch += 1
+        self.position, self._n, self._perm = 0, None, None
 
 
 def evaluate(net: Net, x: np.ndarray, y: np.ndarray, batch_size: int = 500) -> dict[str, float]:

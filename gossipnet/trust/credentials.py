@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gossipnet.errors import UserError
-from gossipnet.trust.identity import PREFIX_CERT, PREFIX_PUBKEY, PREFIX_TOKEN, Identity, node_id_of, parse_pubkey
+from gossipnet.trust.identity import (PREFIX_CERT, PREFIX_PUBKEY, PREFIX_TOKEN, Identity, check_private_file,
+                                     node_id_of, parse_pubkey)
 from gossipnet.trust.swarm import AllowlistPolicy, Certificate, CertPolicy, OpenPolicy, Policy, Swarm
 
 TOKEN_CERT_DAYS = 3650  # a token holder can mint certificates at will; expiry adds nothing
@@ -36,11 +37,16 @@ class Credentials:
         return self.policy.mode
 
 
-def _read_value(value: str, prefix: str, what: str) -> str:
-    """A credential given literally (starts with ``prefix.``) or as a path to a file holding it."""
+def _read_value(value: str, prefix: str, what: str, secret: bool = False) -> str:
+    """A credential given literally (starts with ``prefix.``) or as a path to a file holding it.
+
+    A ``secret`` file (the join token, which lets its holder admit anyone) gets the node
+    key's permission check."""
     if value.strip().startswith(prefix + "."):
         return value.strip()
     path = Path(value).expanduser()
+    if secret and path.exists():
+        check_private_file(path, f"{what} file")
     try:
         return path.read_text().strip()
     except OSError as exc:
@@ -91,7 +97,7 @@ def load_credentials(
     if len(chosen) > 1:
         raise UserError(f"choose one way to join a swarm, got {' and '.join(chosen)}")
     if swarm_token:
-        swarm = Swarm.from_token(_read_value(swarm_token, PREFIX_TOKEN, "--swarm-token"))
+        swarm = Swarm.from_token(_read_value(swarm_token, PREFIX_TOKEN, "--swarm-token", secret=True))
         mine = swarm.admit(identity.pubkey, now_ms, TOKEN_CERT_DAYS)
         return Credentials(CertPolicy(swarm.pubkey), mine.compact,
                            f"swarm {swarm.swarm_id.hex()} (certificates; joined by token)")

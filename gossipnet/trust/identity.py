@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gossipnet.errors import UserError
-from gossipnet.fsutil import atomic_write_bytes
+from gossipnet.fsutil import DirectoryLock, DirectoryLocked, atomic_write_bytes, remove_stale_temp_files
 
 PUBKEY_LEN = 32
 NODE_KEY_FILE = "node.key"
@@ -90,8 +90,8 @@ def save_private_key(path: Path, key: Ed25519PrivateKey) -> None:
     write_private_file(path, pem)
 
 
-def load_private_key(path: Path, what: str) -> Ed25519PrivateKey:
-    """Read a PEM Ed25519 key, refusing files that group or others can read, or corrupt ones."""
+def check_private_file(path: Path, what: str) -> None:
+    """Refuse a secret file that group or others can access (as ssh does for its keys)."""
     try:
         st = path.stat()
     except OSError as exc:
@@ -99,8 +99,13 @@ def load_private_key(path: Path, what: str) -> Ed25519PrivateKey:
     if st.st_mode & 0o077:
         raise UserError(
             f"the {what} {path} is accessible by group/others (mode {stat.S_IMODE(st.st_mode):04o}); "
-            f"a private key must be mode 0600: run `chmod 600 {path}`"
+            f"a secret must be mode 0600: run `chmod 600 {path}`"
         )
+
+
+def load_private_key(path: Path, what: str) -> Ed25519PrivateKey:
+    """Read a PEM Ed25519 key, refusing files that group or others can read, or corrupt ones."""
+    check_private_file(path, what)
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (ValueError, TypeError, OSError) as exc:
@@ -154,6 +159,33 @@ def load_or_create_identity(state_dir: str | os.PathLike) -> Identity:
             raise UserError(f"cannot create the node key {path}: {exc.strerror}; "
                             "pass a writable --state-dir") from None
     return Identity.from_private_key(load_private_key(path, "node key"))
+
+
+def claim_state_dir(state_dir: str | os.PathLike) -> DirectoryLock:
+    """Lock ``state_dir`` for this process and clear what a crash left mid-write.
+
+    Two processes on one node key would sign with one identity and overwrite each
+    other's checkpoints; the second is refused with the first one's pid.
+    """
+    path = Path(state_dir).expanduser()
+    try:
+        lock = DirectoryLock(path)
+    except DirectoryLocked as exc:
+        raise UserError(f"another gossipnet process (pid {exc.pid if exc.pid is not None else 'unknown'}) "
+                        f"is running on the state directory {path}; stop it, or give this node "
+                        "another --state-dir") from None
+    except OSError as exc:
+        raise UserError(f"cannot lock the state directory {path}: {exc.strerror}; "
+                        "pass a writable --state-dir") from None
+    for directory in (path, path / "swarm"):
+        if directory.is_dir():
+            remove_stale_temp_files(directory)
+    return lock
+
+
+def save_incarnation(state_dir: str | os.PathLike, incarnation: int) -> None:
+    """Persist an incarnation raised while running (a refutation), so a restart starts above it."""
+    write_private_file(Path(state_dir).expanduser() / INCARNATION_FILE, f"{incarnation}\n".encode())
 
 
 def next_incarnation(state_dir: str | os.PathLike, now_ms: int) -> int:

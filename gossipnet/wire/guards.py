@@ -6,8 +6,27 @@ of spoofed sources or keys costs memory only up to that capacity.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass
+
+
+def source_key(host: str) -> str:
+    """The budget key of a source address: its IPv4 address, or its IPv6 /64.
+
+    Never the port: one host rotating source ports must share one budget. An IPv6
+    host is given a whole /64 by SLAAC and may pick any address in it (RFC 4941), so
+    the /64 is what one host controls (libp2p and Cloudflare limit IPv6 per /64 too).
+    """
+    if ":" not in host:
+        return host  # IPv4: the fast path, no parsing
+    try:
+        addr = ipaddress.IPv6Address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
+    return str(ipaddress.IPv6Network((int(addr) >> 64 << 64, 64)))
 
 
 class TokenBuckets:
@@ -26,21 +45,32 @@ class TokenBuckets:
 
     def allow(self, key: object, now_ms: int) -> bool:
         """Take one token for ``key`` if it has one."""
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = [self.burst, now_ms]
-            self._buckets[key] = bucket
-            if len(self._buckets) > self.capacity:
-                self._buckets.popitem(last=False)
-        else:
-            self._buckets.move_to_end(key)
-            elapsed = max(0, now_ms - bucket[1])  # a clock stepping back refills nothing
-            bucket[0] = min(self.burst, bucket[0] + elapsed * self.rate / 1000.0)
-            bucket[1] = max(bucket[1], now_ms)
+        bucket = self._refill(key, now_ms, create=True)
         if bucket[0] >= 1.0:
             bucket[0] -= 1.0
             return True
         return False
+
+    def has(self, key: object, now_ms: int) -> bool:
+        """Whether ``key`` has a token, without taking it (an unknown key has a full bucket)."""
+        bucket = self._refill(key, now_ms, create=False)
+        return bucket is None or bucket[0] >= 1.0
+
+    def _refill(self, key: object, now_ms: int, create: bool) -> list[float] | None:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if not create:
+                return None
+            bucket = [self.burst, now_ms]
+            self._buckets[key] = bucket
+            if len(self._buckets) > self.capacity:
+                self._buckets.popitem(last=False)
+            return bucket
+        self._buckets.move_to_end(key)
+        elapsed = max(0, now_ms - bucket[1])  # a clock stepping back refills nothing
+        bucket[0] = min(self.burst, bucket[0] + elapsed * self.rate / 1000.0)
+        bucket[1] = max(bucket[1], now_ms)
+        return bucket
 
 
 @dataclass

@@ -1,10 +1,16 @@
 """Opening envelopes from peers: every check in cost order, every rejection named and counted.
 
 Order (cheapest first, so a flood of junk never reaches Ed25519 verification):
-size and magic -> version -> swarm id -> per-source rate limit -> layout -> admitted
-sender (allowlist lookup, or certificate expiry and cache) -> timestamp skew ->
-replay window -> certificate signature on a cache miss -> message signature ->
-advance the replay window -> decode the body with hard limits -> schema.
+size and magic -> version -> swarm id -> per-source-IP rate limit -> layout ->
+recipient -> admitted sender (allowlist lookup, or certificate expiry and cache) ->
+timestamp skew -> replay window -> failed-signature budget of (sender, source IP) ->
+global budget for verifying unknown certificates -> certificate signature on a cache
+miss -> message signature -> advance the replay window -> decode the body with hard
+limits -> schema.
+
+Every budget is keyed by source IP (IPv6 by /64), never by port, and the two Ed25519
+steps have budgets of their own, so an outsider rotating ports, keys or certificates
+spends at most a bounded share of the event loop on verification.
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from gossipnet.trust.identity import node_id_of
 from gossipnet.trust.swarm import CERT_LEN, Policy
 from gossipnet.wire.body import BodyError, decode_body, validate
-from gossipnet.wire.envelope import FLAG_HAS_CERT, HEADER, HEADER_LEN, MAGIC, SIG_LEN, VERSION, WireLimits
-from gossipnet.wire.guards import ReplayWindows, TokenBuckets
+from gossipnet.wire.envelope import (ANY_RECIPIENT, FLAG_HAS_CERT, HEADER, HEADER_LEN, MAGIC, SIG_LEN,
+                                     VERSION, WireLimits, recipient_tag)
+from gossipnet.wire.guards import ReplayWindows, TokenBuckets, source_key
 from gossipnet.wire.types import MsgType
 
 log = logging.getLogger(__name__)
@@ -37,10 +44,17 @@ class Reason(StrEnum):
     WRONG_SWARM = "wrong_swarm"
     RATE_LIMITED = "rate_limited"
     MALFORMED = "malformed"
+    WRONG_RECIPIENT = "wrong_recipient"  # signed for another node: a replay or a stale address
     NOT_ADMITTED = "not_admitted"
     STALE = "stale"
     REPLAYED = "replayed"
+    CERT_BUDGET = "cert_budget"  # too many unknown certificates to verify this second
+    SIG_BUDGET = "sig_budget"  # this sender failed its signature too often from this source
     BAD_SIGNATURE = "bad_signature"
+
+# A join SYNC goes to a seed address before its owner's id is known: the only message
+# that may name no recipient. Its reply goes to the (authenticated) sender.
+ANY_RECIPIENT_TYPES = frozenset({MsgType.SYNC})
 
 
 @dataclass(frozen=True)
@@ -79,6 +93,14 @@ class ReceiverConfig:
     # fanout 3); 200/s with a burst of 400 leaves room for a full sync.
     rate_per_s: float = 200.0
     burst: float = 400.0
+    # Verifying an unknown certificate costs 115-250 us on the event loop; 100/s is at
+    # most 2.5% of a core, and a 100-node swarm starting at once fits in the burst.
+    cert_verify_per_s: float = 100.0
+    cert_verify_burst: float = 200.0
+    # An honest sender never fails a signature (UDP checksums catch bit errors); a few
+    # per minute from one (sender, source IP) is an attacker, who then gets no more verifies.
+    sig_failures_per_s: float = 0.2
+    sig_failures_burst: float = 5.0
     max_sources: int = 4096  # token buckets kept (LRU)
     max_senders: int = 4096  # replay windows kept (LRU); only verified senders get one
     window: int = 1024  # sequence numbers remembered per sender (RFC 4303 uses 32-64)
@@ -96,12 +118,18 @@ class Receiver:
     """Checks envelopes for one plane against a swarm's admission policy (sans-IO)."""
 
     def __init__(self, policy: Policy, config: ReceiverConfig | None = None,
-                 schemas: Mapping[int, Any] | None = None) -> None:
+                 schemas: Mapping[int, Any] | None = None, node_id: str | None = None) -> None:
+        """``node_id``: ours, to refuse messages signed for another node; None (tools and
+        tests that are no node) accepts any recipient."""
         self.policy = policy
         self.config = config or ReceiverConfig.udp()
         self.schemas = dict(schemas or {})
         self._context = self.config.limits.context
-        self._buckets = TokenBuckets(self.config.rate_per_s, self.config.burst, self.config.max_sources)
+        self._recipient = None if node_id is None else recipient_tag(node_id)
+        c = self.config
+        self._buckets = TokenBuckets(c.rate_per_s, c.burst, c.max_sources)
+        self._cert_budget = TokenBuckets(c.cert_verify_per_s, c.cert_verify_burst, 1)
+        self._sig_failures = TokenBuckets(c.sig_failures_per_s, c.sig_failures_burst, c.max_sources)
         self._windows = ReplayWindows(self.config.window, self.config.max_senders)
         self._counts = {"accepted": 0, **{r.value: 0 for r in Reason}}
 
@@ -129,12 +157,13 @@ class Receiver:
             return self._reject(Reason.BAD_MAGIC, source)
         if n < HEADER_LEN + SIG_LEN:
             return self._reject(Reason.MALFORMED, source, f"truncated at {n} bytes")
-        _, version, mtype, flags, swarm_id, sender, inc, seq, ts, body_len = HEADER.unpack_from(data)
+        _, version, mtype, flags, swarm_id, recipient, sender, inc, seq, ts, body_len = HEADER.unpack_from(data)
         if version != VERSION:
             return self._reject(Reason.BAD_VERSION, source, f"version {version}")
         if swarm_id != self.policy.swarm_id:
             return self._reject(Reason.WRONG_SWARM, source, swarm_id.hex())
-        if not self._buckets.allow(source, now_ms):
+        ip = source_key(source[0])
+        if not self._buckets.allow(ip, now_ms):
             return self._reject(Reason.RATE_LIMITED, source)
 
         cert_len = CERT_LEN if flags & FLAG_HAS_CERT else 0
@@ -144,6 +173,9 @@ class Receiver:
             msg_type = MsgType(mtype)
         except ValueError:
             return self._reject(Reason.MALFORMED, source, f"unknown message type {mtype}")
+        if self._recipient is not None and recipient != self._recipient and not (
+                recipient == ANY_RECIPIENT and msg_type in ANY_RECIPIENT_TYPES):
+            return self._reject(Reason.WRONG_RECIPIENT, source, f"{msg_type.name} for {recipient.hex()}")
         cert = data[HEADER_LEN:HEADER_LEN + cert_len] if cert_len else None
 
         admitted = self.policy.precheck(sender, cert, now_ms)
@@ -156,8 +188,15 @@ class Receiver:
             return self._reject(Reason.STALE, source, f"old incarnation {inc}")
         if verdict == ReplayWindows.REPLAYED:
             return self._reject(Reason.REPLAYED, source, f"seq {seq}")
-        if admitted is None and not self.policy.verify(sender, cert):
-            return self._reject(Reason.NOT_ADMITTED, source, f"bad certificate for {node_id_of(sender)}")
+        failures_key = (sender, ip)
+        if not self._sig_failures.has(failures_key, now_ms):
+            return self._reject(Reason.SIG_BUDGET, source, node_id_of(sender))
+        if admitted is None:
+            if not self._cert_budget.allow(None, now_ms):
+                return self._reject(Reason.CERT_BUDGET, source, node_id_of(sender))
+            if not self.policy.verify(sender, cert):
+                self._sig_failures.allow(failures_key, now_ms)
+                return self._reject(Reason.NOT_ADMITTED, source, f"bad certificate for {node_id_of(sender)}")
 
         signed_end = n - SIG_LEN
         try:
@@ -165,6 +204,7 @@ class Receiver:
                 data[signed_end:], self._context + data[:signed_end]
             )
         except (InvalidSignature, ValueError):
+            self._sig_failures.allow(failures_key, now_ms)
             return self._reject(Reason.BAD_SIGNATURE, source, node_id_of(sender))
         self._windows.accept(sender, inc, seq)
 
