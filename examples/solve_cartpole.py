@@ -5,7 +5,7 @@ evaluation episodes is at least 475. Each algorithm gets at most 30
 generations; after any generation whose best training score reaches 475 the
 best policy is evaluated, and the run stops once it passes.
 
-    python examples/solve_cartpole.py [--seeds 3] [--workers -1]
+    python examples/solve_cartpole.py [--seeds 3] [--workers -1] [--algos ga,es,cmaes]
 """
 
 from __future__ import annotations
@@ -48,10 +48,11 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--workers", type=int, default=0, help="rollout processes (0: inline, -1: every core)")
+    p.add_argument("--algos", default="ga,es,cmaes", help="comma-separated (a quick check: --algos ga)")
     args = p.parse_args()
     print(f"{'algo':6} {'pop':>4} {'solved':>7} {'median gens':>12} {'median steps':>13} {'eval means':>24}")
     all_solved = True
-    for algo in ("ga", "es", "cmaes"):
+    for algo in args.algos.split(","):
         runs = [solve(algo, seed, args.workers) for seed in range(args.seeds)]
         solved = sum(r["solved"] == 1.0 for r in runs)
         all_solved &= solved == len(runs)

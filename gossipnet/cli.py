@@ -21,6 +21,8 @@ _COMMANDS = {
     "run": "gossipnet.commands.run",
     "demo": "gossipnet.commands.demo",
     "status": "gossipnet.commands.status",
+    "predict": "gossipnet.commands.predict",
+    "export": "gossipnet.commands.export",
     "merge": "gossipnet.commands.merge",
 }
 
@@ -34,12 +36,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     what = p.add_mutually_exclusive_group()
     what.add_argument(
         "--dataset",
-        choices=["embedded", "fashion-mnist", "mnist", "cifar10"],
+        choices=["embedded", "fashion-mnist", "mnist", "cifar10", "folder"],
         default=None,
-        help="image data set (default: embedded, a Fashion-MNIST subset shipped in the package)",
+        help="image data set (default: embedded, a Fashion-MNIST subset shipped in the package; "
+        "folder: your own pictures, --data-dir DIR/<class>/*.jpg)",
     )
     what.add_argument("--task", default=None, help="control task for neuroevolution, e.g. cartpole")
     p.add_argument("--data-dir", default=None, help="directory holding the data set's files")
+    p.add_argument("--image-size", type=int, default=None, metavar="PIXELS",
+                   help="folder: resize pictures to PIXELS x PIXELS (default: the net's, or 28 grey / 32 colour)")
+    p.add_argument("--color-mode", choices=["auto", "grayscale", "rgb"], default=None,
+                   help="folder: grey or colour input (default: the net's, or colour if any picture is)")
+    p.add_argument("--test-fraction", type=float, default=None,
+                   help="folder without train/ and test/: share of each class held out (default 0.2)")
     p.add_argument("--net", default=None, help="network preset name (see --list-nets)")
     p.add_argument("--list-nets", action="store_true", help="list the network presets and exit")
     p.add_argument("--epochs", type=float, default=None, help="passes over the training set")
@@ -83,13 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gossipnet {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from gossipnet.commands import demo, merge, run, status
+    from gossipnet.commands import demo, export, merge, predict, run, status
 
     run.add_parser(sub)
     demo.add_parser(sub)
     _add_train(sub)
     status.add_parser(sub)
     _add_swarm(sub)
+    predict.add_parser(sub)
+    export.add_parser(sub)
     merge.add_parser(sub)
     return parser
 

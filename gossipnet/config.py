@@ -51,6 +51,10 @@ class NodeConfig:
     dataset: str = "embedded"
     data_dir: str | None = None
     net: str | None = None
+    # Image folders (dataset "folder"): side in pixels and "auto", "grayscale" or "rgb";
+    # None/auto: the net's, or from the pictures (docs/DATA.md).
+    image_size: int | None = None
+    color_mode: str = "auto"
     shards: int = 1
     shard: int = 0
     alpha: float | None = None  # Dirichlet label skew; None = IID shards
@@ -107,6 +111,8 @@ class NodeConfig:
                             "snapshot) or 'members' (believe them: your own machines only)")
         if self.merge is not None and self.merge not in ("guarded", "average", "clipped"):
             raise UserError(f"--merge {self.merge!r} unknown: use 'guarded', 'average' or 'clipped'")
+        if self.color_mode not in ("auto", "grayscale", "rgb"):
+            raise UserError(f"--color-mode {self.color_mode!r} unknown: use auto, grayscale or rgb")
         if self.preset not in ("lan", "local"):
             raise UserError(f"--preset {self.preset!r} unknown: use 'lan' or 'local'")
         if self.shards < 1 or not 0 <= self.shard < self.shards:

@@ -64,7 +64,7 @@ class NodeCore:
                  wire: LearnerWire, shapes: dict[str, tuple[int, ...]], http_port: int,
                  membership_rng: random.Random, gossip_rng: random.Random, incarnation: int = 0,
                  membership_config: MembershipConfig | None = None,
-                 gossip_config: GossipConfig | None = None,
+                 gossip_config: GossipConfig | None = None, classes: str | None = None,
                  signing_key: Ed25519PrivateKey | None = None) -> None:
         """``signing_key``: the node's identity key, to sign its alive records (daemons)."""
         self.node_id = node_id
@@ -75,6 +75,7 @@ class NodeCore:
                                      membership_rng, incarnation=incarnation, signing_key=signing_key)
         self.gossip_config = gossip_config or GossipConfig.lan()
         self.gossip = Gossip(wire.blob_kind, fingerprint, self.gossip_config, gossip_rng)
+        self.gossip.classes = classes  # Learner.classes_digest: another class list is skipped by name
         self.gate = Gate(learner_kind, shapes, max_size=self.gossip_config.max_blob_bytes)
         self.rejections = Rejections({"learner": wire.absorb_reasons})
         self.exchange: Counter[str] = Counter(dict.fromkeys(("sent", "pulled", "absorbed"), 0))

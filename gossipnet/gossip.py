@@ -74,6 +74,7 @@ class Skip(str, Enum):
 
     OTHER_KIND = "other_kind"  # a different blob kind (weights vs genome)
     OTHER_FINGERPRINT = "other_fingerprint"  # another architecture: never merge
+    OTHER_CLASSES = "other_classes"  # a model whose outputs name other classes: never merge
     NOT_NEWER = "not_newer"  # not past the last snapshot absorbed from that peer
     ALREADY_PULLING = "already_pulling"  # one pull per peer at a time
     AT_CAPACITY = "at_capacity"  # max_concurrent_pulls reached
@@ -112,6 +113,9 @@ class Gossip:
         self._absorbed: dict[str, tuple[int, bytes]] = {}  # peer -> (step, sha256)
         self._backoff: dict[str, float] = {}
         self._next_announce: float | None = None
+        # Our learner's class-list digest (Learner.classes_digest): a manifest whose
+        # fingerprint differs because of it is skipped as OTHER_CLASSES, a clearer reason.
+        self.classes: str | None = None
 
     def in_flight(self) -> list[Pull]:
         return list(self._pulls.values())
@@ -166,6 +170,9 @@ class Gossip:
         if m.kind != self.kind:
             return Skip.OTHER_KIND
         if m.fp != self.fingerprint:
+            theirs = m.meta.get("classes")
+            if self.classes is not None and theirs is not None and theirs != self.classes:
+                return Skip.OTHER_CLASSES
             return Skip.OTHER_FINGERPRINT
         last = self._absorbed.get(peer_id)
         if last is not None and (m.step <= last[0] or m.sha256 == last[1]):

@@ -50,6 +50,7 @@ class LearnerHost:
         self.step = 0
         self.metrics: dict[str, Any] = {}
         self.visuals: Mapping[str, Any] = {}
+        self.model = None  # a copy of the current model for the status page's downloads (or None)
         self.restored_from: str | None = None
         self.resumed_exchange: dict[str, int] = {}  # the node's exchange counters at the checkpoint
         self._last_eval: dict[str, Any] = {}  # the newest evaluate(), shown until the next one
@@ -87,6 +88,7 @@ class LearnerHost:
     def publish(self) -> None:
         """Encode the learner's current snapshot as the newest blob on the shelf."""
         self.visuals = self.learner.visuals()
+        self.model = self.learner.model()
         offer = exchange.publish(self.learner.snapshot(), self.learner.wire, self.learner.step)
         if offer is not None:
             self.shelf.put(offer)

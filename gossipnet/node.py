@@ -162,6 +162,7 @@ class Node:
                         wire=self.learner.wire, shapes=self.learner.offer_shapes(), http_port=http_port,
                         membership_rng=membership_rng, gossip_rng=gossip_rng, incarnation=self.incarnation,
                         membership_config=self.membership_config, gossip_config=self.gossip_config,
+                        classes=self.learner.classes_digest,
                         signing_key=self.identity.private_key)  # signed alive records (issue 12)
 
     def add_peer(self, addr: tuple[str, int]) -> None:
@@ -385,6 +386,10 @@ class Node:
 
     def visuals(self) -> Mapping[str, Any]:
         return self.host.visuals
+
+    def model(self):
+        """The model as of the last publish (a copy, safe to use off the worker thread), or None."""
+        return self.host.model
 
     def blob(self, sha256_hex: str) -> bytes | None:
         data = self.host.shelf.get(sha256_hex)

@@ -147,7 +147,8 @@ class Swarm:
                         membership_rng=random.Random(f"{self.seed}:{node_id}:{incarnation}"),
                         gossip_rng=random.Random(f"{self.seed}:{node_id}:gossip:{incarnation}"),
                         incarnation=incarnation, membership_config=self.config,
-                        gossip_config=self.gossip_config, signing_key=self.signing_keys.get(node_id))
+                        gossip_config=self.gossip_config, classes=learner.classes_digest,
+                        signing_key=self.signing_keys.get(node_id))
 
     def add_node(self, node_id: str) -> SimNode:
         index = len(self.nodes) + 1

@@ -46,9 +46,9 @@ def test_dotted_file_names_of_some_mirrors_are_found(tmp_path):
 
 
 def test_unknown_name_lists_the_choices():
-    with pytest.raises(UserError, match="unknown data set 'imagenet'; choose one of embedded, fashion-mnist, mnist, cifar10"):
+    with pytest.raises(UserError, match="unknown data set 'imagenet'; choose one of embedded, fashion-mnist, mnist, cifar10, folder"):
         load_dataset("imagenet")
-    assert DATASET_NAMES == ("embedded", "fashion-mnist", "mnist", "cifar10")
+    assert DATASET_NAMES == ("embedded", "fashion-mnist", "mnist", "cifar10", "folder")
 
 
 @pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])

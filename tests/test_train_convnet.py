@@ -62,7 +62,7 @@ def test_default_command_runs_as_a_real_process():
 @pytest.mark.parametrize(
     "argv,needle",
     [
-        (["--net", "convnetjs-cifar10"], "use --net with one of: fashion, tiny"),
+        (["--net", "convnetjs-cifar10"], "use --net with one of: fashion, mlp, tiny"),
         (["--net", "nope"], "unknown network preset"),
         (["--epochs", "-1"], "--epochs must be a positive number"),
         (["--batch-size", "0"], "--batch-size must be"),

@@ -31,11 +31,11 @@ def build_learner(cfg: NodeConfig, node_id: str, data=None) -> Learner:
         from gossipnet.learners.evolution import EvolutionConfig, EvolutionLearner
 
         return EvolutionLearner(EvolutionConfig.for_task(cfg.task, cfg.algo, seed=seed, **sizes))
-    from gossipnet.data import load_dataset, shard
+    from gossipnet.data import shard
     from gossipnet.learners.convnet import ConvnetConfig, ConvnetLearner, default_net_for
 
     if data is None:
-        data = load_dataset(cfg.dataset, cfg.data_dir)
+        data = load_data(cfg.dataset, cfg.data_dir, cfg.net, cfg.image_size, cfg.color_mode)
     indices = None
     if cfg.shards > 1:
         # The shard layout must agree across nodes, so its seed is fixed, not per node.
@@ -45,3 +45,23 @@ def build_learner(cfg: NodeConfig, node_id: str, data=None) -> Learner:
     conv = ConvnetConfig(net=cfg.net or default_net_for(data), seed=seed, merge=cfg.merge_rule,
                          clip_radius=cfg.clip_radius, cores=cfg.cores or available_cores())
     return ConvnetLearner(data, indices, conv)
+
+
+def load_data(dataset: str, data_dir, net: str | None = None, image_size: int | None = None,
+              color_mode: str | None = None, test_fraction: float | None = None):
+    """Load a data set; for an image folder, a named preset fixes the colour mode and the side
+    unless they are given (without one, both come from the pictures: see data/folder.py)."""
+    from gossipnet.data import load_dataset
+    from gossipnet.errors import UserError
+    from gossipnet.nn import get_preset
+
+    if dataset != "folder":
+        if image_size is not None or color_mode not in (None, "auto") or test_fraction is not None:
+            raise UserError("image size, colour mode and test fraction apply to the folder data set only")
+        return load_dataset(dataset, data_dir)
+    if net and color_mode in (None, "auto"):
+        preset = get_preset(net)
+        color_mode = "grayscale" if preset.input_shape[0] == 1 else "rgb"
+        image_size = image_size or preset.input_shape[1]
+    return load_dataset("folder", data_dir, image_size=image_size, color_mode=color_mode or "auto",
+                        test_fraction=test_fraction)

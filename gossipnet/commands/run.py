@@ -35,6 +35,7 @@ _FLAG_FIELDS = (
     "train_chunk", "announce_interval", "checkpoint_interval", "eval_interval", "max_steps",
     "volunteer_steps", "volunteer_spot_check_rate", "volunteer_max_share", "volunteer_leases_per_minute",
     "population", "cores",
+    "image_size", "color_mode",
 )
 
 
@@ -188,8 +189,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     swarm.add_argument("--swarm-name", default=None, help="name for a new own swarm or an open swarm")
     learn = p.add_argument_group("learning")
     learn.add_argument("--learner", choices=["convnet", "evolution"], default=None)
-    learn.add_argument("--dataset", choices=["embedded", "fashion-mnist", "mnist", "cifar10"], default=None)
+    learn.add_argument("--dataset", choices=["embedded", "fashion-mnist", "mnist", "cifar10", "folder"],
+                       default=None, help="folder: your own pictures, --data-dir DIR/<class>/*.jpg")
     learn.add_argument("--data-dir", default=None, metavar="DIR")
+    learn.add_argument("--image-size", type=int, default=None, metavar="PIXELS",
+                       help="folder: resize pictures to PIXELS x PIXELS (default: the net's, or 28 grey / 32 colour)")
+    learn.add_argument("--color-mode", choices=["auto", "grayscale", "rgb"], default=None,
+                       help="folder: grey or colour input (default auto: the net's, or colour if any picture is)")
     learn.add_argument("--net", default=None, help="network preset (gossipnet train --list-nets)")
     learn.add_argument("--shards", type=int, default=None, help="split the training set into N shards")
     learn.add_argument("--shard", type=int, default=None, help="which shard this node trains on")

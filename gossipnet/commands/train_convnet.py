@@ -10,21 +10,22 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
-import time
-
 
 from gossipnet.errors import UserError
-from gossipnet.nn import PRESETS, Net, Trainer, cosine_lr, evaluate, get_preset, make_optimizer
+from gossipnet.learners.convnet import default_net_for
+from gossipnet.model import ModelCard
+from gossipnet.nn import PRESETS, Net, Trainer, cosine_lr, evaluate, fit_preset, get_preset, make_optimizer
 from gossipnet.nn.parallel import DataParallel, available_cores, check_cores
 from gossipnet.nn.state import save_state, with_prefix
 
 # Default preset per data set: the 28x28 grey sets get the stronger "fashion" net.
 DEFAULT_NET = {"embedded": "fashion", "fashion-mnist": "fashion", "mnist": "fashion",
-               "cifar10": "convnetjs-cifar10"}
+               "cifar10": "convnetjs-cifar10", "folder": "fashion"}  # folder: chosen from the data
 # Default passes over the training set. embedded: ~85-87% test accuracy in well under
 # 5 minutes on 2 shared cores (docs/CONVNET.md); fashion-mnist: >= 91% in 5 epochs.
-DEFAULT_EPOCHS = {"embedded": 3.0, "fashion-mnist": 5.0, "mnist": 3.0, "cifar10": 10.0}
+DEFAULT_EPOCHS = {"embedded": 3.0, "fashion-mnist": 5.0, "mnist": 3.0, "cifar10": 10.0, "folder": 10.0}
 DEFAULT_LR = {"adam": 1e-3, "sgd": 0.01}
 EVALS_PER_EPOCH = 1
 # One BLAS thread unless OPENBLAS_NUM_THREADS/OMP_NUM_THREADS say otherwise: on a busy
@@ -51,42 +52,59 @@ def _positive(name: str, value, kind=float):
 
 
 class Progress:
-    """A one-line progress bar on stderr (a line per evaluation when stderr is not a TTY)."""
+    """tqdm's progress bar on a terminal; in a log file, one plain line per evaluation.
+
+    The bar is tqdm's (rate, remaining time, terminal width). It is not drawn when stderr
+    is not a terminal, because its carriage-return redraws turn a log into one long line.
+    """
 
     def __init__(self, enabled: bool, total_steps: int):
-        self.enabled, self.total = enabled, max(1, total_steps)
-        self.tty = sys.stderr.isatty()
-        self.last = 0.0
+        self.enabled = enabled
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            sized = shutil.get_terminal_size((0, 0)).columns > 0  # some ptys report 0 columns
+            self.bar = tqdm(total=max(1, total_steps), unit="step", file=sys.stderr, dynamic_ncols=sized,
+                            ncols=None if sized else 100, nrows=None if sized else 40,
+                            mininterval=0.2, leave=True)
 
     def update(self, step: int, epoch: float, ips: float, loss: float, test_acc: float | None,
                force: bool = False) -> None:
         if not self.enabled:
             return
-        now = time.monotonic()
-        if not force and (not self.tty or now - self.last < 0.2):
-            return
-        self.last = now
-        width = 24
-        done = int(width * step / self.total)
-        bar = "#" * done + "." * (width - done)
         test = f"  test {test_acc:.2%}" if test_acc is not None else ""
-        line = f"epoch {epoch:5.2f} [{bar}] {ips:6.0f} img/s  loss {loss:.4f}{test}"
-        if self.tty:
-            sys.stderr.write("\r" + line + "\x1b[K")
-        else:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"epoch {epoch:.2f}, {ips:.0f} img/s, loss {loss:.4f}{test}", refresh=False)
+            self.bar.update(step - self.bar.n)
+        elif force:
+            print(f"epoch {epoch:5.2f}  {ips:6.0f} img/s  loss {loss:.4f}{test}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        if self.enabled and self.tty:
-            sys.stderr.write("\n")
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _load(dataset: str, args: argparse.Namespace):
+    from gossipnet.commands.learner_factory import load_data
+
+    return load_data(dataset, args.data_dir, args.net, args.image_size, args.color_mode, args.test_fraction)
+
+
+def _report_skipped(ds, quiet: bool) -> None:
+    """Undecodable pictures are named on stderr (also with --quiet: data is being left out)."""
+    if not ds.skipped:
+        return
+    print(f"gossipnet train: skipped {len(ds.skipped)} picture(s) that could not be decoded:", file=sys.stderr)
+    for path, reason in ds.skipped[: 20 if quiet else 100]:
+        print(f"  {path}: {reason}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.list_nets:
         print(list_nets())
         return 0
-    from gossipnet.data import load_dataset
     from gossipnet.nn import blas
 
     if not blas.user_chose_threads():
@@ -99,12 +117,19 @@ def run(args: argparse.Namespace) -> int:
     limit = _positive("limit-train", args.limit_train, int)
     preset = get_preset(args.net or DEFAULT_NET[dataset])
 
-    ds = load_dataset(dataset, args.data_dir)
-    if tuple(ds.input_shape) != preset.input_shape:
-        fits = [p.name for p in PRESETS.values() if p.input_shape == tuple(ds.input_shape)]
-        raise UserError(f"net {preset.name!r} takes {preset.input_shape} images but {dataset} has "
-                        f"{tuple(ds.input_shape)}; use --net with one of: {', '.join(fits) or 'none'}")
-    net = Net(preset.spec, preset.input_shape, seed=args.seed)
+    ds = _load(dataset, args)
+    if dataset == "folder":
+        if not args.net:
+            preset = get_preset(default_net_for(ds))
+        spec = fit_preset(preset, ds.input_shape, ds.num_classes, "the image folder")
+        _report_skipped(ds, args.quiet)
+    else:
+        if tuple(ds.input_shape) != preset.input_shape:
+            fits = [p.name for p in PRESETS.values() if p.input_shape == tuple(ds.input_shape)]
+            raise UserError(f"net {preset.name!r} takes {preset.input_shape} images but {dataset} has "
+                            f"{tuple(ds.input_shape)}; use --net with one of: {', '.join(fits) or 'none'}")
+        spec = list(preset.spec)
+    net = Net(spec, ds.input_shape, seed=args.seed)
     if ds.num_classes != net.num_classes:
         raise UserError(f"net {preset.name!r} predicts {net.num_classes} classes but {dataset} "
                         f"has {ds.num_classes}")
@@ -126,7 +151,9 @@ def run(args: argparse.Namespace) -> int:
 
     meta = {"net": preset.name, "dataset": dataset, "spec": net.spec,
             "input_shape": list(net.input_shape), "fingerprint": net.fingerprint,
-            "optimizer": opt_kind, "lr": lr, "batch_size": batch, "seed": args.seed}
+            "optimizer": opt_kind, "lr": lr, "batch_size": batch, "seed": args.seed,
+            "model": ModelCard(tuple(net.spec), net.input_shape, tuple(ds.classes), tuple(ds.pixel_mean),
+                               tuple(ds.pixel_std), dataset).to_json()}
 
     def checkpoint(test_acc: float | None) -> None:
         if args.checkpoint:
@@ -188,6 +215,9 @@ def run(args: argparse.Namespace) -> int:
         "fingerprint": net.fingerprint,
         "train_images": len(x_train),
         "test_images": len(ds.x_test),
+        "classes": list(ds.classes),
+        "input_shape": list(net.input_shape),
+        "skipped": [{"path": p, "reason": r} for p, r in ds.skipped],
         "optimizer": opt_kind,
         "lr": lr,
         "batch_size": batch,

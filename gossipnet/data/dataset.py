@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,6 +27,8 @@ class Dataset:
     # for data sets built directly from floats (volunteers then cannot be served).
     pixel_mean: tuple[float, ...] = ()
     pixel_std: tuple[float, ...] = ()
+    # Pictures of an image folder that could not be decoded: (path, reason).
+    skipped: tuple[tuple[str, str], ...] = field(default=())
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

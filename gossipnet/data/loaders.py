@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from pathlib import Path
 
 from gossipnet.data import cifar10
@@ -10,7 +12,8 @@ from gossipnet.data.mnist import EMBEDDED_DIR, FASHION_CLASSES, MNIST_CLASSES, W
 from gossipnet.data.normalize import to_dataset
 from gossipnet.errors import UserError
 
-DATASET_NAMES = ("embedded", "fashion-mnist", "mnist", "cifar10")
+DATASET_NAMES = ("embedded", "fashion-mnist", "mnist", "cifar10", "folder")
+log = logging.getLogger(__name__)
 
 
 def load_dataset(
@@ -19,6 +22,9 @@ def load_dataset(
     *,
     download: bool = False,
     cache_dir: str | Path | None = None,
+    image_size: int | None = None,
+    color_mode: str = "auto",
+    test_fraction: float | None = None,
 ) -> Dataset:
     """Load a data set by name: float32 NCHW, normalised with training statistics.
 
@@ -26,6 +32,8 @@ def load_dataset(
     ``fashion-mnist`` and ``mnist`` need ``data_dir`` holding the four IDX files.
     ``cifar10`` reads ``data_dir`` if given, else the archive in ``cache_dir``
     (default ``~/.cache/gossipnet``), downloading it there first if ``download``.
+    ``folder`` reads ``data_dir/<class>/*`` pictures (``gossipnet.data.folder``), resized to
+    ``image_size`` in ``color_mode`` (auto, grayscale or rgb).
     """
     if name not in DATASET_NAMES:
         raise UserError(f"unknown data set {name!r}; choose one of {', '.join(DATASET_NAMES)}")
@@ -33,6 +41,9 @@ def load_dataset(
         if data_dir is not None:
             raise UserError("the embedded data set ships inside gossipnet; do not pass a data directory")
         return to_dataset(name, read_idx_set(EMBEDDED_DIR, name, FASHION_CLASSES))
+    if name == "folder":
+        return load_folder(data_dir, image_size=image_size, color_mode=color_mode,
+                           test_fraction=test_fraction, cache_dir=cache_dir)
     if name == "cifar10":
         if data_dir is not None:
             return to_dataset(name, cifar10.read_cifar10(data_dir))
@@ -50,3 +61,18 @@ def load_dataset(
         )
     classes = FASHION_CLASSES if name == "fashion-mnist" else MNIST_CLASSES
     return to_dataset(name, read_idx_set(data_dir, name, classes))
+
+
+def load_folder(data_dir, *, image_size: int | None = None, color_mode: str = "auto",
+                test_fraction: float | None = None, cache_dir=None) -> Dataset:
+    """An image folder as a normalised ``Dataset`` whose ``skipped`` lists undecodable pictures."""
+    from gossipnet.data.folder import DEFAULT_TEST_FRACTION, read_folder
+
+    if data_dir is None:
+        raise UserError("--dataset folder needs --data-dir DIR holding one sub-directory of pictures "
+                        "per class (DIR/<class>/*.jpg), or DIR/train/<class>/ and DIR/test/<class>/")
+    got = read_folder(data_dir, image_size=image_size, color_mode=color_mode, cache_dir=cache_dir,
+                      test_fraction=DEFAULT_TEST_FRACTION if test_fraction is None else test_fraction)
+    for path, reason in got.skipped:
+        log.warning("image folder %s: skipped %s (%s)", data_dir, path, reason)
+    return dataclasses.replace(to_dataset("folder", got.raw), skipped=got.skipped)

@@ -61,6 +61,9 @@ class Learner(abc.ABC):
     """A trainable thing that can share what it learned and merge what peers learned."""
 
     kind: str = "abstract"
+    # A short hash of what the outputs mean (a convnet's class list), announced with every
+    # snapshot so a peer with another one can name the reason it will not merge; None: n/a.
+    classes_digest: str | None = None
     wire: LearnerWire  # every learner declares one (see ConvnetLearner.wire)
 
     @property
@@ -111,6 +114,11 @@ class Learner(abc.ABC):
         Empty by default: the page then shows curves only.
         """
         return {}
+
+    def model(self):
+        """A copy of the current model a user can download and use (``gossipnet.model.TrainedModel``),
+        or None when this learner has none (an island of policies)."""
+        return None
 
     def after_rollback(self) -> None:
         """The node put back an earlier state after a divergence: avoid replaying the same steps.

@@ -18,6 +18,7 @@ function of the age, so a checkpoint (which holds the age) restores it exactly.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import time
@@ -30,7 +31,8 @@ from gossipnet.data.dataset import Dataset
 from gossipnet.errors import UserError
 from gossipnet.learners.base import AbsorbResult, Learner, LearnerWire, Scalar, Snapshot
 from gossipnet.learners.merge_guard import GuardConfig, MergeGuard
-from gossipnet.nn import Net, Trainer, evaluate, get_preset, make_optimizer
+from gossipnet.model import CARD_TENSOR, ModelCard, TrainedModel
+from gossipnet.nn import Net, Trainer, evaluate, fit_preset, get_preset, make_optimizer
 from gossipnet.nn.parallel import DataParallel, check_cores
 from gossipnet.rebasin import apply_permutation, lineage
 
@@ -138,8 +140,13 @@ def data_fingerprint(name: str, indices: np.ndarray, labels: np.ndarray) -> byte
 
 
 def default_net_for(data: Dataset) -> str:
-    """The preset tuned for this data set's image shape."""
-    return "convnetjs-cifar10" if data.input_shape == (3, 32, 32) else "fashion"
+    """The preset tuned for this data set's image shape (colour: the CIFAR-10 net)."""
+    return "convnetjs-cifar10" if data.input_shape[0] == 3 else "fashion"
+
+
+def classes_digest(classes: tuple[str, ...]) -> str:
+    """A short hash of the class list, in label order (announced, so a peer can say why not)."""
+    return hashlib.sha256(json.dumps(list(classes)).encode()).hexdigest()[:12]
 
 
 class ConvnetLearner(Learner):
@@ -147,7 +154,7 @@ class ConvnetLearner(Learner):
     # Weights travel as float16 (half the bytes, no measurable loss after merging);
     # 20 batches between merges is the chunk the daemon's figures were measured with.
     wire = LearnerWire(blob_kind="weights", dtype="float16", default_chunk=20, merge_event="merge",
-                       absorb_reasons=("wrong_kind", "wrong_fingerprint", "bad_age", "bad_moments",
+                       absorb_reasons=("wrong_kind", "other_classes", "wrong_fingerprint", "bad_age", "bad_moments",
                                        "bad_names", "bad_type", "bad_shape", "bad_dtype", "bad_not_finite",
                                        "bad_norm", "bad_direction", "worse_loss"))  # the last 3: guarded
 
@@ -159,11 +166,13 @@ class ConvnetLearner(Learner):
         if cfg.realign not in lineage.METHODS:
             raise UserError(f"realign {cfg.realign!r} unknown: use one of {', '.join(lineage.METHODS)}")
         preset = get_preset(cfg.net)
-        if tuple(preset.input_shape) != tuple(data.input_shape):
+        if tuple(preset.input_shape) != tuple(data.input_shape) and data.name != "folder":
             raise UserError(
                 f"net {cfg.net!r} takes images of shape {preset.input_shape} but data set "
                 f"{data.name!r} has {data.input_shape}; choose --net {default_net_for(data)}"
             )
+        # An image folder has its own side and class count; the preset gives the layers.
+        spec = fit_preset(preset, data.input_shape, data.num_classes, f"data set {data.name!r}")
         idx = np.arange(len(data.y_train)) if train_indices is None else np.asarray(train_indices)
         if len(idx) == 0:
             raise UserError("this node's shard of the training data is empty; use fewer --shards")
@@ -172,7 +181,13 @@ class ConvnetLearner(Learner):
         self.x_test, self.y_test = data.x_test[: cfg.eval_images], data.y_test[: cfg.eval_images]
         self.classes = data.classes
         self.pixel_mean, self.pixel_std = data.pixel_mean, data.pixel_std  # browser volunteers' images
-        self.net = Net(preset.spec, preset.input_shape, seed=cfg.init_seed)
+        # An image folder's undecodable pictures (logged with their paths when loaded) stay
+        # visible as a metric on the status page and in Prometheus.
+        self.skipped_images = len(data.skipped) if data.name == "folder" else None
+        self.net = Net(spec, data.input_shape, seed=cfg.init_seed)
+        self.card = ModelCard(tuple(self.net.spec), self.net.input_shape, tuple(data.classes),
+                              tuple(data.pixel_mean or (0.0,) * data.input_shape[0]),
+                              tuple(data.pixel_std or (1.0,) * data.input_shape[0]), data.name)
         self.base_lr = cfg.lr or preset.lr
         self.optimizer = make_optimizer(
             cfg.optimizer or preset.optimizer, self.net.params(), self.base_lr,
@@ -192,6 +207,11 @@ class ConvnetLearner(Learner):
         if self.shared_moments:  # peers must share the same moments, or never merge with us
             tag = f"{self.net.fingerprint}/{self.optimizer.kind}/{','.join(sorted(self.shared_moments))}"
             self._fingerprint = hashlib.sha256(tag.encode()).hexdigest()[:32]
+        # Peers must agree on what each output means, not only on the shapes: Fashion-MNIST
+        # and MNIST fit one net, and two image folders of 3 classes fit one net.
+        self.classes_digest = classes_digest(data.classes)
+        tag = f"{self._fingerprint}/classes={self.classes_digest}"
+        self._fingerprint = hashlib.sha256(tag.encode()).hexdigest()[:32]
         self.lineage = lineage.lineage_of(cfg.init_seed)  # the init our unit order descends from
         self.realigner = None if cfg.realign == "off" else lineage.Realigner(
             self.net, self.x[: max(1, cfg.realign_images)], cfg.realign, cfg.realign_repair)
@@ -276,11 +296,14 @@ class ConvnetLearner(Learner):
             for name, arr in self.optimizer.state[moment].items():
                 tensors[f"{MOMENT_PREFIX}{moment}.{name}"] = np.sqrt(arr) if moment == "v" else arr.copy()
         return Snapshot(KIND, self.fingerprint, float(self.age), tensors,
-                        {"step": self.step, "lineage": self.lineage})
+                        {"step": self.step, "classes": self.classes_digest, "lineage": self.lineage})
 
     def absorb(self, snapshot: Snapshot, peer: str) -> AbsorbResult:
         if snapshot.kind != KIND:
             return AbsorbResult(False, "wrong_kind", f"a {snapshot.kind!r} snapshot, not a convnet")
+        theirs = snapshot.meta.get("classes")
+        if theirs is not None and theirs != self.classes_digest:
+            return AbsorbResult(False, "other_classes", "a model of another class list (data set)")
         if snapshot.fingerprint != self.fingerprint:
             return AbsorbResult(False, "wrong_fingerprint", "another network architecture")
         age = snapshot.age
@@ -456,6 +479,8 @@ class ConvnetLearner(Learner):
     def metrics(self) -> dict[str, Scalar]:
         out: dict[str, Scalar] = {"step": self.step, "images": self.trainer.images,
                                   "age": self.age, "merges": self.merges, "lr": self.optimizer.lr}
+        if self.skipped_images is not None:
+            out["skipped_images"] = self.skipped_images
         if self.realigner is not None and self.realigner.matches:
             out["realigned_merges"] = self.realigned
             out["realign_seconds"] = self.realigner.last_seconds
@@ -490,9 +515,14 @@ class ConvnetLearner(Learner):
         state["learner.age"] = np.array(self.age, np.float64)
         state["learner.merges"] = np.array(self.merges, np.int64)
         state["learner.fingerprint"] = np.frombuffer(self.fingerprint.encode(), np.uint8).copy()
+        state[CARD_TENSOR] = self.card.to_bytes()  # what gossipnet predict needs from a node
         state["learner.lineage"] = np.frombuffer(self.lineage.encode(), np.uint8).copy()
         state["learner.data"] = np.frombuffer(self.data_fingerprint, np.uint8).copy()
         return state
+
+    def model(self) -> TrainedModel:
+        """The current weights as a model a user can download (a copy: training goes on)."""
+        return TrainedModel(self.card, self.net.state_dict(), "this node's current model")
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         fp = bytes(np.asarray(state.get("learner.fingerprint", np.zeros(0, np.uint8)), np.uint8)).decode(

@@ -4,7 +4,8 @@ The server knows nothing about nodes: it serves whatever a ``StatusProvider``
 gives it, so it is tested with a fake provider and the node only has to
 implement five members. It is read-only: GET and HEAD are the only methods;
 anything else gets 405 whatever the path, except the two volunteer POSTs
-(gossipnet.net.volunteer_http) when a node takes browser volunteers.
+(gossipnet.net.volunteer_http) when a node takes browser volunteers, and POST /classify
+(the picture classifier, gossipnet.net.model_http) when the provider offers a model.
 
 The PNG costs a few hundred milliseconds of matplotlib, so it is rendered in a
 dedicated worker thread (never on the event loop, never in the executor the node
@@ -29,6 +30,8 @@ from typing import Any, Protocol, runtime_checkable
 from aiohttp import web
 
 from gossipnet.errors import UserError
+from gossipnet.net import model_http
+from gossipnet.net.model_http import ModelService, add_model_routes
 from gossipnet.net.http_guard import ConnectionGuard, GuardedSite, HttpLimits, listen_socket
 from gossipnet.net.volunteer_http import POST_PATHS
 from gossipnet.status.history import MetricsHistory
@@ -139,10 +142,12 @@ def _read_only(post_paths: frozenset[str] = frozenset()):
 
 def create_app(provider: StatusProvider, progress: ProgressImage,
                volunteer_routes: Callable[[web.Application], None] | None = None,
-               guard: ConnectionGuard | None = None) -> web.Application:
+               guard: ConnectionGuard | None = None,
+               models: ModelService | None = None) -> web.Application:
     """The aiohttp application for one node (routes in the module docstring and docs/API.md).
 
-    ``volunteer_routes`` installs gossipnet.net.volunteer_http's routes (the only POSTs).
+    ``volunteer_routes`` installs gossipnet.net.volunteer_http's routes; ``models`` the model
+    downloads and ``POST /classify`` (gossipnet.net.model_http).
     """
     registry = make_registry(provider.status)
 
@@ -176,7 +181,8 @@ def create_app(provider: StatusProvider, progress: ProgressImage,
             raise web.HTTPNotFound(text="this node no longer offers that snapshot\n")
         return web.Response(body=data, content_type="application/octet-stream")
 
-    post_paths = POST_PATHS if volunteer_routes is not None else frozenset()
+    post_paths = (POST_PATHS if volunteer_routes is not None else frozenset()) | (
+        model_http.POST_PATHS if models is not None else frozenset())
     middlewares = ([guard.middleware] if guard is not None else []) + [_read_only(post_paths)]
     app = web.Application(middlewares=middlewares, client_max_size=1024)
     if volunteer_routes is not None:
@@ -187,6 +193,8 @@ def create_app(provider: StatusProvider, progress: ProgressImage,
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/blob/{sha256_hex}", blob)
+    if models is not None:  # a provider with a model() to offer (gossipnet/net/model_http.py)
+        add_model_routes(app, models)
     return app
 
 
@@ -199,7 +207,8 @@ class StatusServer:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gossipnet-png")
         self.progress = ProgressImage(provider, self._executor, render_interval)
         self.guard = ConnectionGuard(limits)
-        self.app = create_app(provider, self.progress, volunteer_routes, self.guard)
+        self.models = ModelService(provider) if callable(getattr(provider, "model", None)) else None
+        self.app = create_app(provider, self.progress, volunteer_routes, self.guard, self.models)
         self._runner: web.AppRunner | None = None
         self.host: str | None = None
         self.port: int | None = None
@@ -245,3 +254,5 @@ class StatusServer:
             self._runner = None
         await self.progress.settle()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self.models is not None:
+            self.models.close()

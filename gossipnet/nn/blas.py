@@ -6,67 +6,43 @@ two BLAS threads on two cores run this engine 5-8x *slower* than one (measured h
 790-850 vs 93-164 images/s for the fashion net under a load average of 6, see
 docs/CONVNET.md). A volunteer's background trainer should therefore default to one
 BLAS thread. The environment variable must be set before numpy loads OpenBLAS; this
-module instead calls OpenBLAS's own ``set_num_threads`` through ctypes, as threadpoolctl
-does, on the library numpy already loaded. Without OpenBLAS (other BLAS builds) it is a
-no-op that says so.
+module instead asks threadpoolctl (scikit-learn's library for exactly this) to call
+OpenBLAS's own ``set_num_threads`` on the library numpy already loaded. Without
+OpenBLAS (other BLAS builds) it is a no-op that says so.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 
-import numpy as np  # noqa: F401  (loads OpenBLAS, so /proc/self/maps lists it)
+import numpy as np  # noqa: F401  (loads OpenBLAS before threadpoolctl looks for it)
+from threadpoolctl import ThreadpoolController
 
-_SUFFIXES = ("64_", "_64_", "")
-_PREFIXES = ("scipy_openblas", "openblas")
 ENV_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
-_lib: ctypes.CDLL | None | bool = False  # False: not looked up yet
+_openblas: ThreadpoolController | None = None  # looked up once: the loaded libraries do not change
 
 
-def _openblas() -> ctypes.CDLL | None:
-    global _lib
-    if _lib is not False:
-        return _lib  # type: ignore[return-value]
-    _lib = None
-    try:
-        with open("/proc/self/maps") as f:
-            paths = {line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line}
-    except OSError:
-        return None
-    for path in sorted(paths):
-        try:
-            lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_GLOBAL)
-        except OSError:
-            continue
-        for pre in _PREFIXES:
-            for suf in _SUFFIXES:
-                getter = getattr(lib, f"{pre}_get_num_threads{suf}", None)
-                setter = getattr(lib, f"{pre}_set_num_threads{suf}", None)
-                if getter is not None and setter is not None:
-                    getter.restype = ctypes.c_int
-                    setter.argtypes = [ctypes.c_int]
-                    lib._gn_get, lib._gn_set = getter, setter
-                    _lib = lib
-                    return lib
-    return None
+def _controllers() -> list:
+    global _openblas
+    if _openblas is None:
+        _openblas = ThreadpoolController().select(internal_api="openblas")
+    return _openblas.lib_controllers
 
 
 def get_threads() -> int | None:
     """OpenBLAS's current thread count, or None when numpy does not use OpenBLAS."""
-    lib = _openblas()
-    return int(lib._gn_get()) if lib is not None else None
+    libs = _controllers()
+    return int(libs[0].get_num_threads()) if libs else None
 
 
 def set_threads(n: int) -> bool:
     """Use ``n`` BLAS threads from now on; False when this BLAS cannot be controlled."""
     if n < 1:
         raise ValueError(f"thread count must be >= 1, got {n}")
-    lib = _openblas()
-    if lib is None:
-        return False
-    lib._gn_set(int(n))
-    return True
+    libs = _controllers()
+    for lib in libs:
+        lib.set_num_threads(int(n))
+    return bool(libs)
 
 
 def user_chose_threads() -> bool:

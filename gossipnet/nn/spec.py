@@ -205,3 +205,21 @@ def get_preset(name: str) -> NetPreset:
             f"unknown network preset {name!r}; choose one of: {', '.join(sorted(PRESETS))} "
             "(gossipnet train --list-nets)"
         ) from None
+
+
+def fit_preset(preset: NetPreset, input_shape: tuple[int, int, int], num_classes: int,
+               data_name: str = "the data") -> list[dict]:
+    """The preset's layers for a data set: its softmax sized to ``num_classes``.
+
+    A preset fixes the number of input channels; the image side and the class count come
+    from the data (an image folder may hold 64x64 pictures of 3 classes). Whether the
+    layers fit that side is checked by ``Net``, which names the layer that does not.
+    """
+    channels = check_input_shape(input_shape)[0]
+    if channels != preset.input_shape[0]:
+        fits = [p.name for p in PRESETS.values() if p.input_shape[0] == channels]
+        raise UserError(f"net {preset.name!r} takes {preset.input_shape} images but {data_name} has "
+                        f"{tuple(input_shape)}; use --net with one of: {', '.join(fits) or 'none'}")
+    spec = [dict(layer) for layer in preset.spec]
+    spec[-1]["classes"] = int(num_classes)
+    return spec

@@ -67,6 +67,7 @@ def render_page(status: Mapping[str, Any]) -> str:
         _peers(status["peers"], now),
         "<h2>Exchanges</h2>",
         _counters(status["counters"], status["rejections"]),
+        _model_section(learner),
         '<p class="muted">JSON: <a href="/api/status">/api/status</a> &middot; '
         'Prometheus: <a href="/metrics">/metrics</a></p>',
         f"<script>{SCRIPT}</script>",
@@ -163,3 +164,34 @@ def format_ago(seconds: float) -> str:
     """Seconds in the past as '12s ago'; clock skew between nodes can make it negative."""
     return "just now" if seconds < 1 else f"{format_duration(seconds)} ago"
 
+
+
+def _model_section(learner: Mapping[str, Any]) -> str:
+    """Downloads and the "try an image" form (no script: a plain form post, see net/model_http.py)."""
+    if learner["kind"] != "convnet":
+        return ""
+    return (
+        "<h2>Model</h2>"
+        '<p>Download the current model: <a href="/model.onnx" download>ONNX</a> &middot; '
+        '<a href="/model.safetensors" download>safetensors</a> '
+        '<span class="muted">(use it with <code>gossipnet predict</code> or any ONNX runtime)</span></p>'
+        '<form method="post" action="/classify" enctype="multipart/form-data">'
+        '<label>Try an image: <input type="file" name="image" accept="image/*" required></label> '
+        "<button>Classify</button></form>"
+    )
+
+
+def render_classification(filename: str, predictions: list[Mapping[str, Any]]) -> str:
+    """The answer page of the "try an image" box: the best labels with their probabilities."""
+    rows = "".join(f"<tr><td>{escape(str(p['label']))}</td><td>{float(p['probability']):.1%}</td></tr>"
+                   for p in predictions)
+    return "\n".join([
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>gossipnet: {escape(filename)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{escape(filename)}</h1>",
+        f"<table><tr><th>label</th><th>probability</th></tr>{rows}</table>",
+        '<p><a href="/">back to the status page</a></p>',
+        "</body></html>",
+    ])
