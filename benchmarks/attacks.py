@@ -2,6 +2,10 @@
 
     sudo python benchmarks/attacks.py [--only NAME ...] [--scale 1.0] [--json]
 
+It runs the outsiders' attacks (items 1-5) below, then the lying members' (items 6-8) from
+benchmarks/attacks_members.py in a box of their own; item 9 (poisoned weights) is measured
+by ``benchmarks/gossip_learning.py --poison``.
+
 Three honest daemons (hosts 0-2, host 0 the victim) run in network namespaces on one
 bridge (tests/lanbox.py); host 3 is the attacker, with the tools of tests/attackers.py.
 For each attack it prints what was sent, what the victim counted, and the promise:
@@ -39,6 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.daemon_box import (FAST_LEARNING, HTTP_PORT, UDP_PORT, new_swarm_token,  # noqa: E402
                               node_ids, peer_states, start_daemon, statuses, wait_until)
 from tests.lanbox import LanBox, Process, lanbox_available  # noqa: E402
+
+import attacks_members  # noqa: E402  (items 6-8: lying members, in a box of their own)
 
 HONEST = [0, 1, 2]
 VICTIM = 0
@@ -373,7 +379,8 @@ def run_attacks(names: list[str] | None, scale: float, report=print) -> dict[str
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", nargs="*", choices=[a.name for a in ATTACKS], help="run only these attacks")
+    ap.add_argument("--only", nargs="*", choices=[a.name for a in ATTACKS] + list(attacks_members.ATTACKS),
+                    help="run only these attacks")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply counts and durations")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of every result")
     args = ap.parse_args()
@@ -382,10 +389,15 @@ def main() -> int:
         print(f"cannot run: {reason}", file=sys.stderr)
         return 2
     report = (lambda s: print(s, file=sys.stderr)) if args.json else print
-    results = run_attacks(args.only, args.scale, report)
+    outsiders = [a.name for a in ATTACKS if not args.only or a.name in args.only]
+    members = tuple(n for n in attacks_members.ATTACKS if not args.only or n in args.only)
+    results = run_attacks(outsiders, args.scale, report) if outsiders else {}
+    if members:  # a member with valid credentials lies (issue items 6-8); item 9 is gossip_learning.py --poison
+        report("== members with valid credentials (benchmarks/attacks_members.py)")
+        results.update(attacks_members.run(members, log=report))
     held = sum(r["held"] for r in results.values())
     report(f"{held} of {len(results)} attacks held; median status p95 "
-           f"{statistics.median([r['status_p95_ms'] or 0 for r in results.values()]):.1f} ms")
+           f"{statistics.median([r.get('status_p95_ms') or 0 for r in results.values()]):.1f} ms")
     if args.json:
         print(json.dumps({"attacks": results}))
     return 0 if held == len(results) else 1
