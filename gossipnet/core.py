@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gossipnet.exchange import BadManifest, Gate, Manifest
 from gossipnet.gossip import Gossip, GossipConfig, Pull
-from gossipnet.learners.base import AbsorbResult, LearnerWire
+from gossipnet.learners.base import AbsorbResult, Learner, LearnerWire
 from gossipnet.membership import (BadBody, EventKind, MemberEvent, Membership, MembershipConfig, MemberView,
                                   Outgoing, State, codec)
 from gossipnet.membership.types import Addr
@@ -84,6 +84,15 @@ class NodeCore:
         self.peer_exchange: dict[str, float] = {}  # peer -> wall time of the last absorbed snapshot
         self.last_merge: dict[str, Any] | None = None
         self._announce: Manifest | None = None
+
+    @classmethod
+    def for_learner(cls, node_id: str, addr: Addr, learner: Learner, **kw: Any) -> NodeCore:
+        """A core built from the learner's declarations (kind, fingerprint, wire facts, shapes,
+        class list): ``Node.make_core`` and ``sim.Swarm.make_core`` both build theirs here, so
+        the simulator runs the core exactly as the daemon configures it. ``kw``: the rest of
+        ``__init__``'s keywords (ports, rngs, incarnation, configs, signing key)."""
+        return cls(node_id, addr, learner_kind=learner.kind, fingerprint=learner.fingerprint, wire=learner.wire,
+                   shapes=learner.offer_shapes(), classes=learner.classes_digest, **kw)
 
     # ------------------------------------------------------------------ inputs
 
@@ -174,6 +183,13 @@ class NodeCore:
     def peers(self) -> list[MemberView]:
         """Every member but ourselves."""
         return self.membership.members()[1:]
+
+    def members_by_state(self) -> dict[str, list[str]]:
+        """Peers' node ids grouped by membership state, every state present (tests and the CLI summary)."""
+        out: dict[str, list[str]] = {s.label: [] for s in State}
+        for m in self.peers():
+            out[m.state.label].append(m.node_id)
+        return out
 
     def counters(self) -> dict[str, dict[str, int]]:
         """The counter groups of the status document (docs/API.md)."""

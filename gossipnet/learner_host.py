@@ -2,19 +2,22 @@
 
 A learner is not thread-safe, so the node runs every call to it here, one at a time:
 resume from and write checkpoints, train a chunk, evaluate and publish when due, open a
-pulled blob and absorb it. Checkpoints go through ``persistence.StateKeeper``: a failed
+pulled blob and absorb it, and between chunks trade with the browser volunteers' desk
+(``volunteers.hosting``). Checkpoints go through ``persistence.StateKeeper``: a failed
 write is retried, a non-finite state is never saved, a refused checkpoint falls back to
-the previous one, and a diverged learner is rolled back to the last good state. The event loop only reads what this leaves behind (``step``,
-``metrics``, ``visuals``, the ``shelf`` of published blobs), each replaced whole, never
-mutated in place. No asyncio here: ``node.py`` awaits ``run_in_executor`` around it.
+the previous one, and a diverged learner is rolled back to the last good state. The event
+loop only reads what this leaves behind (``step``, ``metrics``, ``visuals``, the ``shelf``
+of published blobs), each replaced whole, never mutated in place, and calls only
+``record`` and ``note``, which touch the history, not the learner. No asyncio here:
+``node.py`` awaits ``run_in_executor`` around it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from gossipnet import exchange
 from gossipnet.checkpoint import CheckpointStore
@@ -23,6 +26,11 @@ from gossipnet.nn.train import Diverged
 from gossipnet.persistence import StateKeeper
 from gossipnet.rejections import Rejection
 from gossipnet.status.history import MetricsHistory
+from gossipnet.volunteers import VolunteerDesk
+from gossipnet.volunteers.hosting import trade
+
+if TYPE_CHECKING:
+    from gossipnet.core import Event
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +41,8 @@ class LearnerHost:
     def __init__(self, learner: Learner, history: MetricsHistory, store: CheckpointStore, *,
                  train_chunk: int | None, eval_interval: float, publish_interval: float,
                  checkpoint_interval: float, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time, volunteers: VolunteerDesk | None = None) -> None:
+        """``volunteers``: the node's browser volunteers' desk (``volunteers.hosting``), or None."""
         if not isinstance(getattr(learner, "wire", None), LearnerWire):
             raise TypeError(f"{type(learner).__name__} must declare its wire facts: "
                             "a class attribute `wire = LearnerWire(...)` (see learners/base.py)")
@@ -46,6 +55,7 @@ class LearnerHost:
         self.publish_interval = publish_interval
         self.checkpoint_interval = checkpoint_interval
         self.clock, self.wall = clock, wall
+        self.volunteers = volunteers
         self.shelf = exchange.Shelf()  # the snapshots our HTTP server hands out
         self.step = 0
         self.metrics: dict[str, Any] = {}
@@ -94,7 +104,8 @@ class LearnerHost:
             self.shelf.put(offer)
 
     def work(self, train: bool, checkpoint_meta: Callable[[], Mapping[str, Any]]) -> dict[str, float]:
-        """One unit of worker time: train a chunk, evaluate, publish and checkpoint when due."""
+        """One unit of worker time: train a chunk, evaluate, publish and checkpoint when due;
+        then trade with the volunteers' desk (between chunks, never while the learner trains)."""
         out: dict[str, float] = {}
         if train:
             try:
@@ -116,7 +127,26 @@ class LearnerHost:
                 self._next_checkpoint = now + self.checkpoint_interval
         self.step = self.learner.step
         self.metrics = {**self.learner.metrics(), **self._last_eval}
+        if self.volunteers is not None:
+            trade(self.volunteers, self.learner, self.clock())
         return out
+
+    def note(self, events: Iterable[Event]) -> None:
+        """What the core reported, into the history and the log: a refused snapshot is only
+        logged (the rejections count it), the learner's frequent merge event logs at DEBUG."""
+        for ev in events:
+            if ev.kind == "rejected":
+                log.warning("rejected %s's snapshot: %s", ev.peer, ev.detail)
+                continue
+            self.history.event(self.wall(), ev.kind, ev.detail)
+            log.log(logging.DEBUG if ev.kind == self.learner.wire.merge_event else logging.INFO,
+                    "%s: %s", ev.kind, ev.detail)
+
+    def record(self, peers: int) -> None:
+        """Add the numeric metrics of the last chunk (and the peer count) to the history."""
+        values = {k: float(v) for k, v in self.metrics.items()
+                  if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        self.history.record(self.wall(), self.step, values, peers)
 
     def _roll_back(self, exc: Diverged) -> None:
         """NaN weights must neither end the daemon nor be saved or offered to peers."""

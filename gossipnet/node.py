@@ -25,7 +25,6 @@ from typing import Any, Mapping
 from gossipnet.checkpoint import CheckpointStore
 from gossipnet.config import NodeConfig, parse_hostport
 from gossipnet.core import NodeCore, Output
-from gossipnet.errors import UserError
 from gossipnet.gossip import GossipConfig, Pull
 from gossipnet.learner_host import LearnerHost
 from gossipnet.learners.base import AbsorbResult, Learner
@@ -39,8 +38,8 @@ from gossipnet.rejections import Rejection
 from gossipnet.status.history import MetricsHistory
 from gossipnet.status.report import node_status
 from gossipnet.trust.credentials import Credentials
-from gossipnet.trust.identity import Identity, save_incarnation
-from gossipnet.volunteers import REASONS, TrainingSetup, VolunteerConfig, VolunteerDesk
+from gossipnet.trust.identity import Identity, IncarnationRecord
+from gossipnet.volunteers.hosting import volunteer_counters, volunteer_desk
 from gossipnet.wire import BodyTooLarge, Receiver, ReceiverConfig, Rejected, Sealer
 
 log = logging.getLogger(__name__)
@@ -82,9 +81,11 @@ class Node:
         self.started_at = _wall()
         self.rng = random.Random(identity.node_id)
         self.core: NodeCore | None = None  # made in run(), once the sockets are bound
+        self.volunteers = volunteer_desk(cfg, learner, self.rng)  # None: no browser volunteers here
         self.host = LearnerHost(learner, self.history, CheckpointStore(cfg.state_dir), train_chunk=cfg.train_chunk,
                                 eval_interval=cfg.eval_interval, checkpoint_interval=cfg.checkpoint_interval,
-                                publish_interval=self.gossip_config.announce_interval / 2, clock=_mono, wall=_wall)
+                                publish_interval=self.gossip_config.announce_interval / 2, clock=_mono, wall=_wall,
+                                volunteers=self.volunteers)
         self.bytes_http: Counter[str] = Counter()
         self.udp: UdpEndpoint | None = None
         self.http: StatusServer | None = None
@@ -92,7 +93,7 @@ class Node:
         self.sealer = Sealer(identity, credentials, incarnation)
         self.receiver = Receiver(credentials.policy, ReceiverConfig.udp(), node_id=identity.node_id)
         self._member_hosts: frozenset[str] = frozenset()  # alive members' IPs: their datagrams go first
-        self._saved_incarnation = incarnation
+        self._incarnation_record = IncarnationRecord(cfg.state_dir, saved=incarnation)
         self.puller = BlobPuller(PullLimits(max_bytes=self.gossip_config.max_blob_bytes,
                                             timeout_s=self.gossip_config.pull_timeout,
                                             max_concurrent=self.gossip_config.max_concurrent_pulls))
@@ -100,37 +101,10 @@ class Node:
         self._stop = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self.ready = asyncio.Event()  # set once sockets are bound and the node is announced
-        self.volunteers = self._volunteer_desk()
-
-    def _volunteer_desk(self) -> VolunteerDesk | None:
-        """Browser volunteers' desk for a convnet node (``--volunteers on``), else None."""
-        cfg = self.cfg
-        if not cfg.volunteers or self.learner.kind != "convnet":
-            return None
-        vcfg = VolunteerConfig(steps=cfg.volunteer_steps, spot_check_rate=cfg.volunteer_spot_check_rate,
-                               max_share=cfg.volunteer_max_share,
-                               leases_per_minute=cfg.volunteer_leases_per_minute)
-        try:
-            return VolunteerDesk(vcfg, TrainingSetup.of(self.learner), seed=self.rng.getrandbits(32))
-        except UserError as exc:
-            log.warning("browser volunteers are off: %s", exc)
-            return None
 
     async def _run_heavy(self, fn, *args):
         """Run CPU work (a volunteer update's checks) where training runs, off the loop."""
         return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
-
-    def _work(self, train: bool) -> dict[str, float]:
-        """One chunk in the worker thread; then merge accepted volunteer updates and offer
-        volunteers the new weights (between chunks, never while the learner trains)."""
-        out = self.host.work(train, self._checkpoint_meta)
-        desk, learner = self.volunteers, self.learner
-        if desk is not None:
-            for delta, images in desk.take_accepted():
-                learner.add_delta(delta, images)
-            desk.offer_version(learner.net.params(), learner.optimizer.state_dict(), learner.trainer.images,
-                               _mono())
-        return out
 
     @property
     def kind(self) -> str:
@@ -158,12 +132,10 @@ class Node:
     def make_core(self, addr: Addr, http_port: int, membership_rng: random.Random,
                   gossip_rng: random.Random) -> NodeCore:
         """This node's protocol core, as ``run()`` makes it (``sim.Swarm.make_core`` makes its own alike)."""
-        return NodeCore(self.node_id, addr, learner_kind=self.kind, fingerprint=self.learner.fingerprint,
-                        wire=self.learner.wire, shapes=self.learner.offer_shapes(), http_port=http_port,
-                        membership_rng=membership_rng, gossip_rng=gossip_rng, incarnation=self.incarnation,
-                        membership_config=self.membership_config, gossip_config=self.gossip_config,
-                        classes=self.learner.classes_digest,
-                        signing_key=self.identity.private_key)  # signed alive records (issue 12)
+        return NodeCore.for_learner(self.node_id, addr, self.learner, http_port=http_port,
+                                    membership_rng=membership_rng, gossip_rng=gossip_rng, incarnation=self.incarnation,
+                                    membership_config=self.membership_config, gossip_config=self.gossip_config,
+                                    signing_key=self.identity.private_key)  # signed alive records (issue 12)
 
     def add_peer(self, addr: tuple[str, int]) -> None:
         """Seed membership with a peer's UDP address (like --peer, after start)."""
@@ -216,17 +188,11 @@ class Node:
             self.core.add_seed(parse_hostport(peer, what="--peer"), _mono())
         if cfg.mdns:
             from gossipnet.net.advert import Advertisement
-            from gossipnet.net.discovery import Discovery
+            from gossipnet.net.discovery import start_discovery
 
             advert = Advertisement(self.credentials.swarm_id.hex(), self.node_id, self.udp_port,
                                    self.http_port, self.kind, PROTOCOL_VERSION)
-            discovery = Discovery(advert, cfg.advertised_host)
-            try:
-                await discovery.start()
-                self.discovery = discovery
-            except UserError as exc:
-                # A node without mDNS still works through --peer seeds and membership gossip.
-                log.warning("mDNS discovery is off: %s", exc)
+            self.discovery = await start_discovery(advert, cfg.advertised_host)  # None: mDNS is off
         log.info("node %s up: udp %s:%d, status %s (%s)", self.node_id, cfg.advertised_host,
                  self.udp_port, self.status_url, self.credentials.summary)
 
@@ -261,11 +227,8 @@ class Node:
         loop = asyncio.get_running_loop()
         while True:
             done = self.cfg.max_steps is not None and self.host.step >= self.cfg.max_steps
-            out = await loop.run_in_executor(self._worker, self._work, not done)
-            values = {k: float(v) for k, v in self.host.metrics.items()
-                      if isinstance(v, (int, float)) and not isinstance(v, bool)}
-            peers = len(self.core.membership.alive_peers()) if self.core else 0
-            self.history.record(_wall(), self.host.step, values, peers)
+            out = await loop.run_in_executor(self._worker, self.host.work, not done, self._checkpoint_meta)
+            self.host.record(peers=len(self.core.membership.alive_peers()) if self.core else 0)
             self._refresh_offer()
             if done:
                 await asyncio.sleep(1.0)
@@ -307,41 +270,21 @@ class Node:
         assert self.core is not None
         while True:
             await self._act(self.core.tick(_mono()))
-            if self.core.membership.incarnation > self._saved_incarnation:
-                self._persist_incarnation(self.core.membership.incarnation)
+            self._incarnation_record.raise_to(self.core.membership.incarnation)  # a restart starts above it
             deadline = self.core.next_deadline()
             wait = (deadline - _mono()) if deadline is not None else 0.1
             await asyncio.sleep(min(0.1, max(0.005, wait)))
 
-    def _persist_incarnation(self, incarnation: int) -> None:
-        """A refutation raised our incarnation: a restart must start above it."""
-        try:
-            save_incarnation(self.cfg.state_dir, incarnation)
-            self._saved_incarnation = incarnation
-        except OSError as exc:  # retried on the next tick
-            log.warning("cannot persist incarnation %d: %s", incarnation, exc.strerror or exc)
-
     async def _discovery_loop(self) -> None:
-        from gossipnet.net.advert import on_subnet
-        from gossipnet.net.discovery import PeerChange
-
         assert self.discovery and self.core
-        async for ev in self.discovery.events():
-            if ev.kind in (PeerChange.ADDED, PeerChange.UPDATED):
-                self.core.discovered(ev.peer.node_id, ev.peer.udp_addr, _mono(),
-                                     preferred=on_subnet(ev.peer.address, self.discovery.network))
+        async for peer, on_our_subnet in self.discovery.arrivals():
+            self.core.discovered(peer.node_id, peer.udp_addr, _mono(), preferred=on_our_subnet)
 
     async def _act(self, out: Output) -> None:
         """Do what the core asked: record what happened, start pulls, send datagrams."""
         if out.members and self.core is not None:
             self._member_hosts = frozenset(m.addr[0] for m in self.core.membership.alive_peers())
-        for ev in out.events:
-            if ev.kind == "rejected":
-                log.warning("rejected %s's snapshot: %s", ev.peer, ev.detail)
-                continue
-            self.history.event(_wall(), ev.kind, ev.detail)
-            log.log(logging.DEBUG if ev.kind == self.learner.wire.merge_event else logging.INFO,
-                    "%s: %s", ev.kind, ev.detail)
+        self.host.note(out.events)
         for pull in out.pulls:
             if self._tg is not None:
                 self._tg.create_task(self._pull(pull), name=f"pull {pull.peer_id}")
@@ -374,10 +317,8 @@ class Node:
         extra = {"checkpoint": dict(self.host.keeper.counters),
                  "http": dict(self.http.guard.counters) if self.http is not None else {}}
         if self.volunteers is not None:
-            extra["volunteer"] = self.volunteers.status(_mono())
-            if self.core is not None:
-                refused = self.volunteers.refused  # every reason, zeros included (Prometheus rate())
-                self.core.rejections.set_totals("volunteer", {r: refused.get(r, 0) for r in REASONS})
+            rejections = self.core.rejections if self.core is not None else None
+            extra["volunteer"] = volunteer_counters(self.volunteers, rejections, _mono())
         return node_status(
             self.core, extra_counters=extra, node_id=self.node_id, swarm=self.credentials.swarm_id.hex(), kind=self.kind,
             fingerprint=self.learner.fingerprint, started_at=self.started_at, now=_wall(), step=self.host.step,
@@ -398,8 +339,5 @@ class Node:
         return data
 
     def members_by_state(self) -> dict[str, list[str]]:
-        """node ids grouped by membership state (tests and the CLI summary)."""
-        out: dict[str, list[str]] = {s.label: [] for s in State}
-        for m in self.core.peers() if self.core is not None else []:
-            out[m.state.label].append(m.node_id)
-        return out
+        """node ids grouped by membership state (tests and the CLI summary); none before run()."""
+        return self.core.members_by_state() if self.core is not None else {s.label: [] for s in State}

@@ -142,13 +142,11 @@ class Swarm:
 
     def make_core(self, node_id: str, addr: Addr, incarnation: int, learner: Learner) -> NodeCore:
         """A node's core, built from its learner's declarations as ``Node.make_core`` does."""
-        return NodeCore(node_id, addr, learner_kind=learner.kind, fingerprint=learner.fingerprint,
-                        wire=learner.wire, shapes=learner.offer_shapes(), http_port=HTTP_PORT,
-                        membership_rng=random.Random(f"{self.seed}:{node_id}:{incarnation}"),
-                        gossip_rng=random.Random(f"{self.seed}:{node_id}:gossip:{incarnation}"),
-                        incarnation=incarnation, membership_config=self.config,
-                        gossip_config=self.gossip_config, classes=learner.classes_digest,
-                        signing_key=self.signing_keys.get(node_id))
+        return NodeCore.for_learner(node_id, addr, learner, http_port=HTTP_PORT,
+                                    membership_rng=random.Random(f"{self.seed}:{node_id}:{incarnation}"),
+                                    gossip_rng=random.Random(f"{self.seed}:{node_id}:gossip:{incarnation}"),
+                                    incarnation=incarnation, membership_config=self.config,
+                                    gossip_config=self.gossip_config, signing_key=self.signing_keys.get(node_id))
 
     def add_node(self, node_id: str) -> SimNode:
         index = len(self.nodes) + 1

@@ -23,7 +23,7 @@ from zeroconf import Error as ZeroconfError, IPVersion, NonUniqueNameException, 
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 from gossipnet.errors import UserError
-from gossipnet.net.advert import SERVICE_TYPE, Advertisement, Peer, RejectReason, peer_from_txt
+from gossipnet.net.advert import SERVICE_TYPE, Advertisement, Peer, RejectReason, on_subnet, peer_from_txt
 from gossipnet.net.browser import Browser, DiscoveryConfig, PeerChange, PeerEvent, browse, read_service
 
 __all__ = ["Discovery", "DiscoveryConfig", "PeerChange", "PeerEvent", "browse"]
@@ -61,6 +61,19 @@ def interface_network(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipad
             pass
         return ipaddress.IPv4Network(f"{ip}/24", strict=False)
     return ipaddress.IPv6Network(f"{ip}/64", strict=False)
+
+
+async def start_discovery(advert: Advertisement, interface: str) -> Discovery | None:
+    """A started ``Discovery`` for a node, or None (logged) when mDNS cannot start there:
+    a node without mDNS still works through --peer seeds and membership gossip. A bad
+    ``interface`` is the operator's error and still raises ``UserError``."""
+    discovery = Discovery(advert, interface)
+    try:
+        await discovery.start()
+    except UserError as exc:
+        log.warning("mDNS discovery is off: %s", exc)
+        return None
+    return discovery
 
 
 class Discovery:
@@ -189,6 +202,13 @@ class Discovery:
             if event is None:
                 return
             yield event
+
+    async def arrivals(self) -> AsyncIterator[tuple[Peer, bool]]:
+        """Peers that appeared or changed, until ``stop()``, each with whether its address is on
+        our interface's subnet (membership prefers those: a routed address may be unreachable)."""
+        async for event in self.events():
+            if event.kind in (PeerChange.ADDED, PeerChange.UPDATED):
+                yield event.peer, on_subnet(event.peer.address, self.network)
 
     # -- internals --
 

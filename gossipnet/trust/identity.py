@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import stat
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from gossipnet.fsutil import DirectoryLock, DirectoryLocked, atomic_write_bytes,
 PUBKEY_LEN = 32
 NODE_KEY_FILE = "node.key"
 INCARNATION_FILE = "incarnation"
+
+log = logging.getLogger(__name__)
 
 # Printable forms: "<prefix>.<base64url(payload + 4-byte checksum)>"; the checksum
 # catches a truncated copy-paste before it becomes a confusing signature failure.
@@ -186,6 +189,28 @@ def claim_state_dir(state_dir: str | os.PathLike) -> DirectoryLock:
 def save_incarnation(state_dir: str | os.PathLike, incarnation: int) -> None:
     """Persist an incarnation raised while running (a refutation), so a restart starts above it."""
     write_private_file(Path(state_dir).expanduser() / INCARNATION_FILE, f"{incarnation}\n".encode())
+
+
+class IncarnationRecord:
+    """The incarnation persisted in a running node's state directory.
+
+    A refutation raises the node's incarnation while it runs: a restart must start above
+    it, so ``raise_to`` persists every rise. A failed write (a full disk) is logged, not
+    fatal, and retried on the next call.
+    """
+
+    def __init__(self, state_dir: str | os.PathLike, saved: int) -> None:
+        self.state_dir = state_dir
+        self.saved = saved
+
+    def raise_to(self, incarnation: int) -> None:
+        if incarnation <= self.saved:
+            return
+        try:
+            save_incarnation(self.state_dir, incarnation)
+            self.saved = incarnation
+        except OSError as exc:  # retried on the next call
+            log.warning("cannot persist incarnation %d: %s", incarnation, exc.strerror or exc)
 
 
 def next_incarnation(state_dir: str | os.PathLike, now_ms: int) -> int:
