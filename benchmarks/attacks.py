@@ -44,7 +44,7 @@ from tests.daemon_box import (FAST_LEARNING, HTTP_PORT, UDP_PORT, new_swarm_toke
                               node_ids, peer_states, start_daemon, statuses, wait_until)
 from tests.lanbox import LanBox, Process, lanbox_available  # noqa: E402
 
-import attacks_members  # noqa: E402  (items 6-8: lying members, in a box of their own)
+from benchmarks import attacks_members  # noqa: E402  (items 6-8: lying members, in a box of their own)
 
 HONEST = [0, 1, 2]
 VICTIM = 0
