@@ -413,8 +413,8 @@ class ConvnetLearner(Learner):
 
     def _score(self, weights: dict[str, np.ndarray]) -> float:
         if self._scratch is None:
-            self._scratch = Net(get_preset(self.config.net).spec, self.net.input_shape,
-                                seed=self.config.init_seed)
+            # our own net's spec: a preset fitted to the data set's classes differs from the preset
+            self._scratch = Net(self.net.spec, self.net.input_shape, seed=self.config.init_seed)
         for name, p in self._scratch.params().items():
             p[...] = weights[name]
         return evaluate(self._scratch, *self._held_out)["loss"]
