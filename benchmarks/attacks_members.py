@@ -58,7 +58,7 @@ from gossipnet.wire.envelope import Sealer
 from gossipnet.wire.types import MsgType
 
 attack, token, me, victims, y_id, y_inc = sys.argv[1:7]
-victims = [(h, int(p)) for h, p in (v.split(":") for v in victims.split(","))]
+victims = [((h, int(p)), nid) for h, p, nid in (v.split(":") for v in victims.split(","))]
 y_inc = int(y_inc)
 ident = Identity.generate()
 now_ms = lambda: int(time.time() * 1000)
@@ -68,7 +68,8 @@ sock.bind((me, 0))
 sent = {"datagrams": 0, "rows": 0}
 
 def send(msg_type, body, to):
-    sock.sendto(sealer.seal(msg_type, body, now_ms()), to)
+    addr, node_id = to  # envelopes name their recipient (wire v2): a lie must reach membership to be tested
+    sock.sendto(sealer.seal(msg_type, body, now_ms(), to=node_id), addr)
     sent["datagrams"] += 1
     time.sleep(0.002)  # paced: what the victim's per-source budget lets through is not the question
 
@@ -109,7 +110,8 @@ def _membership(status: dict[str, Any]) -> dict[str, int]:
 
 
 def _liar(lan: LanBox, attack: str, token: str, victims: list[int], y_id: str, y_inc: int) -> dict[str, Any]:
-    to = ",".join(f"{lan.address(h)}:{UDP_PORT}" for h in victims)
+    ids = statuses(lan, victims[0], victims)
+    to = ",".join(f"{lan.address(h)}:{UDP_PORT}:{ids[h]['node']['id']}" for h in victims)
     code = f"import sys; sys.path.insert(0, {str(REPO)!r})\n" + LIAR  # this checkout's gossipnet
     done = lan.run(2, [sys.executable, "-c", code, attack, token, lan.address(2), to, y_id, str(y_inc)],
                    timeout=120)
