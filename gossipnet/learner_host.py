@@ -163,7 +163,11 @@ class LearnerHost:
         snapshot = gate.open(blob)
         if isinstance(snapshot, Rejection):
             return snapshot
-        result = self.learner.absorb(snapshot, peer)
+        try:
+            result = self.learner.absorb(snapshot, peer)
+        except Exception as exc:  # a peer's snapshot must never end the daemon, whatever it trips
+            log.exception("absorbing %s's snapshot failed; refused and counted", peer)
+            return AbsorbResult(False, "absorb_failed", f"{type(exc).__name__}: {exc}")
         if result.accepted:
             self.metrics = {**self.learner.metrics(), **self._last_eval}
             self._next_publish = 0.0  # offer the merged model soon
