@@ -60,7 +60,9 @@ def run_k(data, k: int, args, log, progress=lambda partial: None) -> dict:
     learners = []
     for i, part in enumerate(parts):
         cfg = ConvnetConfig(net=args.net, seed=args.seed * 1000 + i, init_seed=args.seed, lr=lr,
-                            eval_images=1)
+                            eval_images=1, lr_schedule=args.lr_schedule,
+                            lr_half_life_images=args.lr_half_life, lr_decay_power=args.lr_decay_power,
+                            shared_moments=tuple(args.shared_moments.split(",")) if args.shared_moments else None)
         learners.append(ConvnetLearner(data, part, cfg))
     links = [WireLink(learner) for learner in learners]
     rng = np.random.default_rng((args.seed, k, 7))
@@ -82,6 +84,8 @@ def run_k(data, k: int, args, log, progress=lambda partial: None) -> dict:
         node_s = node_images / args.node_images_per_s  # wall time of a node at the nominal speed
         return {
             "k": k, "split": args.split, "lr": lr, "chunk": args.chunk, "fanout": fanout,
+            "lr_schedule": args.lr_schedule, "lr_half_life": args.lr_half_life,
+            "lr_decay_power": args.lr_decay_power, "shared_moments": args.shared_moments,
             "shard_sizes": [len(p) for p in parts], "node_images_to": dict(reached), "finished": finished,
             "node_images": node_images, "capped": node_images >= node_cap and None in reached.values(),
             "curve": list(curve), "merges": merges, "rejected": sum(l.rejected for l in links),
@@ -229,6 +233,14 @@ def main(argv=None) -> int:
     p.add_argument("--fanout", type=int, default=2, help="peers that pull each node's model per round")
     p.add_argument("--lr-scale", choices=("none", "sqrt", "linear"), default="none",
                    help="scale the nodes' learning rate with K (the swarm's effective batch)")
+    p.add_argument("--lr-schedule", choices=("constant", "age"), default=ConvnetConfig.lr_schedule,
+                   help="the learner's rate: constant, or decaying with the model's age (ConvnetConfig)")
+    p.add_argument("--lr-half-life", type=float, default=ConvnetConfig.lr_half_life_images,
+                   help="age schedule: images at which the rate is half the base")
+    p.add_argument("--lr-decay-power", type=float, default=ConvnetConfig.lr_decay_power,
+                   help="age schedule: 0.5 is 1/sqrt(age), 1 inverse-time")
+    p.add_argument("--shared-moments", default=None,
+                   help="optimiser moments that travel with the weights, e.g. 'v' or 'm,v' (default: the learner's)")
     p.add_argument("--targets", type=float, nargs="+", default=[0.90, 0.91])
     p.add_argument("--eval-images", type=int, default=5000, help="fixed test subset per checkpoint")
     p.add_argument("--eval-every-total", type=int, default=15000,
@@ -260,7 +272,9 @@ def main(argv=None) -> int:
     data = load_dataset("fashion-mnist", args.data)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     log(f"{data.name}: {len(data.y_train)} train; split {args.split}; K {args.ks}; chunk {args.chunk}, "
-        f"fanout {args.fanout}, lr scale {args.lr_scale}; load average {os.getloadavg()[0]:.1f}")
+        f"fanout {args.fanout}, lr scale {args.lr_scale}, "
+        f"schedule {args.lr_schedule} (half-life {args.lr_half_life:g}, power {args.lr_decay_power:g}), "
+        f"shared moments {args.shared_moments or 'default'}; load average {os.getloadavg()[0]:.1f}")
     runs: list[dict] = []
 
     def save(extra: list[dict]) -> None:
