@@ -155,14 +155,15 @@ def speedups(runs: list[dict], base: dict | None = None) -> None:
 
 def table(runs: list[dict]) -> str:
     keys = sorted({k for r in runs for k in r["node_images_to"]})
-    head = ["split", "K"] + [f"images/node to {float(k):.0%}" for k in keys] + \
+    head = ["split", "K", "lr"] + [f"images/node to {float(k):.0%}" for k in keys] + \
         [f"speed-up to {float(k):.0%}" for k in keys] + ["KB sent/node/s", "merges"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in sorted(runs, key=lambda r: (r["split"], r["k"])):
-        cap = f"> {r['node_images']:,}" + (" (cap)" if r.get("finished", True) else " (running)")
+        cap = f"not reached by {r['node_images']:,}" + ("" if r.get("finished", True) else " (running)")
         imgs = [f"{r['node_images_to'][k]:,}" if r["node_images_to"][k] else cap for k in keys]
         sp = [f"{r['speedup_to'][k]:.2f}" if r["speedup_to"].get(k) else "-" for k in keys]
-        lines.append("| " + " | ".join([r["split"], str(r["k"])] + imgs + sp +
+        rate = f"{r['lr']:.2g}" + (f" {r['lr_schedule']}" if r.get("lr_schedule", "constant") != "constant" else "")
+        lines.append("| " + " | ".join([r["split"], str(r["k"]), rate] + imgs + sp +
                                        [f"{r['bytes_sent_per_node_per_s'] / 1e3:,.0f}", str(r["merges"])]) + " |")
     return "\n".join(lines)
 

@@ -44,7 +44,7 @@ def build_learner(cfg: NodeConfig, node_id: str, data=None) -> Learner:
 
     conv = ConvnetConfig(net=cfg.net or default_net_for(data), seed=seed, merge=cfg.merge_rule,
                          clip_radius=cfg.clip_radius, cores=cfg.cores or available_cores(),
-                         lr_schedule=cfg.lr_schedule, lr_half_life_images=cfg.lr_half_life)
+                         lr_schedule=cfg.lr_schedule, lr_half_life_images=cfg.lr_half_life, lr=cfg.lr)
     return ConvnetLearner(data, indices, conv)
 
 

@@ -34,7 +34,7 @@ _FLAG_FIELDS = (
     "data_dir", "net", "shards", "shard", "alpha", "task", "algo", "seed", "trust", "merge", "clip_radius",
     "train_chunk", "announce_interval", "checkpoint_interval", "eval_interval", "max_steps",
     "volunteer_steps", "volunteer_spot_check_rate", "volunteer_max_share", "volunteer_leases_per_minute",
-    "population", "cores", "lr_schedule", "lr_half_life",
+    "population", "cores", "lr_schedule", "lr_half_life", "lr",
     "image_size", "color_mode",
 )
 
@@ -216,6 +216,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     learn.add_argument("--max-steps", type=int, default=None, help="stop training after N steps (keep serving)")
     learn.add_argument("--cores", type=int, default=None, metavar="N",
                        help="train on N cores, one worker process each (default: every core available)")
+    learn.add_argument("--lr", type=float, default=None,
+                       help="convnet base learning rate (default: the net preset's; a swarm of K nodes: "
+                            "about sqrt(K) x that, docs/RESULTS.md)")
     learn.add_argument("--lr-schedule", choices=["constant", "age"], default=None,
                        help="convnet learning rate: constant (default) or decaying with the model's age")
     learn.add_argument("--lr-half-life", type=float, default=None, metavar="IMAGES",
