@@ -159,7 +159,7 @@ def table(runs: list[dict]) -> str:
         [f"speed-up to {float(k):.0%}" for k in keys] + ["KB sent/node/s", "merges"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in sorted(runs, key=lambda r: (r["split"], r["k"])):
-        cap = f"not reached by {r['node_images']:,}" + ("" if r.get("finished", True) else " (running)")
+        cap = f"not reached by {r['node_images']:,}" + ("" if r.get("finished", True) else " (unfinished)")
         imgs = [f"{r['node_images_to'][k]:,}" if r["node_images_to"][k] else cap for k in keys]
         sp = [f"{r['speedup_to'][k]:.2f}" if r["speedup_to"].get(k) else "-" for k in keys]
         rate = f"{r['lr']:.2g}" + (f" {r['lr_schedule']}" if r.get("lr_schedule", "constant") != "constant" else "")
