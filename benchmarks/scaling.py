@@ -14,10 +14,14 @@ scores images i, i+K, ...: every image is scored once, the mean over nodes is as
 one node on the whole subset), and a run stops at the last target or at
 ``--max-total-images`` (swarm total) / ``--max-node-images`` (per node).
 
-    nice -n 10 python benchmarks/scaling.py --split iid --out results/scaling-iid.json
-    nice -n 10 python benchmarks/scaling.py --split dirichlet --out results/scaling-dir.json
-    python benchmarks/scaling.py --report results/scaling-iid.json results/scaling-dir.json \
-        --plot docs/scaling.png        # table + plot from saved runs
+    nice -n 15 python benchmarks/scaling.py --split iid --ks 1 --out docs/results/scaling-iid.json
+    nice -n 15 python benchmarks/scaling.py --split iid --ks 16,4,2 --lr-scale sqrt \
+        --max-total-images 48000 --base docs/results/scaling-iid.json --out docs/results/scaling-sqrt-iid.json
+    python benchmarks/scaling.py --report docs/results/scaling-iid.json docs/results/scaling-sqrt-*.json \
+        --report-targets 0.85 0.88 0.90 0.91 --plot docs/scaling.png --json   # table + plot from saved runs
+
+``--lr-scale sqrt`` gives a K-node swarm sqrt(K) x the preset's rate (the daemon's ``--lr``),
+``--lr-schedule age`` the learner's age-decayed rate (the daemon's ``--lr-schedule``).
 
 Results are written at every checkpoint (a run still going is marked "finished": false), so
 an interrupted run keeps what it measured; ``--report-targets 0.85 0.90`` reads the images to
