@@ -151,24 +151,29 @@ def speedups(runs: list[dict], base: dict | None = None) -> None:
     """
     base = base or next((r for r in runs if r["k"] == 1), None)
     for r in runs:
-        r["speedup_to"] = {}
+        r["speedup_to"], r["speedup_below"] = {}, {}
         for key, n in r["node_images_to"].items():
             b = base["node_images_to"].get(key) if base else None
             r["speedup_to"][key] = round(b / n, 2) if b and n else None
+            if b and not n and r["node_images"]:  # not reached yet: it can only be later
+                r["speedup_below"][key] = round(b / r["node_images"], 2)
 
 
 def table(runs: list[dict]) -> str:
     keys = sorted({k for r in runs for k in r["node_images_to"]})
     head = ["split", "K", "lr"] + [f"images/node to {float(k):.0%}" for k in keys] + \
-        [f"speed-up to {float(k):.0%}" for k in keys] + ["KB sent/node/s", "merges"]
+        [f"speed-up to {float(k):.0%}" for k in keys] + ["accuracy at the end", "KB sent/node/s", "merges"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in sorted(runs, key=lambda r: (r["split"], r["k"])):
+    for r in sorted(runs, key=lambda r: (r["k"] > 1, r["split"], r["k"])):
         cap = f"not reached by {r['node_images']:,}" + ("" if r.get("finished", True) else " (unfinished)")
         imgs = [f"{r['node_images_to'][k]:,}" if r["node_images_to"][k] else cap for k in keys]
-        sp = [f"{r['speedup_to'][k]:.2f}" if r["speedup_to"].get(k) else "-" for k in keys]
+        sp = [f"{r['speedup_to'][k]:.2f}" if r["speedup_to"].get(k) else
+              f"< {r['speedup_below'][k]:.2f}" if r.get("speedup_below", {}).get(k) else "-" for k in keys]
         rate = f"{r['lr']:.2g}" + (f" {r['lr_schedule']}" if r.get("lr_schedule", "constant") != "constant" else "")
-        lines.append("| " + " | ".join([r["split"], str(r["k"]), rate] + imgs + sp +
-                                       [f"{r['bytes_sent_per_node_per_s'] / 1e3:,.0f}", str(r["merges"])]) + " |")
+        split = "either (one node)" if r["k"] == 1 else r["split"]
+        end = f"{100 * r['curve'][-1][1]:.2f}% at {r['curve'][-1][0]:,}" if r.get("curve") else "-"
+        lines.append("| " + " | ".join([split, str(r["k"]), rate] + imgs + sp +
+                                       [end, f"{r['bytes_sent_per_node_per_s'] / 1e3:,.0f}", str(r["merges"])]) + " |")
     return "\n".join(lines)
 
 
@@ -209,6 +214,21 @@ def first_reached(curve, target: float) -> int | None:
     return None
 
 
+def same_setting(a: dict, b: dict) -> bool:
+    """Two runs of one swarm: same split, K, rate, schedule and cadence (seeds are fixed)."""
+    keys = ("split", "k", "lr", "chunk", "fanout", "shared_moments")
+    return all(a.get(k) == b.get(k) for k in keys) and \
+        a.get("lr_schedule", "constant") == b.get("lr_schedule", "constant")
+
+
+def merge_curves(a: dict, b: dict) -> dict:
+    """The further of two runs of one setting, with the other's checkpoints added to its curve
+    (a short run with dense checkpoints refines a long one's early crossings)."""
+    long, short = (a, b) if a["node_images"] >= b["node_images"] else (b, a)
+    points = dict(map(tuple, short["curve"])) | dict(map(tuple, long["curve"]))
+    return {**long, "curve": sorted(points.items()), "runs_merged": long.get("runs_merged", 1) + 1}
+
+
 def load_runs(paths: list[str], targets: list[float] | None = None) -> list[dict]:
     """Runs from result files (the furthest run of each split and K); with ``targets``,
     images to each target re-read from the curves (so unfinished runs count what they reached)."""
@@ -216,8 +236,11 @@ def load_runs(paths: list[str], targets: list[float] | None = None) -> list[dict
     for p in paths:
         for r in json.loads(Path(p).read_text())["runs"]:
             key = (r["split"], r["k"])
-            if key not in best or r["node_images"] > best[key]["node_images"]:
-                best[key] = r
+            if key in best and same_setting(best[key], r):
+                r = merge_curves(best[key], r)
+            elif key in best and r["node_images"] <= best[key]["node_images"]:
+                continue
+            best[key] = r
     runs = list(best.values())
     if targets:
         for r in runs:
