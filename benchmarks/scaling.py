@@ -191,11 +191,11 @@ def plot(runs: list[dict], path: str) -> None:
             mine.append(one)
         for r in sorted(mine, key=lambda r: r["k"]):
             xs, ys = zip(*r["curve"])
-            ax.plot(np.array(xs) / 1e3, 100 * np.array(ys), label=f"K = {r['k']}")
-        for t in (90, 91):
+            ax.plot(np.array(xs) / 1e3, 100 * np.array(ys), marker=".", ms=4, label=f"K = {r['k']}")
+        for t in (85, 88, 90, 91):
             ax.axhline(t, color="grey", lw=0.6, ls="--")
         ax.set(title=f"{split}: swarm mean test accuracy", xlabel="images per node (thousands)",
-               ylabel="accuracy %", ylim=(70, 93), xscale="log")
+               ylabel="accuracy % (dots: checkpoints)", ylim=(60, 93), xlim=(0.8, 300), xscale="log")
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
