@@ -40,11 +40,12 @@ from pathlib import Path
 
 import numpy as np
 
-from gossip_learning import FASHION_DIR, WireLink  # the daemon's exchange path, one copy
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's gossipnet and benchmarks
 
-from gossipnet.data import load_dataset, partition
-from gossipnet.learners.convnet import ConvnetConfig, ConvnetLearner
-from gossipnet.nn import blas, evaluate, get_preset
+from benchmarks.gossip_learning import FASHION_DIR, WireLink  # noqa: E402  the daemon's exchange path, one copy
+from gossipnet.data import load_dataset, partition  # noqa: E402
+from gossipnet.learners.convnet import ConvnetConfig, ConvnetLearner  # noqa: E402
+from gossipnet.nn import blas, evaluate, get_preset  # noqa: E402
 
 SPLITS = {"iid": None, "dirichlet": 0.5}
 
