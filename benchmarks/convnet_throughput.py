@@ -166,8 +166,7 @@ def machine(preset, batch: int = 32) -> dict:
     dp = DataParallel(net, cores, batch)
 
     def all_step(x, y, _state={"step": 0}):
-        dp.loss_and_grads(x, y, 0, _state["step"])
-        opt.step(net.grads())
+        dp.step(x, y, 0, _state["step"], opt)  # forward, backward and update, all in the workers
         _state["step"] += 1
 
     rng = np.random.default_rng(3)
@@ -186,18 +185,19 @@ def machine(preset, batch: int = 32) -> dict:
     per_cpu = {name: [] for name in impls}  # images per CPU-second: what a loaded machine can't hide
     print(f"\nbatch {batch}, the whole machine ({cores} cores), load average {os.getloadavg()[0]:.1f}", flush=True)
     try:
-        for r in range(ARGS.repeats):
-            order = list(impls) if r % 2 == 0 else list(reversed(impls))
-            for name in order:
-                step, a, b = impls[name]
-                if name.startswith("torch"):
-                    torch.set_num_threads(int(name.split()[1]))
-                runs[name].append(rate(step, a, b, ARGS.seconds))
-                c0 = time.process_time() + dp.cpu_seconds()
-                n = max(2, int(runs[name][-1] * ARGS.seconds / batch / 2))
-                for _ in range(n):
-                    step(a, b)
-                per_cpu[name].append(n * batch / max(time.process_time() + dp.cpu_seconds() - c0, 1e-9))
+        with dp.session(opt):  # the weights live in the workers' shared memory meanwhile
+            for r in range(ARGS.repeats):
+                order = list(impls) if r % 2 == 0 else list(reversed(impls))
+                for name in order:
+                    step, a, b = impls[name]
+                    if name.startswith("torch"):
+                        torch.set_num_threads(int(name.split()[1]))
+                    runs[name].append(rate(step, a, b, ARGS.seconds))
+                    c0 = time.process_time() + dp.cpu_seconds()
+                    n = max(2, int(runs[name][-1] * ARGS.seconds / batch / 2))
+                    for _ in range(n):
+                        step(a, b)
+                    per_cpu[name].append(n * batch / max(time.process_time() + dp.cpu_seconds() - c0, 1e-9))
     finally:
         dp.close()
     med = {name: float(np.median(v)) for name, v in runs.items()}

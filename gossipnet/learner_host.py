@@ -59,12 +59,27 @@ class LearnerHost:
         self.shelf = exchange.Shelf()  # the snapshots our HTTP server hands out
         self.step = 0
         self.metrics: dict[str, Any] = {}
-        self.visuals: Mapping[str, Any] = {}
+        self._visuals: Mapping[str, Any] = {}
+        self._visuals_seen = False  # read since they were drawn: someone watches the status page
         self.model = None  # a copy of the current model for the status page's downloads (or None)
+        # Alive peers as of the last chunk (``record``); None until the node says: publish.
+        # Encoding and hashing a snapshot costs ~15 ms (fashion net), half of a lone node's
+        # CPU besides training when it was done every few seconds for nobody (issue 17).
+        self.audience: int | None = None
+        self._changes = 0  # model changes besides training: merges, rollbacks
+        self._offered: tuple[int, int] | None = None  # (step, changes) of the newest offer
+        self._offer_owed = False  # the model moved while nobody could pull: offer when a peer comes
         self.restored_from: str | None = None
         self.resumed_exchange: dict[str, int] = {}  # the node's exchange counters at the checkpoint
         self._last_eval: dict[str, Any] = {}  # the newest evaluate(), shown until the next one
         self._next_eval = self._next_publish = self._next_checkpoint = 0.0
+
+    @property
+    def visuals(self) -> Mapping[str, Any]:
+        """The learner's pictures for the status page, as of the last evaluation, or of the
+        last publish once someone reads them (drawing them costs a forward pass)."""
+        self._visuals_seen = True
+        return self._visuals
 
     def restore(self) -> None:
         """Resume from the newest checkpoint, if any, and publish a first snapshot."""
@@ -83,6 +98,7 @@ class LearnerHost:
             log.info("resumed from %s at step %d", self.restored_from, self.learner.step)
         self.step = self.learner.step
         self.metrics = dict(self.learner.metrics())
+        self._visuals, self.model = self.learner.visuals(), self.learner.model()
         self.publish()
         # The first evaluation waits one interval: at step 0 it would only measure chance.
         self._next_eval = self.clock() + self.eval_interval
@@ -97,11 +113,25 @@ class LearnerHost:
 
     def publish(self) -> None:
         """Encode the learner's current snapshot as the newest blob on the shelf."""
-        self.visuals = self.learner.visuals()
-        self.model = self.learner.model()
         offer = exchange.publish(self.learner.snapshot(), self.learner.wire, self.learner.step)
         if offer is not None:
             self.shelf.put(offer)
+        self._offered = self._version()
+
+    def _version(self) -> tuple[int, int]:
+        return (self.learner.step, self._changes)
+
+    def _refresh(self, now: float) -> None:
+        """On the publish cadence: the model for downloads, the pictures if someone looks,
+        and a new offer only if someone could pull it and the model moved since the last."""
+        self.model = self.learner.model()
+        if self._visuals_seen:
+            self._visuals, self._visuals_seen = self.learner.visuals(), False
+        self._offer_owed = self._offered != self._version()
+        if self._offer_owed and self.audience != 0:
+            self.publish()
+            self._offer_owed = False
+        self._next_publish = now + self.publish_interval
 
     def work(self, train: bool, checkpoint_meta: Callable[[], Mapping[str, Any]]) -> dict[str, float]:
         """One unit of worker time: train a chunk, evaluate, publish and checkpoint when due;
@@ -115,11 +145,11 @@ class LearnerHost:
         now = self.clock()
         if now >= self._next_eval:
             self._last_eval = dict(self.learner.evaluate())
+            self._visuals = self.learner.visuals()
             out.update(self._last_eval)
             self._next_eval = now + self.eval_interval
-        if now >= self._next_publish:
-            self.publish()
-            self._next_publish = now + self.publish_interval
+        if now >= self._next_publish or (self._offer_owed and self.audience):
+            self._refresh(now)
         if now >= self._next_checkpoint:
             if self._next_checkpoint:
                 self.checkpoint(checkpoint_meta())  # sets the next due time (sooner after a failure)
@@ -129,6 +159,7 @@ class LearnerHost:
         self.metrics = {**self.learner.metrics(), **self._last_eval}
         if self.volunteers is not None:
             trade(self.volunteers, self.learner, self.clock())
+            self._changes += 1  # volunteers' updates may have changed the model between steps
         return out
 
     def note(self, events: Iterable[Event]) -> None:
@@ -143,7 +174,9 @@ class LearnerHost:
                     "%s: %s", ev.kind, ev.detail)
 
     def record(self, peers: int) -> None:
-        """Add the numeric metrics of the last chunk (and the peer count) to the history."""
+        """Add the numeric metrics of the last chunk (and the peer count) to the history;
+        the peer count is also who could pull our next offer (``audience``)."""
+        self.audience = peers
         values = {k: float(v) for k, v in self.metrics.items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
         self.history.record(self.wall(), self.step, values, peers)
@@ -151,6 +184,7 @@ class LearnerHost:
     def _roll_back(self, exc: Diverged) -> None:
         """NaN weights must neither end the daemon nor be saved or offered to peers."""
         rolled = self.keeper.rollback(self.learner)
+        self._changes += 1
         if rolled:
             self.learner.after_rollback()
         self.keeper.counters["diverged"] += 1
@@ -170,5 +204,6 @@ class LearnerHost:
             return AbsorbResult(False, "absorb_failed", f"{type(exc).__name__}: {exc}")
         if result.accepted:
             self.metrics = {**self.learner.metrics(), **self._last_eval}
+            self._changes += 1
             self._next_publish = 0.0  # offer the merged model soon
         return result
