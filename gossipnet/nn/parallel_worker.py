@@ -155,10 +155,12 @@ def _worker(index: int, fd: int, barrier_fds: list[int], shm_name: str, spec, in
     gsum, t1, t2 = (np.empty(hi - lo, np.float32) for _ in range(3))
     opt: Optimizer | None = None
     rows = None
+    ready = select.poll()  # made once: Connection.poll builds a selector per call
+    ready.register(conn.fileno(), select.POLLIN)
     conn.send("ready")
     try:
         while True:
-            while not conn.poll(POLL_SECONDS):
+            while not ready.poll(POLL_SECONDS * 1000):
                 if os.getppid() != parent_pid:
                     return  # the parent is gone (its socket end may live on in a grandchild)
             msg = conn.recv()
