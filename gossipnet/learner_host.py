@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from gossipnet.core import Event
 
 log = logging.getLogger(__name__)
+OFFER_LEAD_S = 0.25  # publish this much (plus two chunks) before the core's next announcement
 
 
 class LearnerHost:
@@ -62,13 +63,17 @@ class LearnerHost:
         self._visuals: Mapping[str, Any] = {}
         self._visuals_seen = False  # read since they were drawn: someone watches the status page
         self.model = None  # a copy of the current model for the status page's downloads (or None)
-        # Alive peers as of the last chunk (``record``); None until the node says: publish.
-        # Encoding and hashing a snapshot costs ~15 ms (fashion net), half of a lone node's
-        # CPU besides training when it was done every few seconds for nobody (issue 17).
+        # Who could pull our next offer, and when the core announces it next, as of the last
+        # chunk (``record``; None until the node says). Encoding and hashing a snapshot costs
+        # ~15 ms (fashion net): done every publish interval and after every merge, it was for
+        # nobody on a lone node and twice per announcement in a swarm (issue 17).
         self.audience: int | None = None
-        self._changes = 0  # model changes besides training: merges, rollbacks
+        self.announce_at: float | None = None
+        self._changes = 0  # model changes besides training: merges, rollbacks, volunteers
         self._offered: tuple[int, int] | None = None  # (step, changes) of the newest offer
-        self._offer_owed = False  # the model moved while nobody could pull: offer when a peer comes
+        self._offered_for: float | None = None  # the announcement it was made for
+        self._chunk_s = 0.0  # how long the last work() took: how early to publish for an announcement
+        self._next_offer = 0.0  # not knowing when announcements go out: the publish cadence
         self.restored_from: str | None = None
         self.resumed_exchange: dict[str, int] = {}  # the node's exchange counters at the checkpoint
         self._last_eval: dict[str, Any] = {}  # the newest evaluate(), shown until the next one
@@ -121,22 +126,23 @@ class LearnerHost:
     def _version(self) -> tuple[int, int]:
         return (self.learner.step, self._changes)
 
-    def _refresh(self, now: float) -> None:
-        """On the publish cadence: the model for downloads, the pictures if someone looks,
-        and a new offer only if someone could pull it and the model moved since the last."""
-        self.model = self.learner.model()
-        if self._visuals_seen:
-            self._visuals, self._visuals_seen = self.learner.visuals(), False
-        self._offer_owed = self._offered != self._version()
-        if self._offer_owed and self.audience != 0:
-            self.publish()
-            self._offer_owed = False
-        self._next_publish = now + self.publish_interval
+    def _offer_due(self, now: float) -> bool:
+        """Encode a new offer now? Only if someone could pull it, the model moved since the
+        last one, and the core's next announcement is at most two chunks away (one offer per
+        announcement, as fresh as it gets); if the node has not said when that is, on the
+        publish cadence."""
+        if self.audience == 0 or self._offered == self._version():
+            return False
+        if self.announce_at is None:
+            return now >= self._next_offer
+        return (self._offered_for != self.announce_at
+                and self.announce_at - now <= 2 * self._chunk_s + OFFER_LEAD_S)
 
     def work(self, train: bool, checkpoint_meta: Callable[[], Mapping[str, Any]]) -> dict[str, float]:
         """One unit of worker time: train a chunk, evaluate, publish and checkpoint when due;
         then trade with the volunteers' desk (between chunks, never while the learner trains)."""
         out: dict[str, float] = {}
+        start = self.clock()
         if train:
             try:
                 out = self.learner.train(self.chunk)
@@ -148,8 +154,14 @@ class LearnerHost:
             self._visuals = self.learner.visuals()
             out.update(self._last_eval)
             self._next_eval = now + self.eval_interval
-        if now >= self._next_publish or (self._offer_owed and self.audience):
-            self._refresh(now)
+        if self._offer_due(now):
+            self.publish()
+            self._offered_for, self._next_offer = self.announce_at, now + self.publish_interval
+        if now >= self._next_publish:  # the status page's model download and pictures
+            self.model = self.learner.model()
+            if self._visuals_seen:  # drawing them is a forward pass: only while someone looks
+                self._visuals, self._visuals_seen = self.learner.visuals(), False
+            self._next_publish = now + self.publish_interval
         if now >= self._next_checkpoint:
             if self._next_checkpoint:
                 self.checkpoint(checkpoint_meta())  # sets the next due time (sooner after a failure)
@@ -160,6 +172,7 @@ class LearnerHost:
         if self.volunteers is not None:
             trade(self.volunteers, self.learner, self.clock())
             self._changes += 1  # volunteers' updates may have changed the model between steps
+        self._chunk_s = self.clock() - start
         return out
 
     def note(self, events: Iterable[Event]) -> None:
@@ -173,10 +186,11 @@ class LearnerHost:
             log.log(logging.DEBUG if ev.kind == self.learner.wire.merge_event else logging.INFO,
                     "%s: %s", ev.kind, ev.detail)
 
-    def record(self, peers: int) -> None:
-        """Add the numeric metrics of the last chunk (and the peer count) to the history;
-        the peer count is also who could pull our next offer (``audience``)."""
-        self.audience = peers
+    def record(self, peers: int, announce_at: float | None = None) -> None:
+        """Add the numeric metrics of the last chunk (and the peer count) to the history.
+        ``peers`` could pull our next offer, which the core announces at ``announce_at``
+        (``clock`` time): offers are encoded for them, just before (``_offer_due``)."""
+        self.audience, self.announce_at = peers, announce_at
         values = {k: float(v) for k, v in self.metrics.items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
         self.history.record(self.wall(), self.step, values, peers)
@@ -205,5 +219,5 @@ class LearnerHost:
         if result.accepted:
             self.metrics = {**self.learner.metrics(), **self._last_eval}
             self._changes += 1
-            self._next_publish = 0.0  # offer the merged model soon
+            self._next_publish = self._next_offer = 0.0  # show and offer the merged model soon
         return result

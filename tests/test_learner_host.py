@@ -84,3 +84,41 @@ def test_offers_are_encoded_only_when_someone_could_pull_them_and_the_model_move
     assert host.visuals == {"step": 0}  # the status page reads them (as of restore) ...
     chunk(peers=1)
     assert learner.drawn == drawn + 1 and host.visuals == {"step": learner.step}  # ... so redrawn
+
+
+def test_with_the_announcement_time_known_one_offer_is_encoded_just_before_each(tmp_path):
+    clock = [0.0]
+    learner = Counting()
+    host = LearnerHost(learner, MetricsHistory(), CheckpointStore(tmp_path), train_chunk=1,
+                       eval_interval=1e9, publish_interval=1.0, checkpoint_interval=1e9,
+                       clock=lambda: clock[0])
+    host.restore()
+    published = learner.snapshots
+    trained = learner.train
+
+    def half_a_second(budget):  # each chunk takes 0.5 s (the host times it itself)
+        clock[0] += 0.5
+        return trained(budget)
+
+    learner.train = half_a_second
+
+    def chunk(announce_at):
+        host.work(True, lambda: {})
+        host.record(peers=2, announce_at=announce_at)
+
+    host.record(peers=2, announce_at=10.0)
+    for _ in range(16):  # up to t = 8.0: the announcement is further than two chunks away
+        chunk(10.0)
+    assert learner.snapshots == published  # the publish interval (1 s) passed 8 times: no offer
+    chunk(10.0)  # t = 8.5, within two chunks of 10.0 ...
+    chunk(10.0)  # t = 9.0: this chunk ends within two chunks of 10.0: offered
+    assert learner.snapshots == published + 1
+    step = host.shelf.newest().manifest.step
+    for _ in range(2):
+        chunk(10.0)  # the same announcement: no second offer
+    assert learner.snapshots == published + 1
+    for _ in range(7):
+        chunk(15.0)  # the core announced and set its next time; t = 13.5: not yet
+    assert learner.snapshots == published + 1
+    chunk(15.0)
+    assert learner.snapshots == published + 2 and host.shelf.newest().manifest.step > step
