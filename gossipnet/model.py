@@ -21,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from gossipnet.checkpoint import Checkpoint, CheckpointStore, CorruptCheckpoint, decode, encode
+from gossipnet.checkpoint import Checkpoint, CheckpointStore, encode
 from gossipnet.data.images import decode_image
 from gossipnet.data.normalize import normalise
 from gossipnet.errors import UserError
 from gossipnet.nn import Net
+from gossipnet.nn.state import read_checkpoint
 
 CARD_FORMAT = "gossipnet-model/1"
 CARD_TENSOR = "learner.model_card"  # in a convnet learner's state dict, as uint8 JSON
@@ -131,16 +132,7 @@ def load_model(path: str | os.PathLike) -> TrainedModel:
         assert ckpt is not None  # a file exists, so load() returns one or raises
         where = str(p / "checkpoint.safetensors")
     else:
-        try:
-            data = p.read_bytes()
-        except FileNotFoundError:
-            raise UserError(f"model file {p} does not exist") from None
-        except OSError as exc:
-            raise UserError(f"cannot read {p}: {exc.strerror or exc}") from None
-        try:
-            ckpt = decode(data)
-        except CorruptCheckpoint as exc:
-            raise UserError(f"{p} is not a readable gossipnet checkpoint or model: {exc}") from None
+        ckpt = read_checkpoint(p, "model file")
         where = str(p)
     return model_from_checkpoint(ckpt, where)
 
