@@ -76,10 +76,17 @@ class ModelCard:
 
 
 class TrainedModel:
-    """A net ready to classify pictures, with its card."""
+    """A net ready to classify pictures, with its card.
 
-    def __init__(self, card: ModelCard, weights: dict[str, np.ndarray], source: str = ""):
+    ``images``: how many images the weights learned from (a node's age), when the file says;
+    ``lineage``: the init its unit order descends from (``rebasin.lineage``), when it says.
+    Both let ``gossipnet run --start-from`` carry a model into a swarm at its true weight.
+    """
+
+    def __init__(self, card: ModelCard, weights: dict[str, np.ndarray], source: str = "",
+                 images: float = 0.0, lineage: str | None = None):
         self.card, self.source = card, source
+        self.images, self.lineage = images, lineage
         self.weights = {k: np.asarray(v, np.float32) for k, v in weights.items()}
         self._net: Net | None = None
 
@@ -157,4 +164,20 @@ def model_from_checkpoint(ckpt: Checkpoint, where: str) -> TrainedModel:
                         "preprocessing): only convnet checkpoints written by this version of gossipnet "
                         "can be used for prediction; train again or let the node write a new checkpoint")
     weights = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-    return TrainedModel(card, weights, where)
+    own = prefix[: -len("net.")]  # where this layout keeps the learner's or trainer's counters
+    images = _scalar(tensors, own + "learner.age", own + "trainer.images")
+    raw = tensors.get(own + "learner.lineage")
+    lineage = bytes(np.asarray(raw, np.uint8)).decode("ascii", "replace") if raw is not None else None
+    return TrainedModel(card, weights, where, images=images, lineage=lineage)
+
+
+def _scalar(tensors: dict[str, np.ndarray], *names: str) -> float:
+    """The first of ``names`` that holds a finite non-negative scalar, else 0."""
+    for name in names:
+        try:
+            v = float(np.asarray(tensors[name]).reshape(()))
+        except (KeyError, TypeError, ValueError):
+            continue
+        if math.isfinite(v) and v >= 0:
+            return v
+    return 0.0
