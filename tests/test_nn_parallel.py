@@ -38,8 +38,10 @@ def _data(n=40, seed=0):
 def _trainer(kind: str, workers: int, batch: int = 13):
     net = Net(SPEC, SHAPE, seed=3)
     # weight decay on: the workers' slices of the update must decay weights, not biases
-    opt = make_optimizer(kind, net.params(), lr=0.05 if kind == "sgd" else 0.01, weight_decay=0.01)
-    tr = Trainer(net, opt, batch_size=batch, seed=7)
+    lr = 0.05 if kind == "sgd" else 0.01
+    opt = make_optimizer(kind, net.params(), lr=lr, weight_decay=0.01)
+    # a rate that changes every step: the workers must see each step's
+    tr = Trainer(net, opt, batch_size=batch, seed=7, lr_schedule=lambda step: lr * (6 - step) / 6)
     if workers > 1:
         tr.parallel = DataParallel(net, workers, batch)
     return tr

@@ -64,6 +64,13 @@ class Optimizer:
             return g + self.weight_decay * p
         return g
 
+    def add_decay(self, p: np.ndarray, g: np.ndarray, tmp: np.ndarray) -> None:
+        """``g += weight_decay * p`` in place, the values of ``_decayed``: for a caller that
+        decays parts of a flat slice, then updates it whole with ``decay=False``."""
+        if self.weight_decay:
+            np.multiply(p, self.weight_decay, out=tmp)
+            g += tmp
+
     def state_dict(self) -> dict[str, np.ndarray]:
         out = {f"{self.kind}.{m}.{k}": v.copy() for m, d in self.state.items() for k, v in d.items()}
         out[f"{self.kind}.t"] = np.array(self.t, np.int64)

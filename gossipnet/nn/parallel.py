@@ -99,6 +99,7 @@ class DataParallel:
         self._rows: dict[int, list[tuple[int, int]]] = {}  # split_rows(n, workers) by n
         self._finalizer = None
         self._session: Optimizer | None = None
+        self._hyper: dict | None = None  # the optimizer's hyperparameters the workers hold
         if self.workers == 1:
             return
         self.layout = Layout(net, self.workers, max_batch)
@@ -238,9 +239,11 @@ class DataParallel:
         v["y"][:n] = y
         rows = self._rows.get(n) or self._rows.setdefault(n, split_rows(n, self.workers))
         hyper, moments = optimizer.hyperparams(), list(optimizer.state)
+        changed = hyper if hyper != self._hyper else None  # the workers keep the last ones
         for i in range(self.workers):
             a, b = rows[i] if i < len(rows) else (0, 0)
-            self._send(i, (n, len(rows), a, b, seed, step, optimizer.t + 1, hyper, moments))
+            self._send(i, (n, len(rows), a, b, seed, step, optimizer.t + 1, changed, moments))
+        self._hyper = hyper
         for i in range(self.workers):
             self._recv(i)
         optimizer.t += 1

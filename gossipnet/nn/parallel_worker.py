@@ -151,10 +151,11 @@ def _worker(index: int, fd: int, barrier_fds: list[int], shm_name: str, spec, in
     _bind(net, layout.unflatten(v["params"]), layout.unflatten(v["grads"][index]))
     barrier = _Barrier(barrier_fds, index, conn, parent_pid)
     lo, hi = layout.slices[index]
-    mine = [(name, a, b, decays(name)) for name, a, b in layout.segments(index)]
+    # weight decay applies to the weights' parts of our slice, not to biases
+    decayed = [(a - lo, b - lo) for name, a, b in layout.segments(index) if decays(name)]
     gsum, t1, t2 = (np.empty(hi - lo, np.float32) for _ in range(3))
     opt: Optimizer | None = None
-    rows = None
+    rows = params = moments = None
     ready = select.poll()  # made once: Connection.poll builds a selector per call
     ready.register(conn.fileno(), select.POLLIN)
     conn.send("ready")
@@ -177,26 +178,27 @@ def _worker(index: int, fd: int, barrier_fds: list[int], shm_name: str, spec, in
                 v["loss"][index] = loss * (stop - start)
             if not barrier.wait():
                 return
-            if opt is None or opt.hyperparams() != hyper:
+            if hyper is not None:  # sent when they change (the learning rate may, every step)
                 opt = from_hyperparams(hyper, {})
             opt.t = t
-            rows = v["grads"][:active]
-            for name, a, b, decay in mine:
-                g = gsum[a - lo : b - lo]
-                if active == 1:
-                    np.copyto(g, rows[0, a:b])
-                else:
-                    np.add(rows[0, a:b], rows[1, a:b], out=g)
-                    for r in range(2, active):  # fixed order: the sum is reproducible
-                        g += rows[r, a:b]
-                moments = {m: v["moments"][k, a:b] for k, m in enumerate(moment_names)}
-                opt.update(v["params"][a:b], g, moments, decay, (t1[a - lo : b - lo], t2[a - lo : b - lo]))
+            rows, params = v["grads"][:active, lo:hi], v["params"][lo:hi]
+            if active == 1:
+                np.copyto(gsum, rows[0])
+            else:
+                np.add(rows[0], rows[1], out=gsum)
+                for r in range(2, active):  # fixed order: the sum is reproducible
+                    gsum += rows[r]
+            for a, b in decayed:
+                opt.add_decay(params[a:b], gsum[a:b], t1[a:b])
+            # the whole slice at once: the update is elementwise, so slicing changes no value
+            moments = {m: v["moments"][k, lo:hi] for k, m in enumerate(moment_names)}
+            opt.update(params, gsum, moments, False, (t1, t2))
             v["cpu"][index] = time.process_time()
             conn.send(index)
     except (EOFError, OSError, KeyboardInterrupt):
         return  # the parent closed the socket or died
     finally:
-        v = rows = net = None  # views of the block: drop them before unmapping it
+        v = rows = params = moments = net = None  # views of the block: drop them before unmapping it
         try:
             shm.close()
         except BufferError:
