@@ -54,7 +54,6 @@ from gossipnet.nn.optim import Optimizer
 from gossipnet.nn.parallel_worker import MAX_MOMENTS, POLL_SECONDS, Layout
 
 
-
 class WorkerDied(RuntimeError):
     """A training worker process exited mid-run (killed, out of memory, crashed)."""
 
