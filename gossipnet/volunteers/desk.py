@@ -8,8 +8,9 @@ One lock guards the desk's state, since those two sides run on different threads
 Validation runs in cost order (docs/VOLUNTEERS.md): ban, lease token (MAC, then
 lookup), lease open and unused and this client's, base version, tensor names / dtype /
 shapes / finiteness, delta norm against the node's own recomputed deltas (refuse or
-clip), then in ``finish``: held-out loss, the spot check (recompute the lease with the
-numpy engine; mismatch refuses and bans), and the volunteers' share of the model.
+clip), then in ``finish``: the held-out slope (does the update point downhill on images
+never leased?), the spot check (recompute the lease with the numpy engine; mismatch
+refuses and bans), and the volunteers' share of the model.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import safetensors.numpy as stn
 
 from gossipnet.errors import UserError
 from gossipnet.nn import Net, make_optimizer
-from gossipnet.nn.loss import log_softmax
 from gossipnet.nn.train import train_sequence
 from gossipnet.volunteers.config import REASONS, VolunteerConfig
 from gossipnet.volunteers.leases import Lease, LeaseBook, ip_key
@@ -83,7 +83,9 @@ class _Version:
     opt_state: dict[str, np.ndarray]  # the optimiser's moments and step: a lease continues them
     blob: bytes  # safetensors: weights and optimiser state
     sha256: str
-    holdout_loss: float | None = None
+    # held-out loss gradients at these weights, one row per chunk of the held-out images
+    # (flattened in ``_flat``'s order): computed once, then each update's check is a product
+    holdout_grads: np.ndarray | None = None
 
 
 @dataclass
@@ -103,9 +105,21 @@ def to_uint8(x: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> 
     return np.clip(np.rint(x.astype(np.float64) * s + m), 0, 255).astype(np.uint8)
 
 
-def _mean_loss(net: Net, x: np.ndarray, y: np.ndarray) -> float:
-    logits = net.forward(x, train=False)
-    return float(-log_softmax(logits)[np.arange(len(y)), y].mean())
+def _flat(tensors: dict[str, np.ndarray]) -> np.ndarray:
+    """One vector of every parameter, in name order (gradients and deltas alike)."""
+    return np.concatenate([tensors[k].ravel() for k in sorted(tensors)])
+
+
+def holdout_slope_test(grads: np.ndarray, delta: np.ndarray) -> tuple[float, float]:
+    """The held-out loss's first-order change along ``delta``: (mean over chunks, its
+    standard error). ``grads`` holds one held-out chunk's loss gradient per row.
+
+    ``g . d`` is half of ``L(w + d) - L(w - d)`` to second order (the curvature terms
+    cancel), so it asks whether the update points downhill without being fooled by an
+    honest update that overshoots: a fixed margin on ``L(w + d) - L(w)`` refused those.
+    """
+    slopes = grads @ delta
+    return float(slopes.mean()), float(slopes.std(ddof=1) / np.sqrt(len(slopes)))
 
 
 @dataclass
@@ -150,6 +164,11 @@ class VolunteerDesk:
         self.merged_images = 0
         self._queue: list[Pending] = []
         self._scratch = Net(st.spec, st.input_shape)
+        # the held-out gradients are the evaluation-mode model's: no dropout
+        self._probe = Net(st.spec, st.input_shape)
+        for layer in self._probe.layers:
+            if layer.kind == "dropout":
+                layer.rate = 0.0
         self._shapes = {k: v.shape for k, v in self._scratch.params().items()}
         self.max_update_bytes = 4 * sum(int(np.prod(s)) for s in self._shapes.values()) + 64 * 1024
         self._work: collections.deque[tuple[float, int, str]] = collections.deque(maxlen=4096)
@@ -323,25 +342,24 @@ class VolunteerDesk:
             return Pending(found, delta, merged, images)
 
     def finish(self, pending: Pending, now: float) -> dict | Refusal:
-        """The expensive checks (held-out loss, spot check, share); queue the merge. CPU-heavy:
+        """The expensive checks (held-out slope, spot check, share); queue the merge. CPU-heavy:
         run it where training runs, not on the event loop."""
         cfg, st, lease = self.config, self.setup, pending.lease
         with self._lock:
             version = self.versions.get(lease.version)
         if version is None:
             return self.refuse("stale_base", "the base version was dropped while this update waited")
+        if version.holdout_grads is None:
+            version.holdout_grads = self._holdout_grads(version.weights)
+        slope, se = holdout_slope_test(version.holdout_grads, _flat(pending.merged))
+        uphill = slope > cfg.uphill_margin_se * se
+        why_uphill = (f"the update raises the held-out loss: by {slope:+.3g} nats to first order, "
+                      f"{slope / se if se > 0 else math.inf:+.1f} standard errors")
+        # an uphill update on a lease picked for a spot check is still recomputed: a liar
+        # whose lies point uphill is then banned, not merely refused again and again
+        if uphill and not lease.spot_check:
+            return self.refuse("worse_loss", why_uphill)
         net = self._scratch
-        hx, hy = self.holdout
-        if version.holdout_loss is None:
-            net.load_state_dict(version.weights)
-            version.holdout_loss = _mean_loss(net, hx, hy)
-        net.load_state_dict({k: w + pending.merged[k] for k, w in version.weights.items()})
-        after = _mean_loss(net, hx, hy)
-        worse = not after <= version.holdout_loss + cfg.loss_margin
-        # a worse update on a lease picked for a spot check is still recomputed: a liar
-        # whose lies hurt the loss is then banned, not merely refused again and again
-        if worse and not lease.spot_check:
-            return self.refuse("worse_loss", f"held-out loss {version.holdout_loss:.4f} -> {after:.4f}")
         if lease.spot_check:
             self.counters["spot_checks"] += 1
             net.load_state_dict(version.weights)
@@ -358,8 +376,8 @@ class VolunteerDesk:
                 return self.refuse("spot_check_mismatch", f"recomputed update differs by {mismatch:.3g} "
                                                             f"(tolerance {cfg.tolerance}); address banned")
             self.references.append(norm(want))
-        if worse:
-            return self.refuse("worse_loss", f"held-out loss {version.holdout_loss:.4f} -> {after:.4f}")
+        if uphill:
+            return self.refuse("worse_loss", why_uphill)
         with self._lock:
             s = cfg.max_share
             if self.merged_images + pending.images > s / (1 - s) * self.own_images + pending.images:
@@ -368,7 +386,18 @@ class VolunteerDesk:
             self._queue.append(pending)
             self.counters["accepted"] += 1
         return {"accepted": True, "images": pending.images, "spot_checked": lease.spot_check,
-                "holdout_loss": after}
+                "holdout_slope": slope}
+
+    def _holdout_grads(self, weights: dict[str, np.ndarray]) -> np.ndarray:
+        """The held-out loss gradient at ``weights``, one row per chunk (one backward pass
+        over the held-out images in all, once per version)."""
+        net, (hx, hy) = self._probe, self.holdout
+        net.load_state_dict(weights)
+        rows = []
+        for idx in np.array_split(np.arange(len(hy)), self.config.holdout_chunks):
+            net.loss_and_grads(hx[idx], hy[idx])
+            rows.append(_flat(net.grads()))
+        return np.stack(rows)
 
     # ---- what the status page shows ---------------------------------------------------------
 
