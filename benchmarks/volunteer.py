@@ -3,6 +3,7 @@
     python benchmarks/volunteer.py speed        # browser (JS, WASM SIMD, convnet.js) vs numpy, one run
     python benchmarks/volunteer.py throughput   # updates/s one node validates and merges (scripted client)
     python benchmarks/volunteer.py hostile      # attackers vs honest volunteers: refusals, accuracy
+    python benchmarks/volunteer.py swarm        # a node alone vs with 1 and 2 headless browsers: wall time
     python benchmarks/volunteer.py all --json   # everything; last line JSON
 
 speed: trains the same net on the same batch size in headless Chromium (gossipnet/web
@@ -11,6 +12,11 @@ own CIFAR-10 demo when --convnetjs points at its build directory, e.g. after
 `npm install --prefix /tmp/cjs convnetjs@0.3.0`) and then in numpy on one BLAS thread,
 and prints medians and ratios. The machine may be shared: only ratios from one run mean
 anything, and the browser and numpy phases run one after the other, not side by side.
+
+swarm: a live node (this process, pinned to core 0, one BLAS thread) trains for
+--horizon seconds alone, then again with 1 and with 2 headless Chromiums on its
+/volunteer page (pinned together to core 1); it reports the node-alone accuracy at the
+horizon (mean of the last 3 evaluations) and how long each run took to reach it.
 """
 
 from __future__ import annotations
@@ -32,14 +38,14 @@ sys.path.insert(0, str(ROOT))
 from aiohttp import web  # noqa: E402
 
 from gossipnet.nn import Net, blas, get_preset, make_optimizer  # noqa: E402
-from tests.chromium import browser  # noqa: E402
+from tests.chromium import browser, run_page  # noqa: E402
 
 CONVNETJS_PAPER = 21.0  # images/s, convnet.js CIFAR-10 demo in Chromium here (issue 13)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("part", choices=["speed", "throughput", "hostile", "all"])
+    p.add_argument("part", choices=["speed", "throughput", "hostile", "swarm", "all"])
     p.add_argument("--nets", default="convnetjs-cifar10,fashion,tiny")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=4, help="steps per timed round")
@@ -48,6 +54,11 @@ def parse_args(argv=None):
                    help="directory holding convnet.js (npm convnetjs@0.3.0); skipped when absent")
     p.add_argument("--updates", type=int, default=12, help="throughput: updates timed")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--horizon", type=float, default=90.0, help="swarm: seconds the node trains per run")
+    p.add_argument("--swarm-net", default="fashion", help="swarm: the node's net")
+    p.add_argument("--swarm-data", default=str(ROOT.parent / "shared" / "datasets" / "fashion-mnist"),
+                   help="swarm: Fashion-MNIST IDX directory, or embedded for the packaged subset")
+    p.add_argument("--browsers", default="0,1,2", help="swarm: runs, by number of headless volunteers")
     return p.parse_args(argv)
 
 
@@ -67,34 +78,19 @@ async def browser_speed(preset, args) -> dict:
             done.set_result(json.loads(await request.read()))
         return web.Response(text="ok")
 
-    async def error(request):
-        if not done.done():
-            done.set_exception(RuntimeError(f"the benchmark page failed: {await request.text()}"))
-        return web.Response(text="ok")
-
     async def no_convnetjs(request):
         return web.Response(text="// convnet.js not installed\n", content_type="text/javascript")
 
     app = web.Application(client_max_size=1 << 20)
     app.router.add_get("/config", config)
     app.router.add_post("/result", result)
-    app.router.add_post("/error", error)
     app.router.add_static("/web", ROOT / "gossipnet" / "web")
     app.router.add_static("/bench", ROOT / "benchmarks" / "web")
     if Path(args.convnetjs, "convnet.js").exists():
         app.router.add_static("/convnetjs", args.convnetjs)
     else:
         app.router.add_get("/convnetjs/convnet.js", no_convnetjs)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
-        async with browser(f"http://127.0.0.1:{port}/bench/bench.html"):
-            return await asyncio.wait_for(done, timeout=900)
-    finally:
-        await runner.cleanup()
+    return await run_page(app, "/bench/bench.html", done, timeout=900)
 
 
 def numpy_speed(preset, args) -> float:
@@ -285,6 +281,104 @@ def hostile(args, rounds: int = 30) -> dict:
     return runs
 
 
+# ---------------------------------------------------------------------------- swarm
+
+def _swarm_node(args, volunteers: bool, state_dir: str):
+    import dataclasses
+
+    from gossipnet.config import build_config
+    from gossipnet.data.loaders import load_dataset
+    from gossipnet.learners.convnet import ConvnetConfig, ConvnetLearner
+    from gossipnet.node import Node
+    from gossipnet.trust.credentials import load_credentials
+    from gossipnet.trust.identity import load_or_create_identity
+    from tests.daemon_box import new_swarm_token
+
+    data = (load_dataset("embedded") if args.swarm_data == "embedded"
+            else load_dataset("fashion-mnist", args.swarm_data))
+    # 2,000 test images: an evaluation then costs the node the same small slice in every run
+    data = dataclasses.replace(data, x_test=data.x_test[:2000], y_test=data.y_test[:2000])
+    shard = np.arange(min(len(data.y_train), 30_000))
+    learner = ConvnetLearner(data, shard, ConvnetConfig(net=args.swarm_net, seed=1))
+    config = build_config({}, {"state_dir": state_dir, "host": "127.0.0.1", "interface": "127.0.0.1",
+                               "udp_port": 0, "http_port": 0, "mdns": False, "preset": "local",
+                               "eval_interval": 5.0, "volunteers": volunteers,
+                               "volunteer_leases_per_minute": 600.0})
+    identity = load_or_create_identity(config.state_dir)
+    creds = load_credentials(identity, int(time.time() * 1000), swarm_token=new_swarm_token())
+    return Node(config, learner, identity, creds, incarnation=int(time.time() * 1000))
+
+
+async def _swarm_run(args, n_browsers: int, state_dir: str) -> dict:
+    """One run: the node's test accuracy over wall time, with ``n_browsers`` volunteers."""
+    import contextlib
+
+    node = _swarm_node(args, n_browsers > 0, state_dir)
+    task = asyncio.create_task(node.run())
+    samples: list[tuple[float, float, int]] = []  # (seconds, test accuracy, own images)
+    try:
+        await asyncio.wait_for(node.ready.wait(), 60)
+        url = f"http://127.0.0.1:{node.http_port}/volunteer?autostart=1"
+        async with contextlib.AsyncExitStack() as stack:
+            for i in range(n_browsers):
+                await stack.enter_async_context(browser(url, cpus="1", log_path=f"{state_dir}/chromium-{i}.log"))
+            t0 = time.monotonic()
+            last = None
+            while time.monotonic() - t0 < args.horizon:
+                assert not task.done(), task.result()
+                m = node.host.metrics
+                acc = m.get("test_accuracy")
+                if isinstance(acc, float) and m.get("eval_seconds") != last:
+                    last = m.get("eval_seconds")
+                    samples.append((time.monotonic() - t0, acc, int(m.get("images", 0))))
+                await asyncio.sleep(0.1)
+    finally:
+        node.stop()
+        await task
+    desk = node.volunteers
+    out = {"browsers": n_browsers, "samples": samples, "own_images": node.learner.trainer.images,
+           "age": node.learner.age}
+    if desk is not None:
+        out.update(accepted=desk.counters["accepted"], spot_checks=desk.counters["spot_checks"],
+                   merged_images=desk.merged_images, refused=dict(desk.refused))
+    return out
+
+
+def _smoothed(samples, k: int = 3) -> list[tuple[float, float]]:
+    """(seconds, mean test accuracy of this evaluation and the k-1 before it)."""
+    return [(samples[i][0], statistics.mean(a for _, a, _ in samples[max(0, i - k + 1): i + 1]))
+            for i in range(len(samples))]
+
+
+def swarm(args) -> dict:
+    """Wall time to the node-alone accuracy at the horizon, with 0, 1, 2 browsers."""
+    import tempfile
+
+    os.sched_setaffinity(0, {0})  # this thread and every thread it starts: the node's core
+    runs = []
+    for n in [int(b) for b in args.browsers.split(",")]:
+        with tempfile.TemporaryDirectory(prefix="gossipnet-swarm-") as tmp:
+            run = asyncio.run(_swarm_run(args, n, tmp))
+        runs.append(run)
+        sm = _smoothed(run["samples"])
+        print(f"{n} browsers: final accuracy {sm[-1][1] if sm else float('nan'):.4f} (mean of 3 evaluations), "
+              f"own images {run['own_images']}, volunteer images merged {run.get('merged_images', 0)}, "
+              f"accepted {run.get('accepted', 0)}, spot checks {run.get('spot_checks', 0)}, "
+              f"refused {run.get('refused', {})}", flush=True)
+    alone = next((r for r in runs if r["browsers"] == 0), None)
+    if alone is None or not alone["samples"]:
+        return {"runs": runs}
+    target = _smoothed(alone["samples"])[-1][1]
+    out = {"runs": runs, "target_accuracy": target, "horizon_s": args.horizon}
+    for run in runs:
+        hit = next((t for t, a in _smoothed(run["samples"]) if a >= target), None)
+        run["seconds_to_target"] = hit
+        print(f"{run['browsers']} browsers: node-alone accuracy {target:.4f} reached at "
+              + (f"{hit:5.1f} s ({hit / args.horizon:.2f}x the horizon)" if hit is not None
+                 else "never within the horizon"), flush=True)
+    return out
+
+
 def main() -> None:
     args = parse_args()
     if not blas.user_chose_threads():
@@ -297,6 +391,8 @@ def main() -> None:
         out["throughput"] = throughput(args)
     if args.part in ("hostile", "all"):
         out["hostile"] = hostile(args)
+    if args.part in ("swarm", "all"):
+        out["swarm"] = swarm(args)
     if args.json:
         print(json.dumps(out, default=float))
 

@@ -163,6 +163,7 @@ class VolunteerDesk:
         self.own_images = 0
         self.merged_images = 0
         self._queue: list[Pending] = []
+        self._checking: Counter = Counter()  # version -> updates between check and finish
         self._scratch = Net(st.spec, st.input_shape)
         # the held-out gradients are the evaluation-mode model's: no dropout
         self._probe = Net(st.spec, st.input_shape)
@@ -198,7 +199,10 @@ class VolunteerDesk:
             blob = stn.save({**weights, **state})
             self.version += 1
             self.versions[self.version] = _Version(weights, state, blob, hashlib.sha256(blob).hexdigest())
+            # kept while an open lease or an update on its way to ``finish`` needs it: the
+            # update's lease is used by then, and dropping its base wasted a browser's work
             in_use = {lease.version for lease in self.book.leases.values() if not lease.used}
+            in_use.update(v for v, n in self._checking.items() if n > 0)
             for v in [v for v in self.versions if v != self.version and v not in in_use]:
                 del self.versions[v]
 
@@ -339,11 +343,19 @@ class VolunteerDesk:
                     scale = np.float32(cfg.clip_factor * ref / size)
                     merged = {k: v * scale for k, v in delta.items()}
                     self.counters["clipped"] += 1
+            self._checking[found.version] += 1
             return Pending(found, delta, merged, images)
 
     def finish(self, pending: Pending, now: float) -> dict | Refusal:
         """The expensive checks (held-out slope, spot check, share); queue the merge. CPU-heavy:
         run it where training runs, not on the event loop."""
+        try:
+            return self._finish(pending, now)
+        finally:
+            with self._lock:
+                self._checking[pending.lease.version] -= 1
+
+    def _finish(self, pending: Pending, now: float) -> dict | Refusal:
         cfg, st, lease = self.config, self.setup, pending.lease
         with self._lock:
             version = self.versions.get(lease.version)
