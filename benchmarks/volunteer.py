@@ -52,7 +52,9 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=5, help="rounds; medians reported")
     p.add_argument("--convnetjs", default="/tmp/cjs/node_modules/convnetjs/build",
                    help="directory holding convnet.js (npm convnetjs@0.3.0); skipped when absent")
-    p.add_argument("--updates", type=int, default=12, help="throughput: updates timed")
+    p.add_argument("--updates", type=int, default=40, help="throughput: updates timed")
+    p.add_argument("--node-rounds", type=int, default=40, help="hostile: node rounds of 20 steps")
+    p.add_argument("--honest", type=int, default=8, help="hostile: honest volunteers, one lease each per round")
     p.add_argument("--json", action="store_true")
     p.add_argument("--horizon", type=float, default=90.0, help="swarm: seconds the node trains per run")
     p.add_argument("--swarm-net", default="fashion", help="swarm: the node's net")
@@ -168,11 +170,18 @@ def throughput(args) -> list[dict]:
                 for d, images in desk.take_accepted():
                     learner.add_delta(d, images)
             secs = time.perf_counter() - t0
+            # the held-out gradient is computed once per version (every version_interval while
+            # leased), inside the first update's time above: timed on its own too
+            t1 = time.perf_counter()
+            desk._holdout_grads(desk.versions[desk.version].weights)
+            per_version = time.perf_counter() - t1
             row = {"net": net, "spot_check_rate": rate, "updates": len(bodies), "accepted": accepted,
-                   "updates_per_s": len(bodies) / secs, "images_per_s": len(bodies) * 256 / secs}
+                   "updates_per_s": len(bodies) / secs, "images_per_s": len(bodies) * 256 / secs,
+                   "holdout_gradient_s": per_version}
             rows.append(row)
             print(f"{net:<8} spot checks {rate:4.0%}: {row['updates_per_s']:6.1f} updates/s validated+merged "
-                  f"({row['images_per_s']:7.0f} volunteer images/s), {accepted}/{len(bodies)} accepted", flush=True)
+                  f"({row['images_per_s']:7.0f} volunteer images/s), {accepted}/{len(bodies)} accepted; "
+                  f"held-out gradient {1000 * per_version:.0f} ms per version", flush=True)
     return rows
 
 
@@ -221,7 +230,7 @@ def _attack(kind, desk, ip, now, rng, honest_update, update_body, Refusal):
     return out.reason if isinstance(out, Refusal) else "accepted"
 
 
-def hostile(args, rounds: int = 30) -> dict:
+def hostile(args) -> dict:
     """The same node and honest volunteers, with and without every kind of attacker."""
     from gossipnet.volunteers import Refusal, TrainingSetup, VolunteerConfig, VolunteerDesk
     from gossipnet.volunteers.scripted import honest_update, update_body
@@ -229,21 +238,21 @@ def hostile(args, rounds: int = 30) -> dict:
     runs = {}
     for with_attackers in (False, True):
         learner = _node_learner("tiny", 8000)
-        # max_share 0.9 (default 0.5): at 0.5 the two honest volunteers fill the share and
+        # max_share 0.9 (default 0.5): at 0.5 the honest volunteers fill the share and
         # most attackers only ever get "busy", which defends but measures nothing
         desk = VolunteerDesk(VolunteerConfig(burst=10_000, max_open_per_client=50, leases_per_minute=10_000,
                                              version_interval=1.0, max_share=0.9), TrainingSetup.of(learner),
                              seed=5)
         rng = np.random.default_rng(7)
-        honest = {"attempts": 0, "accepted": 0, "refused": {}}
+        honest = {"attempts": 0, "accepted": 0, "refused": {}, "slope_t": []}
         attacks = {k: {"attempts": 0, "outcomes": {}, "caught_after": None} for k in ATTACKS}
-        for r in range(rounds):
+        for r in range(args.node_rounds):
             now = 10.0 * (r + 1)
             learner.train(20)
             for d, images in desk.take_accepted():
                 learner.add_delta(d, images)
             desk.offer_version(learner.net.params(), learner.optimizer.state_dict(), learner.trainer.images, now)
-            for h in range(2):
+            for h in range(args.honest):
                 ip = f"10.1.0.{h + 1}"
                 doc = desk.lease(ip, now)
                 if isinstance(doc, Refusal):
@@ -256,6 +265,7 @@ def hostile(args, rounds: int = 30) -> dict:
                     honest["refused"][out.reason] = honest["refused"].get(out.reason, 0) + 1
                 else:
                     honest["accepted"] += 1
+                    honest["slope_t"].append(out["holdout_slope"] / max(out["holdout_slope_se"], 1e-30))
             if with_attackers and r >= 2:  # after the reference leases, as a real attacker would
                 for i, kind in enumerate(ATTACKS):
                     a = attacks[kind]
@@ -271,8 +281,12 @@ def hostile(args, rounds: int = 30) -> dict:
         acc = learner.evaluate()["test_accuracy"]
         runs["with" if with_attackers else "without"] = {"accuracy": acc, "honest": honest, "attacks": attacks,
                                                         "refused": dict(desk.refused)}
+        t = np.array(honest["slope_t"])
         print(f"{'with' if with_attackers else 'without'} attackers: node accuracy {acc:.4f}, honest updates "
-              f"accepted {honest['accepted']}/{honest['attempts']} {honest['refused'] or ''}", flush=True)
+              f"accepted {honest['accepted']}/{honest['attempts']} {honest['refused'] or ''}; accepted honest "
+              f"held-out slopes in standard errors: median {np.median(t):+.1f}, 99th percentile "
+              f"{np.percentile(t, 99):+.1f}, max {t.max():+.1f}", flush=True)
+        honest["slope_t"] = {"median": float(np.median(t)), "p99": float(np.percentile(t, 99)), "max": float(t.max())}
     for kind, a in runs["with"]["attacks"].items():
         print(f"  {kind:<13} attempts {a['attempts']:3d}  outcomes {a['outcomes']}"
               + (f"  caught by a spot check at attempt {a['caught_after']}" if a["caught_after"] else ""), flush=True)

@@ -398,7 +398,7 @@ class VolunteerDesk:
             self._queue.append(pending)
             self.counters["accepted"] += 1
         return {"accepted": True, "images": pending.images, "spot_checked": lease.spot_check,
-                "holdout_slope": slope}
+                "holdout_slope": slope, "holdout_slope_se": se}
 
     def _holdout_grads(self, weights: dict[str, np.ndarray]) -> np.ndarray:
         """The held-out loss gradient at ``weights``, one row per chunk (one backward pass
