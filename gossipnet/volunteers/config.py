@@ -57,6 +57,10 @@ class VolunteerConfig:
     # 0.1-nat margin on the loss itself refused honest updates that overshot.
     uphill_margin_se: float = 0.0
     holdout_chunks: int = 8  # the held-out images in this many chunks: the slope's standard error
+    # The held-out gradient is reused until the node has trained this many more images of
+    # its own (the weights move little meanwhile: 128 steps of 32): one backward pass over
+    # the held-out images per update cost the node as much as a spot check of every lease
+    holdout_refresh_images: int = 4096
     clip_factor: float = 1.5  # deltas longer than this x the reference norm are scaled down
     refuse_factor: float = 3.0  # ... and longer than this x are refused
     # ... and shorter than this x are refused. Loose: honest norms fell 20x within the first
@@ -68,10 +72,11 @@ class VolunteerConfig:
     # the node's own training.
     max_share: float = 0.5
     version_interval: float = 2.0  # seconds between the weight snapshots leases start from
-    # The mean delta per base version is added times this. 0.5: in 120-step runs of the tiny
-    # net with one volunteer one round stale, the node ended at 0.716 (weight 1), 0.773 (0.5),
-    # 0.760 (0.25) against 0.803 alone (docs/VOLUNTEERS.md): stale deltas cost more than they gave.
-    merge_weight: float = 0.5
+    # The mean delta per base version is added times merge_weight * (1 + tau) ** -a, tau
+    # the base's staleness in leases' worth of the node's own images, a this exponent
+    # (FedAsync's polynomial staleness weighting; docs/VOLUNTEERS.md has the runs).
+    merge_weight: float = 1.0
+    staleness_exponent: float = 0.5
 
     def __post_init__(self) -> None:
         def bad(name: str, rule: str) -> UserError:
@@ -81,9 +86,12 @@ class VolunteerConfig:
             raise bad("spot_check_rate", "between 0 and 1")
         if not 0 < self.merge_weight <= 1:
             raise bad("merge_weight", "in (0, 1]")
+        if not 0 <= self.staleness_exponent <= 4:
+            raise bad("staleness_exponent", "between 0 and 4")
         if not 0 < self.max_share < 1:
             raise bad("max_share", "strictly between 0 and 1")
-        for name in ("steps", "burst", "max_open_per_client", "max_open", "holdout_images", "holdout_chunks"):
+        for name in ("steps", "burst", "max_open_per_client", "max_open", "holdout_images", "holdout_chunks",
+                     "holdout_refresh_images"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise bad(name, "an integer >= 1")
         for name in ("lease_seconds", "leases_per_minute", "ban_seconds", "tolerance", "version_interval"):

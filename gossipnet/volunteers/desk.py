@@ -83,9 +83,7 @@ class _Version:
     opt_state: dict[str, np.ndarray]  # the optimiser's moments and step: a lease continues them
     blob: bytes  # safetensors: weights and optimiser state
     sha256: str
-    # held-out loss gradients at these weights, one row per chunk of the held-out images
-    # (flattened in ``_flat``'s order): computed once, then each update's check is a product
-    holdout_grads: np.ndarray | None = None
+    own_images: int  # the node's own images trained when this version was taken: staleness
 
 
 @dataclass
@@ -96,6 +94,7 @@ class Pending:
     delta: dict[str, np.ndarray]  # as sent (spot checks compare this)
     merged: dict[str, np.ndarray]  # as it would be merged (clipped)
     images: int
+    base_images: int  # the node's own images at the base version (how stale the update is)
 
 
 def to_uint8(x: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
@@ -164,6 +163,12 @@ class VolunteerDesk:
         self.merged_images = 0
         self._queue: list[Pending] = []
         self._checking: Counter = Counter()  # version -> updates between check and finish
+        # held-out loss gradients, one row per chunk of the held-out images (in ``_flat``'s
+        # order), and the node's own images when they were computed: refreshed every
+        # holdout_refresh_images, so an update's check is a product of vectors, not a pass
+        # over the held-out images
+        self._holdout_grads_at = -math.inf
+        self._holdout_grads_now: np.ndarray | None = None
         self._scratch = Net(st.spec, st.input_shape)
         # the held-out gradients are the evaluation-mode model's: no dropout
         self._probe = Net(st.spec, st.input_shape)
@@ -198,7 +203,7 @@ class VolunteerDesk:
                      for k, v in opt_state.items()}
             blob = stn.save({**weights, **state})
             self.version += 1
-            self.versions[self.version] = _Version(weights, state, blob, hashlib.sha256(blob).hexdigest())
+            self.versions[self.version] = _Version(weights, state, blob, hashlib.sha256(blob).hexdigest(), own_images)
             # kept while an open lease or an update on its way to ``finish`` needs it: the
             # update's lease is used by then, and dropping its base wasted a browser's work
             in_use = {lease.version for lease in self.book.leases.values() if not lease.used}
@@ -206,25 +211,34 @@ class VolunteerDesk:
             for v in [v for v in self.versions if v != self.version and v not in in_use]:
                 del self.versions[v]
 
-    def take_accepted(self) -> list[tuple[dict[str, np.ndarray], int]]:
+    def take_accepted(self, own_images: int | None = None) -> list[tuple[dict[str, np.ndarray], int]]:
         """What to add to the node's weights now: per base version, the *mean* of the
-        accepted deltas that started from it, times ``merge_weight``, with the images
-        they embody. The node adds them between training chunks (``ConvnetLearner.add_delta``).
+        accepted deltas that started from it, times ``merge_weight * (1 + tau) ** -a``,
+        with the images they embody. ``tau`` is the base's staleness, in leases: the
+        node's own images trained since the base (``own_images``: now; default, at the
+        last offer) over a lease's images; ``a`` is ``staleness_exponent`` (FedAsync's
+        polynomial staleness function). The node adds them between training chunks
+        (``ConvnetLearner.add_delta``).
 
         Why the mean: deltas from one base are parallel estimates of the same few steps;
         summed, K volunteers took a step K times too long from a point the node has
         already left, and the node's accuracy fell as volunteers were added (measured,
         docs/VOLUNTEERS.md). Averaged they are one step with a K-times larger batch.
+        Why the staleness weight: a delta computed on weights the node has since moved
+        away from is worth less the further it moved (docs/VOLUNTEERS.md).
         """
+        cfg = self.config
         with self._lock:
             queue, self._queue = self._queue, []
+            now_images = self.own_images if own_images is None else own_images
         groups: dict[int, list[Pending]] = {}
         for item in queue:
             groups.setdefault(item.lease.version, []).append(item)
         out = []
-        w = np.float32(self.config.merge_weight)
         for items in groups.values():
-            scale = w / np.float32(len(items))
+            tau = max(0, now_images - items[0].base_images) / (items[0].images or 1)
+            w = cfg.merge_weight * (1.0 + tau) ** -cfg.staleness_exponent
+            scale = np.float32(w / len(items))
             mean = {k: sum(item.merged[k] for item in items) * scale for k in items[0].merged}
             out.append((mean, sum(item.images for item in items)))
         return out
@@ -344,7 +358,7 @@ class VolunteerDesk:
                     merged = {k: v * scale for k, v in delta.items()}
                     self.counters["clipped"] += 1
             self._checking[found.version] += 1
-            return Pending(found, delta, merged, images)
+            return Pending(found, delta, merged, images, self.versions[base].own_images)
 
     def finish(self, pending: Pending, now: float) -> dict | Refusal:
         """The expensive checks (held-out slope, spot check, share); queue the merge. CPU-heavy:
@@ -361,9 +375,11 @@ class VolunteerDesk:
             version = self.versions.get(lease.version)
         if version is None:
             return self.refuse("stale_base", "the base version was dropped while this update waited")
-        if version.holdout_grads is None:
-            version.holdout_grads = self._holdout_grads(version.weights)
-        slope, se = holdout_slope_test(version.holdout_grads, _flat(pending.merged))
+        if (self._holdout_grads_now is None
+                or version.own_images - self._holdout_grads_at >= cfg.holdout_refresh_images):
+            self._holdout_grads_now = self._holdout_grads(version.weights)
+            self._holdout_grads_at = version.own_images
+        slope, se = holdout_slope_test(self._holdout_grads_now, _flat(pending.merged))
         uphill = slope > cfg.uphill_margin_se * se
         why_uphill = (f"the update raises the held-out loss: by {slope:+.3g} nats to first order, "
                       f"{slope / se if se > 0 else math.inf:+.1f} standard errors")
@@ -402,7 +418,7 @@ class VolunteerDesk:
 
     def _holdout_grads(self, weights: dict[str, np.ndarray]) -> np.ndarray:
         """The held-out loss gradient at ``weights``, one row per chunk (one backward pass
-        over the held-out images in all, once per version)."""
+        over the held-out images in all)."""
         net, (hx, hy) = self._probe, self.holdout
         net.load_state_dict(weights)
         rows = []
