@@ -57,10 +57,6 @@ class VolunteerConfig:
     # 0.1-nat margin on the loss itself refused honest updates that overshot.
     uphill_margin_se: float = 0.0
     holdout_chunks: int = 8  # the held-out images in this many chunks: the slope's standard error
-    # The held-out gradient is reused until the node has trained this many more images of
-    # its own (the weights move little meanwhile: 128 steps of 32): one backward pass over
-    # the held-out images per update cost the node as much as a spot check of every lease
-    holdout_refresh_images: int = 4096
     clip_factor: float = 1.5  # deltas longer than this x the reference norm are scaled down
     refuse_factor: float = 3.0  # ... and longer than this x are refused
     # ... and shorter than this x are refused. Loose: honest norms fell 20x within the first
@@ -90,8 +86,7 @@ class VolunteerConfig:
             raise bad("staleness_exponent", "between 0 and 4")
         if not 0 < self.max_share < 1:
             raise bad("max_share", "strictly between 0 and 1")
-        for name in ("steps", "burst", "max_open_per_client", "max_open", "holdout_images", "holdout_chunks",
-                     "holdout_refresh_images"):
+        for name in ("steps", "burst", "max_open_per_client", "max_open", "holdout_images", "holdout_chunks"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise bad(name, "an integer >= 1")
         for name in ("lease_seconds", "leases_per_minute", "ban_seconds", "tolerance", "version_interval"):

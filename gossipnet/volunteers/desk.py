@@ -84,6 +84,11 @@ class _Version:
     blob: bytes  # safetensors: weights and optimiser state
     sha256: str
     own_images: int  # the node's own images trained when this version was taken: staleness
+    # held-out loss gradients at these weights, one row per chunk of the held-out images (in
+    # ``_flat``'s order): computed once per version an update arrives for, then each
+    # update's check is a product of vectors. Not reused across versions: one 20 steps
+    # older already said nothing about a fashion update's direction (docs/VOLUNTEERS.md)
+    holdout_grads: np.ndarray | None = None
 
 
 @dataclass
@@ -163,12 +168,6 @@ class VolunteerDesk:
         self.merged_images = 0
         self._queue: list[Pending] = []
         self._checking: Counter = Counter()  # version -> updates between check and finish
-        # held-out loss gradients, one row per chunk of the held-out images (in ``_flat``'s
-        # order), and the node's own images when they were computed: refreshed every
-        # holdout_refresh_images, so an update's check is a product of vectors, not a pass
-        # over the held-out images
-        self._holdout_grads_at = -math.inf
-        self._holdout_grads_now: np.ndarray | None = None
         self._scratch = Net(st.spec, st.input_shape)
         # the held-out gradients are the evaluation-mode model's: no dropout
         self._probe = Net(st.spec, st.input_shape)
@@ -375,11 +374,9 @@ class VolunteerDesk:
             version = self.versions.get(lease.version)
         if version is None:
             return self.refuse("stale_base", "the base version was dropped while this update waited")
-        if (self._holdout_grads_now is None
-                or version.own_images - self._holdout_grads_at >= cfg.holdout_refresh_images):
-            self._holdout_grads_now = self._holdout_grads(version.weights)
-            self._holdout_grads_at = version.own_images
-        slope, se = holdout_slope_test(self._holdout_grads_now, _flat(pending.merged))
+        if version.holdout_grads is None:
+            version.holdout_grads = self._holdout_grads(version.weights)
+        slope, se = holdout_slope_test(version.holdout_grads, _flat(pending.merged))
         uphill = slope > cfg.uphill_margin_se * se
         why_uphill = (f"the update raises the held-out loss: by {slope:+.3g} nats to first order, "
                       f"{slope / se if se > 0 else math.inf:+.1f} standard errors")
@@ -418,7 +415,7 @@ class VolunteerDesk:
 
     def _holdout_grads(self, weights: dict[str, np.ndarray]) -> np.ndarray:
         """The held-out loss gradient at ``weights``, one row per chunk (one backward pass
-        over the held-out images in all)."""
+        over the held-out images in all, once per version)."""
         net, (hx, hy) = self._probe, self.holdout
         net.load_state_dict(weights)
         rows = []
