@@ -14,9 +14,12 @@ and prints medians and ratios. The machine may be shared: only ratios from one r
 anything, and the browser and numpy phases run one after the other, not side by side.
 
 swarm: a live node (this process, pinned to core 0, one BLAS thread) trains for
---horizon seconds alone, then again with 1 and with 2 headless Chromiums on its
-/volunteer page (pinned together to core 1); it reports the node-alone accuracy at the
-horizon (mean of the last 3 evaluations) and how long each run took to reach it.
+--horizon seconds of its own CPU time alone, then again with 1 and with 2 headless
+Chromiums on its /volunteer page (pinned together to core 1); it reports the node-alone
+accuracy at the horizon (mean of the last 3 evaluations) and the node CPU seconds each
+run took to reach it. CPU seconds, not wall seconds: on a shared machine the node's
+share of its core swings between runs, while its CPU time is what a core of its own
+would take in wall time (the browsers get the other core either way).
 """
 
 from __future__ import annotations
@@ -56,11 +59,12 @@ def parse_args(argv=None):
     p.add_argument("--node-rounds", type=int, default=40, help="hostile: node rounds of 20 steps")
     p.add_argument("--honest", type=int, default=8, help="hostile: honest volunteers, one lease each per round")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--horizon", type=float, default=90.0, help="swarm: seconds the node trains per run")
+    p.add_argument("--horizon", type=float, default=45.0, help="swarm: node CPU seconds per run")
     p.add_argument("--swarm-net", default="fashion", help="swarm: the node's net")
     p.add_argument("--swarm-data", default=str(ROOT.parent / "shared" / "datasets" / "fashion-mnist"),
                    help="swarm: Fashion-MNIST IDX directory, or embedded for the packaged subset")
     p.add_argument("--browsers", default="0,1,2", help="swarm: runs, by number of headless volunteers")
+    p.add_argument("--lease-steps", type=int, default=32, help="swarm: the node's --volunteer-steps")
     return p.parse_args(argv)
 
 
@@ -317,41 +321,46 @@ def _swarm_node(args, volunteers: bool, state_dir: str):
     config = build_config({}, {"state_dir": state_dir, "host": "127.0.0.1", "interface": "127.0.0.1",
                                "udp_port": 0, "http_port": 0, "mdns": False, "preset": "local",
                                "eval_interval": 5.0, "volunteers": volunteers,
-                               "volunteer_leases_per_minute": 600.0})
+                               "volunteer_leases_per_minute": 600.0, "volunteer_steps": args.lease_steps})
     identity = load_or_create_identity(config.state_dir)
     creds = load_credentials(identity, int(time.time() * 1000), swarm_token=new_swarm_token())
     return Node(config, learner, identity, creds, incarnation=int(time.time() * 1000))
 
 
 async def _swarm_run(args, n_browsers: int, state_dir: str) -> dict:
-    """One run: the node's test accuracy over wall time, with ``n_browsers`` volunteers."""
+    """One run: the node's test accuracy against the node's CPU seconds (this process's:
+    the node alone, pinned to its core; the browsers are other processes on the other
+    core) outside evaluations (they come every few wall seconds, so a slower run would
+    pay for more of them), until --horizon such seconds or 3x that in wall time."""
     import contextlib
 
     node = _swarm_node(args, n_browsers > 0, state_dir)
     task = asyncio.create_task(node.run())
-    samples: list[tuple[float, float, int]] = []  # (seconds, test accuracy, own images)
+    samples: list[tuple[float, float, float, int]] = []  # (node CPU s, wall s, test accuracy, own images)
     try:
         await asyncio.wait_for(node.ready.wait(), 60)
         url = f"http://127.0.0.1:{node.http_port}/volunteer?autostart=1"
         async with contextlib.AsyncExitStack() as stack:
             for i in range(n_browsers):
                 await stack.enter_async_context(browser(url, cpus="1", log_path=f"{state_dir}/chromium-{i}.log"))
-            t0 = time.monotonic()
+            cpu = lambda: time.process_time() - node.learner.cpu["eval_cpu_s"]  # noqa: E731
+            t0, c0 = time.monotonic(), cpu()
             last = None
-            while time.monotonic() - t0 < args.horizon:
+            while cpu() - c0 < args.horizon and time.monotonic() - t0 < 3 * args.horizon:
                 assert not task.done(), task.result()
                 m = node.host.metrics
                 acc = m.get("test_accuracy")
                 if isinstance(acc, float) and m.get("eval_seconds") != last:
                     last = m.get("eval_seconds")
-                    samples.append((time.monotonic() - t0, acc, int(m.get("images", 0))))
+                    samples.append((cpu() - c0, time.monotonic() - t0, acc, int(m.get("images", 0))))
                 await asyncio.sleep(0.1)
+            wall = time.monotonic() - t0
     finally:
         node.stop()
         await task
     desk = node.volunteers
     out = {"browsers": n_browsers, "samples": samples, "own_images": node.learner.trainer.images,
-           "age": node.learner.age}
+           "age": node.learner.age, "wall_s": wall}
     if desk is not None:
         out.update(accepted=desk.counters["accepted"], spot_checks=desk.counters["spot_checks"],
                    merged_images=desk.merged_images, refused=dict(desk.refused))
@@ -359,13 +368,13 @@ async def _swarm_run(args, n_browsers: int, state_dir: str) -> dict:
 
 
 def _smoothed(samples, k: int = 3) -> list[tuple[float, float]]:
-    """(seconds, mean test accuracy of this evaluation and the k-1 before it)."""
-    return [(samples[i][0], statistics.mean(a for _, a, _ in samples[max(0, i - k + 1): i + 1]))
+    """(node CPU seconds, mean test accuracy of this evaluation and the k-1 before it)."""
+    return [(samples[i][0], statistics.mean(s[2] for s in samples[max(0, i - k + 1): i + 1]))
             for i in range(len(samples))]
 
 
 def swarm(args) -> dict:
-    """Wall time to the node-alone accuracy at the horizon, with 0, 1, 2 browsers."""
+    """Node CPU seconds to the node-alone accuracy at the horizon, with 0, 1, 2 browsers."""
     import tempfile
 
     os.sched_setaffinity(0, {0})  # this thread and every thread it starts: the node's core
@@ -375,21 +384,21 @@ def swarm(args) -> dict:
             run = asyncio.run(_swarm_run(args, n, tmp))
         runs.append(run)
         sm = _smoothed(run["samples"])
-        print(f"{n} browsers: final accuracy {sm[-1][1] if sm else float('nan'):.4f} (mean of 3 evaluations), "
-              f"own images {run['own_images']}, volunteer images merged {run.get('merged_images', 0)}, "
-              f"accepted {run.get('accepted', 0)}, spot checks {run.get('spot_checks', 0)}, "
-              f"refused {run.get('refused', {})}", flush=True)
+        print(f"{n} browsers: {sm[-1][0] if sm else 0:.0f} node CPU s in {run['wall_s']:.0f} s wall, final accuracy "
+              f"{sm[-1][1] if sm else float('nan'):.4f} (mean of 3 evaluations), own images {run['own_images']}, "
+              f"volunteer images merged {run.get('merged_images', 0)}, accepted {run.get('accepted', 0)}, "
+              f"spot checks {run.get('spot_checks', 0)}, refused {run.get('refused', {})}", flush=True)
     alone = next((r for r in runs if r["browsers"] == 0), None)
     if alone is None or not alone["samples"]:
         return {"runs": runs}
-    target = _smoothed(alone["samples"])[-1][1]
-    out = {"runs": runs, "target_accuracy": target, "horizon_s": args.horizon}
+    horizon, target = _smoothed(alone["samples"])[-1]
+    out = {"runs": runs, "target_accuracy": target, "horizon_cpu_s": horizon}
     for run in runs:
         hit = next((t for t, a in _smoothed(run["samples"]) if a >= target), None)
-        run["seconds_to_target"] = hit
-        print(f"{run['browsers']} browsers: node-alone accuracy {target:.4f} reached at "
-              + (f"{hit:5.1f} s ({hit / args.horizon:.2f}x the horizon)" if hit is not None
-                 else "never within the horizon"), flush=True)
+        run["cpu_s_to_target"] = hit
+        print(f"{run['browsers']} browsers: node-alone accuracy {target:.4f} (at {horizon:.0f} node CPU s) reached at "
+              + (f"{hit:5.1f} node CPU s ({hit / horizon:.2f}x)" if hit is not None else "never within the run"),
+              flush=True)
     return out
 
 
