@@ -177,6 +177,24 @@ def test_volunteers_never_outweigh_the_node(learner):
     assert isinstance(doc, Refusal) and doc.reason == "busy"
 
 
+def test_an_update_keeps_its_base_until_checked_and_merges_weighted_by_staleness(learner):
+    desk = make_desk(learner, spot_check_rate=0.0, reference_leases=0)
+    doc, delta, loss = lease_for(desk, now=1.0)
+    pending = desk.check(HONEST, update_body(doc, delta, loss), 2.0)
+    assert not isinstance(pending, Refusal), pending
+    # the node moves on before the training thread finishes the checks: its lease is used,
+    # but the base it started from must survive the new snapshots
+    params, state = learner.net.params(), learner.optimizer.state_dict()
+    for t in (10.0, 20.0):
+        desk.offer_version(params, state, own_images=100_000, now=t)
+    assert desk.finish(pending, 21.0).get("accepted")
+    # two leases' worth of the node's images since the base: tau 2, weight 3 ** -0.5
+    (merged, images), = desk.take_accepted(own_images=100_000 + 2 * 256)
+    assert images == 256
+    k = next(iter(delta))
+    np.testing.assert_allclose(merged[k], delta[k] * 3 ** -0.5, rtol=1e-6)
+
+
 def test_ipv6_clients_share_a_budget_per_64():
     assert ip_key("2001:db8::1") == ip_key("2001:db8::ffff:1") == "2001:db8::/64"
     assert ip_key("::ffff:10.0.0.1") == "10.0.0.1"
