@@ -363,7 +363,7 @@ async def _swarm_run(args, n_browsers: int, state_dir: str) -> dict:
            "age": node.learner.age, "wall_s": wall}
     if desk is not None:
         out.update(accepted=desk.counters["accepted"], spot_checks=desk.counters["spot_checks"],
-                   merged_images=desk.merged_images, refused=dict(desk.refused))
+                   merged_images=desk.merged_images, refused=dict(desk.refused), desk_cpu_s=dict(desk.cpu))
     return out
 
 
@@ -387,7 +387,8 @@ def swarm(args) -> dict:
         print(f"{n} browsers: {sm[-1][0] if sm else 0:.0f} node CPU s in {run['wall_s']:.0f} s wall, final accuracy "
               f"{sm[-1][1] if sm else float('nan'):.4f} (mean of 3 evaluations), own images {run['own_images']}, "
               f"volunteer images merged {run.get('merged_images', 0)}, accepted {run.get('accepted', 0)}, "
-              f"spot checks {run.get('spot_checks', 0)}, refused {run.get('refused', {})}", flush=True)
+              f"spot checks {run.get('spot_checks', 0)}, refused {run.get('refused', {})}, node CPU s on "
+              f"volunteers {({k: round(v, 1) for k, v in run.get('desk_cpu_s', {}).items()})}", flush=True)
     alone = next((r for r in runs if r["browsers"] == 0), None)
     if alone is None or not alone["samples"]:
         return {"runs": runs}

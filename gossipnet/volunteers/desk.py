@@ -20,6 +20,7 @@ import hashlib
 import math
 import random
 import threading
+import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
@@ -135,6 +136,9 @@ class VolunteerDesk:
     seed: int = 0
     counters: Counter = field(default_factory=Counter)  # leases, accepted, spot_checks, clipped, banned
     refused: Counter = field(default_factory=Counter)  # reason -> count
+    # CPU seconds the node spent on volunteers, by part (snapshot, holdout, spot_check):
+    # what the benchmarks weigh the volunteers' images against
+    cpu: Counter = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         cfg, st = self.config, self.setup
@@ -194,6 +198,7 @@ class VolunteerDesk:
             if self.versions and now - self._leased_at > IDLE_SECONDS:
                 return  # nobody is volunteering: no snapshot (a copy and a hash of the model)
             self._offered_at = now
+            cpu0 = time.thread_time()
             weights = {k: np.array(v, np.float32) for k, v in params.items()}
             # the first moment (Adam's m, SGD's velocity) starts at zero: carried over, it
             # put the node's recent direction into every delta again (~5 steps' worth at
@@ -209,6 +214,7 @@ class VolunteerDesk:
             in_use.update(v for v, n in self._checking.items() if n > 0)
             for v in [v for v in self.versions if v != self.version and v not in in_use]:
                 del self.versions[v]
+            self.cpu["snapshot"] += time.thread_time() - cpu0
 
     def take_accepted(self, own_images: int | None = None) -> list[tuple[dict[str, np.ndarray], int]]:
         """What to add to the node's weights now: per base version, the *mean* of the
@@ -374,6 +380,7 @@ class VolunteerDesk:
             version = self.versions.get(lease.version)
         if version is None:
             return self.refuse("stale_base", "the base version was dropped while this update waited")
+        cpu0 = time.thread_time()
         if version.holdout_grads is None:
             version.holdout_grads = self._holdout_grads(version.weights)
         slope, se = holdout_slope_test(version.holdout_grads, _flat(pending.merged))
@@ -382,6 +389,8 @@ class VolunteerDesk:
                       f"{slope / se if se > 0 else math.inf:+.1f} standard errors")
         # an uphill update on a lease picked for a spot check is still recomputed: a liar
         # whose lies point uphill is then banned, not merely refused again and again
+        cpu1 = time.thread_time()
+        self.cpu["holdout"] += cpu1 - cpu0
         if uphill and not lease.spot_check:
             return self.refuse("worse_loss", why_uphill)
         net = self._scratch
@@ -393,6 +402,7 @@ class VolunteerDesk:
             x = st.x[lease.indices]  # what the browser normalises from uint8, bit for bit (checked at start)
             train_sequence(net, opt, x, st.y[lease.indices], lease.batch_size, lease.seed)
             want = {k: p - version.weights[k] for k, p in net.params().items()}
+            self.cpu["spot_check"] += time.thread_time() - cpu1
             mismatch = relative_mismatch(pending.delta, want)
             if mismatch > cfg.tolerance:
                 with self._lock:
