@@ -171,8 +171,10 @@ def throughput(args) -> list[dict]:
                 pending = desk.check(ip, body, 2.0)
                 out = pending if isinstance(pending, Refusal) else desk.finish(pending, 2.0)
                 accepted += not isinstance(out, Refusal)
-                for d, images in desk.take_accepted():
-                    learner.add_delta(d, images)
+            # merged once, as the node merges between training chunks: the updates share a
+            # base and no node images passed, so merged one by one each would be a full step
+            for d, images in desk.take_accepted():
+                learner.add_delta(d, images)
             secs = time.perf_counter() - t0
             # the held-out gradient is computed once per version (every version_interval while
             # leased), inside the first update's time above: timed on its own too
@@ -184,7 +186,8 @@ def throughput(args) -> list[dict]:
                    "holdout_gradient_s": per_version}
             rows.append(row)
             print(f"{net:<8} spot checks {rate:4.0%}: {row['updates_per_s']:6.1f} updates/s validated+merged "
-                  f"({row['images_per_s']:7.0f} volunteer images/s), {accepted}/{len(bodies)} accepted; "
+                  f"({row['images_per_s']:7.0f} volunteer images/s), {accepted}/{len(bodies)} accepted "
+                  f"{dict(desk.refused) or ''}; "
                   f"held-out gradient {1000 * per_version:.0f} ms per version", flush=True)
     return rows
 
