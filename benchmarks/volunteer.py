@@ -179,7 +179,7 @@ def throughput(args) -> list[dict]:
             # the held-out gradient is computed once per version (every version_interval while
             # leased), inside the first update's time above: timed on its own too
             t1 = time.perf_counter()
-            desk._holdout_grads(desk.versions[desk.version].weights)
+            desk.holdout.gradients(desk.versions[desk.version].weights)
             per_version = time.perf_counter() - t1
             row = {"net": net, "spot_check_rate": rate, "updates": len(bodies), "accepted": accepted,
                    "updates_per_s": len(bodies) / secs, "images_per_s": len(bodies) * 256 / secs,

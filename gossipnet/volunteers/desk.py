@@ -31,6 +31,7 @@ from gossipnet.errors import UserError
 from gossipnet.nn import Net, make_optimizer
 from gossipnet.nn.train import train_sequence
 from gossipnet.volunteers.config import REASONS, VolunteerConfig
+from gossipnet.volunteers.holdout import HeldOut, flat, slope_test
 from gossipnet.volunteers.leases import Lease, LeaseBook, ip_key
 from gossipnet.volunteers.validate import BadUpdate, norm, relative_mismatch, update_delta, update_meta
 
@@ -86,7 +87,7 @@ class _Version:
     sha256: str
     own_images: int  # the node's own images trained when this version was taken: staleness
     # held-out loss gradients at these weights, one row per chunk of the held-out images (in
-    # ``_flat``'s order): computed once per version an update arrives for, then each
+    # ``flat``'s order): computed once per version an update arrives for, then each
     # update's check is a product of vectors. Not reused across versions: one 20 steps
     # older already said nothing about a fashion update's direction (docs/VOLUNTEERS.md)
     holdout_grads: np.ndarray | None = None
@@ -108,23 +109,6 @@ def to_uint8(x: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> 
     m = np.asarray(mean, np.float64).reshape(1, -1, 1, 1)
     s = np.asarray(std, np.float64).reshape(1, -1, 1, 1)
     return np.clip(np.rint(x.astype(np.float64) * s + m), 0, 255).astype(np.uint8)
-
-
-def _flat(tensors: dict[str, np.ndarray]) -> np.ndarray:
-    """One vector of every parameter, in name order (gradients and deltas alike)."""
-    return np.concatenate([tensors[k].ravel() for k in sorted(tensors)])
-
-
-def holdout_slope_test(grads: np.ndarray, delta: np.ndarray) -> tuple[float, float]:
-    """The held-out loss's first-order change along ``delta``: (mean over chunks, its
-    standard error). ``grads`` holds one held-out chunk's loss gradient per row.
-
-    ``g . d`` is half of ``L(w + d) - L(w - d)`` to second order (the curvature terms
-    cancel), so it asks whether the update points downhill without being fooled by an
-    honest update that overshoots: a fixed margin on ``L(w + d) - L(w)`` refused those.
-    """
-    slopes = grads @ delta
-    return float(slopes.mean()), float(slopes.std(ddof=1) / np.sqrt(len(slopes)))
 
 
 @dataclass
@@ -159,7 +143,8 @@ class VolunteerDesk:
             raise UserError("this data set's images are not uint8 pixels normalised per channel; "
                             "volunteers cannot reproduce them: turn volunteers off")
         self.leasable = n - cfg.holdout_images
-        self.holdout = (st.x[self.leasable:], st.y[self.leasable:])
+        self.holdout = HeldOut(st.spec, st.input_shape, st.x[self.leasable:], st.y[self.leasable:],
+                               cfg.holdout_chunks)
         self.book = LeaseBook(cfg.leases_per_minute, cfg.burst, cfg.max_open_per_client, cfg.max_open,
                               cfg.ban_seconds)
         self.rng = random.Random(self.seed)
@@ -173,11 +158,6 @@ class VolunteerDesk:
         self._queue: list[Pending] = []
         self._checking: Counter = Counter()  # version -> updates between check and finish
         self._scratch = Net(st.spec, st.input_shape)
-        # the held-out gradients are the evaluation-mode model's: no dropout
-        self._probe = Net(st.spec, st.input_shape)
-        for layer in self._probe.layers:
-            if layer.kind == "dropout":
-                layer.rate = 0.0
         self._shapes = {k: v.shape for k, v in self._scratch.params().items()}
         self.max_update_bytes = 4 * sum(int(np.prod(s)) for s in self._shapes.values()) + 64 * 1024
         self._work: collections.deque[tuple[float, int, str]] = collections.deque(maxlen=4096)
@@ -382,8 +362,8 @@ class VolunteerDesk:
             return self.refuse("stale_base", "the base version was dropped while this update waited")
         cpu0 = time.thread_time()
         if version.holdout_grads is None:
-            version.holdout_grads = self._holdout_grads(version.weights)
-        slope, se = holdout_slope_test(version.holdout_grads, _flat(pending.merged))
+            version.holdout_grads = self.holdout.gradients(version.weights)
+        slope, se = slope_test(version.holdout_grads, flat(pending.merged))
         uphill = slope > cfg.uphill_margin_se * se
         why_uphill = (f"the update raises the held-out loss: by {slope:+.3g} nats to first order, "
                       f"{slope / se if se > 0 else math.inf:+.1f} standard errors")
@@ -422,17 +402,6 @@ class VolunteerDesk:
             self.counters["accepted"] += 1
         return {"accepted": True, "images": pending.images, "spot_checked": lease.spot_check,
                 "holdout_slope": slope, "holdout_slope_se": se}
-
-    def _holdout_grads(self, weights: dict[str, np.ndarray]) -> np.ndarray:
-        """The held-out loss gradient at ``weights``, one row per chunk (one backward pass
-        over the held-out images in all, once per version)."""
-        net, (hx, hy) = self._probe, self.holdout
-        net.load_state_dict(weights)
-        rows = []
-        for idx in np.array_split(np.arange(len(hy)), self.config.holdout_chunks):
-            net.loss_and_grads(hx[idx], hy[idx])
-            rows.append(_flat(net.grads()))
-        return np.stack(rows)
 
     # ---- what the status page shows ---------------------------------------------------------
 
