@@ -347,7 +347,7 @@ async def _swarm_run(args, n_browsers: int, state_dir: str) -> dict:
             for i in range(n_browsers):
                 await stack.enter_async_context(browser(url, cpus="1", log_path=f"{state_dir}/chromium-{i}.log"))
             cpu = lambda: time.process_time() - node.learner.cpu["eval_cpu_s"]  # noqa: E731
-            t0, c0 = time.monotonic(), cpu()
+            t0, c0, threads0 = time.monotonic(), cpu(), _thread_cpu()
             last = None
             while cpu() - c0 < args.horizon and time.monotonic() - t0 < 3 * args.horizon:
                 assert not task.done(), task.result()
@@ -358,15 +358,33 @@ async def _swarm_run(args, n_browsers: int, state_dir: str) -> dict:
                     samples.append((cpu() - c0, time.monotonic() - t0, acc, int(m.get("images", 0))))
                 await asyncio.sleep(0.1)
             wall = time.monotonic() - t0
+            threads = {k: v - threads0.get(k, 0.0) for k, v in _thread_cpu().items()}
     finally:
         node.stop()
         await task
     desk = node.volunteers
     out = {"browsers": n_browsers, "samples": samples, "own_images": node.learner.trainer.images,
-           "age": node.learner.age, "wall_s": wall}
+           "age": node.learner.age, "wall_s": wall, "thread_cpu_s": threads}
     if desk is not None:
         out.update(accepted=desk.counters["accepted"], spot_checks=desk.counters["spot_checks"],
                    merged_images=desk.merged_images, refused=dict(desk.refused), desk_cpu_s=dict(desk.cpu))
+    return out
+
+
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds of this process's Python threads so far, by name (Linux /proc): where
+    the node's time goes (event loop, training thread, executors)."""
+    import threading
+
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for t in threading.enumerate():
+        try:
+            fields = Path(f"/proc/self/task/{t.native_id}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = t.name.rsplit("_", 1)[0] if t.name.startswith("gossipnet") else t.name.split("-")[0]
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick  # utime + stime
     return out
 
 
@@ -391,7 +409,8 @@ def swarm(args) -> dict:
               f"{sm[-1][1] if sm else float('nan'):.4f} (mean of 3 evaluations), own images {run['own_images']}, "
               f"volunteer images merged {run.get('merged_images', 0)}, accepted {run.get('accepted', 0)}, "
               f"spot checks {run.get('spot_checks', 0)}, refused {run.get('refused', {})}, node CPU s on "
-              f"volunteers {({k: round(v, 1) for k, v in run.get('desk_cpu_s', {}).items()})}", flush=True)
+              f"volunteers {({k: round(v, 1) for k, v in run.get('desk_cpu_s', {}).items()})}, CPU s by thread "
+              f"{({k: round(v, 1) for k, v in run['thread_cpu_s'].items()})}", flush=True)
     alone = next((r for r in runs if r["browsers"] == 0), None)
     if alone is None or not alone["samples"]:
         return {"runs": runs}
