@@ -3,7 +3,8 @@
     python benchmarks/volunteer.py speed        # browser (JS, WASM SIMD, convnet.js) vs numpy, one run
     python benchmarks/volunteer.py throughput   # updates/s one node validates and merges (scripted client)
     python benchmarks/volunteer.py hostile      # attackers vs honest volunteers: refusals, accuracy
-    python benchmarks/volunteer.py swarm        # a node alone vs with 1 and 2 headless browsers: wall time
+    python benchmarks/volunteer.py swarm        # a node alone vs with 1 and 2 headless browsers
+    python benchmarks/volunteer.py merge        # the merge rule alone: a stale volunteer, equal node steps
     python benchmarks/volunteer.py all --json   # everything; last line JSON
 
 speed: trains the same net on the same batch size in headless Chromium (gossipnet/web
@@ -48,7 +49,7 @@ CONVNETJS_PAPER = 21.0  # images/s, convnet.js CIFAR-10 demo in Chromium here (i
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("part", choices=["speed", "throughput", "hostile", "swarm", "all"])
+    p.add_argument("part", choices=["speed", "throughput", "hostile", "swarm", "merge", "all"])
     p.add_argument("--nets", default="convnetjs-cifar10,fashion,tiny")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=4, help="steps per timed round")
@@ -65,6 +66,7 @@ def parse_args(argv=None):
                    help="swarm: Fashion-MNIST IDX directory, or embedded for the packaged subset")
     p.add_argument("--browsers", default="0,1,2", help="swarm: runs, by number of headless volunteers")
     p.add_argument("--lease-steps", type=int, default=32, help="swarm: the node's --volunteer-steps")
+    p.add_argument("--seeds", default="1,2", help="merge: seeds")
     return p.parse_args(argv)
 
 
@@ -302,6 +304,60 @@ def hostile(args) -> dict:
     return runs
 
 
+# ---------------------------------------------------------------------------- merge
+
+MERGE_RULES = {"flat_half": (0.5, 0.0), "full": (1.0, 0.0), "staleness": (1.0, 0.5)}  # (merge_weight, exponent)
+
+
+def _merge_run(rule: str | None, seed: int, rounds: int = 60, node_steps: int = 20, lease_steps: int = 8,
+               rate: float = 0.8) -> float:
+    """The node's final test accuracy (tiny net, 8,000 images) when one volunteer delivers a
+    lease of ``lease_steps`` every 1/``rate`` rounds of ``node_steps``, started from the
+    weights of when it leased; ``rule`` (a MERGE_RULES key) weighs it, None: no volunteer.
+    Sans validation: this measures the merge rule alone, at equal node steps."""
+    from gossipnet.volunteers import TrainingSetup, VolunteerConfig, VolunteerDesk
+    from gossipnet.volunteers.scripted import honest_update
+
+    learner = _node_learner("tiny", 8000, seed=seed)
+    desk = VolunteerDesk(VolunteerConfig(burst=10**6, max_open_per_client=10**6, max_open=10**6,
+                                         leases_per_minute=1e6, version_interval=0.5, max_share=0.999,
+                                         spot_check_rate=0.0, steps=lease_steps),
+                         TrainingSetup.of(learner), seed=seed)
+    lease_images = lease_steps * desk.setup.batch_size
+    active = None  # (ip, lease, node steps at lease, images trained so far)
+    done_steps = 0
+    for r in range(rounds):
+        now = float(r + 1)
+        learner.train(node_steps)
+        done_steps += node_steps
+        desk.offer_version(learner.net.params(), learner.optimizer.state_dict(), learner.trainer.images, now)
+        if rule is None:
+            continue
+        if active is None:
+            active = ["10.0.0.1", desk.lease("10.0.0.1", now), done_steps, 0.0]
+        active[3] += rate * node_steps * desk.setup.batch_size
+        if active[3] >= lease_images:
+            ip, doc, base_steps, _ = active
+            delta, _ = honest_update(doc, desk.weights(doc["base_version"]), desk.images(ip, doc["lease"], now))
+            weight, exponent = MERGE_RULES[rule]
+            tau = (done_steps - base_steps) / lease_steps  # as take_accepted: node images since / lease images
+            w = np.float32(weight * (1 + tau) ** -exponent)
+            learner.add_delta({k: d * w for k, d in delta.items()}, lease_images)
+            active = None
+    return learner.evaluate()["test_accuracy"]
+
+
+def merge(args) -> dict:
+    """Final accuracy by merge rule at equal node steps, one volunteer, per seed."""
+    out: dict = {}
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        row = {"alone": _merge_run(None, seed)}
+        row.update({rule: _merge_run(rule, seed) for rule in MERGE_RULES})
+        out[seed] = row
+        print(f"seed {seed}: " + "  ".join(f"{k} {v:.4f}" for k, v in row.items()), flush=True)
+    return out
+
+
 # ---------------------------------------------------------------------------- swarm
 
 def _swarm_node(args, volunteers: bool, state_dir: str):
@@ -439,6 +495,8 @@ def main() -> None:
         out["hostile"] = hostile(args)
     if args.part in ("swarm", "all"):
         out["swarm"] = swarm(args)
+    if args.part in ("merge", "all"):
+        out["merge"] = merge(args)
     if args.json:
         print(json.dumps(out, default=float))
 
