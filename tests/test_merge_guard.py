@@ -148,3 +148,9 @@ def test_a_merge_that_stays_below_chance_loss_is_never_refused():
     ok = guard.judge(own, 1, 1, far, 1, "p", held_out_loss=lambda w: 0.2 if w is own else 2.0,
                      chance_loss=2.3)
     assert (ok.accepted, ok.reason) == (True, "checked")
+    # below chance the merge is accepted whatever our own loss: our model is not scored at all
+    # (a forward pass over the held-out sample: the guard's main cost per merge, issue 17)
+    scored = []
+    quick = guard.judge(own, 1, 1, far, 1, "p", chance_loss=2.3,
+                        held_out_loss=lambda w: scored.append(w is own) or 2.0)
+    assert quick.accepted and scored == [False]

@@ -154,13 +154,16 @@ class MergeGuard:
         tau = self.radius()
         detail = f"distance {distance:.3g}, radius {tau:.3g}, share {share:.3g}"
         if (distance > tau or foreign) and share > 0 and held_out_loss is not None:
-            before, after = held_out_loss(own), held_out_loss(candidate)
-            limit = max(chance_loss,
-                        before + self.config.loss_tolerance + self.config.loss_tolerance_rel * before)
-            if not after <= limit:  # also refuses NaN
-                return Verdict(False, "worse_loss", f"{detail}: held-out loss {before:.4f} -> "
-                               f"{after:.4f}", distance=distance)
-            detail += f", held-out loss {before:.4f} -> {after:.4f}"
+            after = held_out_loss(candidate)
+            if after <= chance_loss:  # accepted whatever our own loss: don't score ourselves
+                detail += f", held-out loss -> {after:.4f} (below chance {chance_loss:.4f})"
+            else:  # a forward pass over the sample each: the guard's main cost (issue 17)
+                before = held_out_loss(own)
+                limit = before + self.config.loss_tolerance + self.config.loss_tolerance_rel * before
+                if not after <= limit:  # also refuses NaN
+                    return Verdict(False, "worse_loss", f"{detail}: held-out loss {before:.4f} -> "
+                                   f"{after:.4f}", distance=distance)
+                detail += f", held-out loss {before:.4f} -> {after:.4f}"
             reason = "checked"
         else:
             reason = "ok"
