@@ -14,10 +14,14 @@ scores images i, i+K, ...: every image is scored once, the mean over nodes is as
 one node on the whole subset), and a run stops at the last target or at
 ``--max-total-images`` (swarm total) / ``--max-node-images`` (per node).
 
-    nice -n 10 python benchmarks/scaling.py --split iid --out results/scaling-iid.json
-    nice -n 10 python benchmarks/scaling.py --split dirichlet --out results/scaling-dir.json
-    python benchmarks/scaling.py --report results/scaling-iid.json results/scaling-dir.json \
-        --plot docs/scaling.png        # table + plot from saved runs
+    nice -n 15 python benchmarks/scaling.py --split iid --ks 1 --out docs/results/scaling-iid.json
+    nice -n 15 python benchmarks/scaling.py --split iid --ks 16,4,2 --lr-scale sqrt \
+        --max-total-images 48000 --base docs/results/scaling-iid.json --out docs/results/scaling-sqrt-iid.json
+    python benchmarks/scaling.py --report docs/results/scaling-iid.json docs/results/scaling-sqrt-*.json \
+        --report-targets 0.85 0.88 0.90 0.91 --plot docs/scaling.png --json   # table + plot from saved runs
+
+``--lr-scale sqrt`` gives a K-node swarm sqrt(K) x the preset's rate (the daemon's ``--lr``),
+``--lr-schedule age`` the learner's age-decayed rate (the daemon's ``--lr-schedule``).
 
 Results are written at every checkpoint (a run still going is marked "finished": false), so
 an interrupted run keeps what it measured; ``--report-targets 0.85 0.90`` reads the images to
@@ -36,11 +40,12 @@ from pathlib import Path
 
 import numpy as np
 
-from gossip_learning import FASHION_DIR, WireLink  # the daemon's exchange path, one copy
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's gossipnet and benchmarks
 
-from gossipnet.data import load_dataset, partition
-from gossipnet.learners.convnet import ConvnetConfig, ConvnetLearner
-from gossipnet.nn import blas, evaluate, get_preset
+from benchmarks.gossip_learning import FASHION_DIR, WireLink  # noqa: E402  the daemon's exchange path, one copy
+from gossipnet.data import load_dataset, partition  # noqa: E402
+from gossipnet.learners.convnet import ConvnetConfig, ConvnetLearner  # noqa: E402
+from gossipnet.nn import blas, evaluate, get_preset  # noqa: E402
 
 SPLITS = {"iid": None, "dirichlet": 0.5}
 
@@ -60,7 +65,9 @@ def run_k(data, k: int, args, log, progress=lambda partial: None) -> dict:
     learners = []
     for i, part in enumerate(parts):
         cfg = ConvnetConfig(net=args.net, seed=args.seed * 1000 + i, init_seed=args.seed, lr=lr,
-                            eval_images=1)
+                            eval_images=1, lr_schedule=args.lr_schedule,
+                            lr_half_life_images=args.lr_half_life, lr_decay_power=args.lr_decay_power,
+                            shared_moments=tuple(args.shared_moments.split(",")) if args.shared_moments else None)
         learners.append(ConvnetLearner(data, part, cfg))
     links = [WireLink(learner) for learner in learners]
     rng = np.random.default_rng((args.seed, k, 7))
@@ -82,6 +89,8 @@ def run_k(data, k: int, args, log, progress=lambda partial: None) -> dict:
         node_s = node_images / args.node_images_per_s  # wall time of a node at the nominal speed
         return {
             "k": k, "split": args.split, "lr": lr, "chunk": args.chunk, "fanout": fanout,
+            "lr_schedule": args.lr_schedule, "lr_half_life": args.lr_half_life,
+            "lr_decay_power": args.lr_decay_power, "shared_moments": args.shared_moments,
             "shard_sizes": [len(p) for p in parts], "node_images_to": dict(reached), "finished": finished,
             "node_images": node_images, "capped": node_images >= node_cap and None in reached.values(),
             "curve": list(curve), "merges": merges, "rejected": sum(l.rejected for l in links),
@@ -143,23 +152,29 @@ def speedups(runs: list[dict], base: dict | None = None) -> None:
     """
     base = base or next((r for r in runs if r["k"] == 1), None)
     for r in runs:
-        r["speedup_to"] = {}
+        r["speedup_to"], r["speedup_below"] = {}, {}
         for key, n in r["node_images_to"].items():
             b = base["node_images_to"].get(key) if base else None
             r["speedup_to"][key] = round(b / n, 2) if b and n else None
+            if b and not n and r["node_images"]:  # not reached yet: it can only be later
+                r["speedup_below"][key] = round(b / r["node_images"], 2)
 
 
 def table(runs: list[dict]) -> str:
     keys = sorted({k for r in runs for k in r["node_images_to"]})
-    head = ["split", "K"] + [f"images/node to {float(k):.0%}" for k in keys] + \
-        [f"speed-up to {float(k):.0%}" for k in keys] + ["KB sent/node/s", "merges"]
+    head = ["split", "K", "lr"] + [f"images/node to {float(k):.0%}" for k in keys] + \
+        [f"speed-up to {float(k):.0%}" for k in keys] + ["accuracy at the end", "KB sent/node/s", "merges"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in sorted(runs, key=lambda r: (r["split"], r["k"])):
-        cap = f"> {r['node_images']:,}" + (" (cap)" if r.get("finished", True) else " (running)")
+    for r in sorted(runs, key=lambda r: (r["k"] > 1, r["split"], r["k"])):
+        cap = f"not reached by {r['node_images']:,}" + ("" if r.get("finished", True) else " (unfinished)")
         imgs = [f"{r['node_images_to'][k]:,}" if r["node_images_to"][k] else cap for k in keys]
-        sp = [f"{r['speedup_to'][k]:.2f}" if r["speedup_to"].get(k) else "-" for k in keys]
-        lines.append("| " + " | ".join([r["split"], str(r["k"])] + imgs + sp +
-                                       [f"{r['bytes_sent_per_node_per_s'] / 1e3:,.0f}", str(r["merges"])]) + " |")
+        sp = [f"{r['speedup_to'][k]:.2f}" if r["speedup_to"].get(k) else
+              f"< {r['speedup_below'][k]:.2f}" if r.get("speedup_below", {}).get(k) else "-" for k in keys]
+        rate = f"{r['lr']:.2g}" + (f" {r['lr_schedule']}" if r.get("lr_schedule", "constant") != "constant" else "")
+        split = "either (one node)" if r["k"] == 1 else r["split"]
+        end = f"{100 * r['curve'][-1][1]:.2f}% at {r['curve'][-1][0]:,}" if r.get("curve") else "-"
+        lines.append("| " + " | ".join([split, str(r["k"]), rate] + imgs + sp +
+                                       [end, f"{r['bytes_sent_per_node_per_s'] / 1e3:,.0f}", str(r["merges"])]) + " |")
     return "\n".join(lines)
 
 
@@ -177,11 +192,11 @@ def plot(runs: list[dict], path: str) -> None:
             mine.append(one)
         for r in sorted(mine, key=lambda r: r["k"]):
             xs, ys = zip(*r["curve"])
-            ax.plot(np.array(xs) / 1e3, 100 * np.array(ys), label=f"K = {r['k']}")
-        for t in (90, 91):
+            ax.plot(np.array(xs) / 1e3, 100 * np.array(ys), marker=".", ms=4, label=f"K = {r['k']}")
+        for t in (85, 88, 90, 91):
             ax.axhline(t, color="grey", lw=0.6, ls="--")
         ax.set(title=f"{split}: swarm mean test accuracy", xlabel="images per node (thousands)",
-               ylabel="accuracy %", ylim=(70, 93), xscale="log")
+               ylabel="accuracy % (dots: checkpoints)", ylim=(60, 93), xlim=(0.8, 300), xscale="log")
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -200,6 +215,21 @@ def first_reached(curve, target: float) -> int | None:
     return None
 
 
+def same_setting(a: dict, b: dict) -> bool:
+    """Two runs of one swarm: same split, K, rate, schedule and cadence (seeds are fixed)."""
+    keys = ("split", "k", "lr", "chunk", "fanout", "shared_moments")
+    return all(a.get(k) == b.get(k) for k in keys) and \
+        a.get("lr_schedule", "constant") == b.get("lr_schedule", "constant")
+
+
+def merge_curves(a: dict, b: dict) -> dict:
+    """The further of two runs of one setting, with the other's checkpoints added to its curve
+    (a short run with dense checkpoints refines a long one's early crossings)."""
+    long, short = (a, b) if a["node_images"] >= b["node_images"] else (b, a)
+    points = dict(map(tuple, short["curve"])) | dict(map(tuple, long["curve"]))
+    return {**long, "curve": sorted(points.items()), "runs_merged": long.get("runs_merged", 1) + 1}
+
+
 def load_runs(paths: list[str], targets: list[float] | None = None) -> list[dict]:
     """Runs from result files (the furthest run of each split and K); with ``targets``,
     images to each target re-read from the curves (so unfinished runs count what they reached)."""
@@ -207,8 +237,11 @@ def load_runs(paths: list[str], targets: list[float] | None = None) -> list[dict
     for p in paths:
         for r in json.loads(Path(p).read_text())["runs"]:
             key = (r["split"], r["k"])
-            if key not in best or r["node_images"] > best[key]["node_images"]:
-                best[key] = r
+            if key in best and same_setting(best[key], r):
+                r = merge_curves(best[key], r)
+            elif key in best and r["node_images"] <= best[key]["node_images"]:
+                continue
+            best[key] = r
     runs = list(best.values())
     if targets:
         for r in runs:
@@ -229,6 +262,14 @@ def main(argv=None) -> int:
     p.add_argument("--fanout", type=int, default=2, help="peers that pull each node's model per round")
     p.add_argument("--lr-scale", choices=("none", "sqrt", "linear"), default="none",
                    help="scale the nodes' learning rate with K (the swarm's effective batch)")
+    p.add_argument("--lr-schedule", choices=("constant", "age"), default=ConvnetConfig.lr_schedule,
+                   help="the learner's rate: constant, or decaying with the model's age (ConvnetConfig)")
+    p.add_argument("--lr-half-life", type=float, default=ConvnetConfig.lr_half_life_images,
+                   help="age schedule: images at which the rate is half the base")
+    p.add_argument("--lr-decay-power", type=float, default=ConvnetConfig.lr_decay_power,
+                   help="age schedule: 0.5 is 1/sqrt(age), 1 inverse-time")
+    p.add_argument("--shared-moments", default=None,
+                   help="optimiser moments that travel with the weights, e.g. 'v' or 'm,v' (default: the learner's)")
     p.add_argument("--targets", type=float, nargs="+", default=[0.90, 0.91])
     p.add_argument("--eval-images", type=int, default=5000, help="fixed test subset per checkpoint")
     p.add_argument("--eval-every-total", type=int, default=15000,
@@ -260,7 +301,9 @@ def main(argv=None) -> int:
     data = load_dataset("fashion-mnist", args.data)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     log(f"{data.name}: {len(data.y_train)} train; split {args.split}; K {args.ks}; chunk {args.chunk}, "
-        f"fanout {args.fanout}, lr scale {args.lr_scale}; load average {os.getloadavg()[0]:.1f}")
+        f"fanout {args.fanout}, lr scale {args.lr_scale}, "
+        f"schedule {args.lr_schedule} (half-life {args.lr_half_life:g}, power {args.lr_decay_power:g}), "
+        f"shared moments {args.shared_moments or 'default'}; load average {os.getloadavg()[0]:.1f}")
     runs: list[dict] = []
 
     def save(extra: list[dict]) -> None:

@@ -74,6 +74,14 @@ class NodeConfig:
     # or "clipped" (ClippedGossip, fixed radius); None: what --trust implies.
     merge: str | None = None
     clip_radius: float = 1.0
+    # The convnet's learning rate: "constant" (the preset's), or "age": decaying with the
+    # model's age (images it embodies), half the base rate at lr_half_life images
+    # (ConvnetConfig; measured in docs/RESULTS.md, issue 17).
+    lr_schedule: str = "constant"
+    lr_half_life: float = 30_000.0
+    # The base rate; None: the preset's (Adam 1e-3 for "fashion"). A swarm of K nodes merging
+    # often trains like one node with a K x batch: sqrt(K) x the preset's rate measured faster.
+    lr: float | None = None
     # Cadence.
     train_chunk: int | None = None  # steps per worker call; None: the learner's (20 batches, 1 generation)
     # Seconds between snapshot announcements; None takes the preset's (GossipConfig.lan() 5 s,
@@ -122,6 +130,12 @@ class NodeConfig:
             raise UserError(f"--shard {self.shard} must be in 0..{self.shards - 1} (--shards {self.shards})")
         if self.alpha is not None and self.alpha <= 0:
             raise UserError(f"--alpha {self.alpha} must be positive (smaller = more label skew)")
+        if self.lr_schedule not in ("constant", "age"):
+            raise UserError(f"--lr-schedule {self.lr_schedule!r} unknown: use 'constant' or 'age'")
+        if not (isinstance(self.lr_half_life, (int, float)) and 0 < self.lr_half_life < float("inf")):
+            raise UserError(f"--lr-half-life {self.lr_half_life!r} must be a positive number of images")
+        if self.lr is not None and not (isinstance(self.lr, (int, float)) and 0 < self.lr < float("inf")):
+            raise UserError(f"--lr {self.lr!r} must be a positive learning rate (the preset's if not given)")
         if self.clip_radius <= 0:
             raise UserError(f"--clip-radius {self.clip_radius} must be positive")
         for name in ("announce_interval", "checkpoint_interval", "eval_interval"):

@@ -25,6 +25,10 @@ def test_flags_override_file_which_overrides_defaults(tmp_path):
         ({"announce_interval": -1.0}, "must be positive seconds"),
         ({"udp_port": "7000"}, "should be int"),
         ({"mdns": "yes"}, "should be bool"),
+        ({"lr_schedule": "cosine"}, "use 'constant' or 'age'"),
+        ({"lr_half_life": 0}, "positive number of images"),
+        ({"lr_half_life": float("inf")}, "positive number of images"),
+        ({"lr": -0.1}, "positive learning rate"),
     ],
 )
 def test_bad_settings_are_user_errors_that_say_what_to_do(values, message):
@@ -62,3 +66,23 @@ def test_the_presets_announce_interval_is_the_one_the_node_uses(tmp_path):
     path = tmp_path / "node.toml"
     path.write_text("gossip-interval = 2.5\n")
     assert build_config(load_toml(path), {}).gossip_config().announce_interval == 2.5
+
+
+def test_learning_rate_flags_and_file_reach_the_convnet_learner(tmp_path):
+    """The base rate and the age-decayed schedule are daemon settings (flag or TOML), not only a benchmark's."""
+    from gossipnet.cli import build_parser
+    from gossipnet.commands.learner_factory import build_learner
+    from gossipnet.commands.run import config_from_args
+
+    base = ["run", "--state-dir", str(tmp_path), "--host", "127.0.0.1", "--net", "tiny", "--cores", "1"]
+    learner = build_learner(config_from_args(build_parser().parse_args(base)), "node-a")
+    assert learner.config.lr_schedule == "constant" and learner.optimizer.lr == learner.base_lr
+    args = build_parser().parse_args(base + ["--lr-schedule", "age", "--lr-half-life", "64", "--lr", "0.004"])
+    learner = build_learner(config_from_args(args), "node-a")
+    assert (learner.config.lr_schedule, learner.config.lr_half_life_images, learner.base_lr) == ("age", 64, 0.004)
+    learner.train(2)  # 64 images: the model's age is the half-life, so the rate is half
+    assert learner.optimizer.lr == pytest.approx(0.002)
+    f = tmp_path / "node.toml"
+    f.write_text('lr-schedule = "age"\nlr_half_life = 1000\n')
+    cfg = build_config(load_toml(f), {})
+    assert (cfg.lr_schedule, cfg.lr_half_life) == ("age", 1000)

@@ -43,7 +43,8 @@ def build_learner(cfg: NodeConfig, node_id: str, data=None) -> Learner:
     from gossipnet.nn.parallel import available_cores
 
     conv = ConvnetConfig(net=cfg.net or default_net_for(data), seed=seed, merge=cfg.merge_rule,
-                         clip_radius=cfg.clip_radius, cores=cfg.cores or available_cores())
+                         clip_radius=cfg.clip_radius, cores=cfg.cores or available_cores(),
+                         lr_schedule=cfg.lr_schedule, lr_half_life_images=cfg.lr_half_life, lr=cfg.lr)
     return ConvnetLearner(data, indices, conv)
 
 

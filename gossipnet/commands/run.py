@@ -34,7 +34,7 @@ _FLAG_FIELDS = (
     "data_dir", "net", "shards", "shard", "alpha", "task", "algo", "seed", "trust", "merge", "clip_radius",
     "train_chunk", "announce_interval", "checkpoint_interval", "eval_interval", "max_steps",
     "volunteer_steps", "volunteer_spot_check_rate", "volunteer_max_share", "volunteer_leases_per_minute",
-    "population", "cores", "start_from",
+    "population", "cores", "start_from", "lr_schedule", "lr_half_life", "lr",
     "image_size", "color_mode",
 )
 
@@ -237,6 +237,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                             "or a node's state dir) when --state-dir has no checkpoint yet")
     learn.add_argument("--cores", type=int, default=None, metavar="N",
                        help="train on N cores, one worker process each (default: every core available)")
+    learn.add_argument("--lr", type=float, default=None,
+                       help="convnet base learning rate (default: the net preset's; a swarm of K nodes: "
+                            "about sqrt(K) x that, docs/RESULTS.md)")
+    learn.add_argument("--lr-schedule", choices=["constant", "age"], default=None,
+                       help="convnet learning rate: constant (default) or decaying with the model's age")
+    learn.add_argument("--lr-half-life", type=float, default=None, metavar="IMAGES",
+                       help="with --lr-schedule age: the age at which the rate is half (default 30000)")
     cad = p.add_argument_group("cadence (seconds)")
     cad.add_argument("--train-chunk", type=int, default=None, help="steps between merges (default 20)")
     cad.add_argument("--announce-interval", "--gossip-interval", dest="announce_interval", type=float, default=None,
