@@ -28,6 +28,7 @@ from gossipnet.rejections import Rejection
 from gossipnet.status.history import MetricsHistory
 from gossipnet.volunteers import VolunteerDesk
 from gossipnet.volunteers.hosting import trade
+from gossipnet.wire.blobs import NotFinite
 
 if TYPE_CHECKING:
     from gossipnet.core import Event
@@ -118,7 +119,11 @@ class LearnerHost:
 
     def publish(self) -> None:
         """Encode the learner's current snapshot as the newest blob on the shelf."""
-        offer = exchange.publish(self.learner.snapshot(), self.learner.wire, self.learner.step)
+        try:
+            offer = exchange.publish(self.learner.snapshot(), self.learner.wire, self.learner.step)
+        except NotFinite as exc:  # weights beyond float16 or NaN after a merge: the model is lost
+            self._roll_back(Diverged(f"our own model cannot be offered: {exc}"))
+            return
         if offer is not None:
             self.shelf.put(offer)
         self._offered = self._version()

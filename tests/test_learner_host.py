@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from gossipnet import exchange
 from gossipnet.checkpoint import CheckpointStore
 from gossipnet.learner_host import LearnerHost
-from gossipnet.learners.base import AbsorbResult
+from gossipnet.learners.base import AbsorbResult, LearnerWire
 from gossipnet.learners.stand_in import SimLearner
 from gossipnet.status.history import MetricsHistory
 
@@ -122,3 +124,25 @@ def test_with_the_announcement_time_known_one_offer_is_encoded_just_before_each(
     assert learner.snapshots == published + 1
     chunk(15.0)
     assert learner.snapshots == published + 2 and host.shelf.newest().manifest.step > step
+
+
+class Overflowing(SimLearner):
+    """Its one weight leaves float16's range once its age passes 1 (a merge gone wrong)."""
+
+    wire = LearnerWire(blob_kind="weights", dtype="float16", default_chunk=1, merge_event="merge")
+
+    def snapshot(self):
+        snap = super().snapshot()
+        return type(snap)(snap.kind, snap.fingerprint, snap.age, {"w": np.array([self.age * 1e5], np.float32)})
+
+
+def test_an_own_model_that_cannot_be_sent_is_rolled_back_not_a_crash(tmp_path):
+    learner = Overflowing()
+    host = LearnerHost(learner, MetricsHistory(), CheckpointStore(tmp_path), train_chunk=1,
+                       eval_interval=1e9, publish_interval=5.0, checkpoint_interval=60.0)
+    host.restore()  # age 0: offered, and remembered as the last good state
+    assert host.checkpoint({}) and host.shelf.newest().manifest.age == 0
+    learner.age = 3.0  # 3e5 > 65504: inf once cast to float16
+    host.publish()
+    assert host.keeper.counters["diverged"] == 1 and learner.age == 0.0  # rolled back
+    assert host.shelf.newest().manifest.age == 0  # the last good offer stands

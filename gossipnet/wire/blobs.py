@@ -31,6 +31,10 @@ MAX_HEADER = 1 << 20  # safetensors JSON header; ~100 bytes per tensor, so 10k t
 Spec = Mapping[str, tuple[int, ...]]  # tensor name -> shape, of the receiver's own model
 
 
+class NotFinite(ValueError):
+    """A tensor to send has NaN/Inf values, or overflows the wire dtype (float16 > 65504)."""
+
+
 class BlobReason(StrEnum):
     """Why a blob's bytes were refused (the ``gate`` stage of ``gossipnet.rejections``)."""
 
@@ -86,7 +90,7 @@ def encode_tensors(tensors: Mapping[str, np.ndarray], *, dtype: str = "float32",
         with np.errstate(over="ignore"):  # overflow to inf is caught just below, with a name
             cast = arr.astype(dtype, order="C")  # (ascontiguousarray would make 0-d arrays 1-d)
         if not np.isfinite(cast).all():
-            raise ValueError(f"tensor {name!r} has NaN/Inf values (after casting to {dtype})")
+            raise NotFinite(f"tensor {name!r} has NaN/Inf values (after casting to {dtype})")
         out[name] = cast
     raw = safetensors.numpy.save(out)
     return zlib.compress(raw, level) if compress else raw
