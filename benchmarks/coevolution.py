@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gossipnet.evo.hall_of_fame import elo  # noqa: E402
-from gossipnet.evo.selfplay import payoff_matrix, play_plans, score_vs_baseline  # noqa: E402
+from gossipnet.evo.selfplay import payoff_matrix, score_vs_baseline  # noqa: E402
 from gossipnet.evo.slime_env import SlimeVolleyEnv  # noqa: E402
 from gossipnet.evo.slime_match import play_random_vs_baseline  # noqa: E402
 from gossipnet.learners.selfplay import SelfPlayConfig, SelfPlayLearner  # noqa: E402
@@ -115,63 +115,100 @@ def swarm_champion(islands: list[SelfPlayLearner]) -> np.ndarray:
     return champs[int(np.argmax(payoff.sum(axis=1)))]
 
 
+class Swarm:
+    """One setup of one seed: its islands, their slots in the shared arena, its record."""
+
+    def __init__(self, setup: str, seed: int, args: argparse.Namespace) -> None:
+        n = 4 if setup == "islands" else 1
+        population = args.population // n
+        self.islands = [SelfPlayLearner(SelfPlayConfig(population=population, seed=seed * 100 + i,
+                                                       hall_share=args.hall_share),
+                                        name=f"island{i}") for i in range(n)]
+        self.stem = Path(args.out) / f"{setup}-seed{seed}"
+        self.record: dict = {"setup": setup, "seed": seed, "islands": n, "population_per_island": population,
+                             "hall_share": args.hall_share, "budget_games": args.games,
+                             "eval_episodes": args.eval_episodes, "points": []}
+        self.champions: list[np.ndarray] = []
+        self.next_eval = 0
+        self.offered: list[int] = [-1] * n  # id of the offer last delivered, per island
+        self.done = False
+
+    @property
+    def games(self) -> int:
+        return sum(isl.games for isl in self.islands)
+
+    def gossip(self) -> None:
+        """Every new champion offer goes to every other island (all-to-all, as a small LAN)."""
+        for i, isl in enumerate(self.islands):
+            if len(self.islands) == 1 or isl.offer is None or id(isl.offer) == self.offered[i]:
+                continue
+            self.offered[i] = id(isl.offer)
+            snap = isl.snapshot()
+            for j, other in enumerate(self.islands):
+                if j != i:
+                    other.absorb(snap, isl.name)
+
+    def checkpoint(self, t0: float, eval_episodes: int) -> None:
+        games = self.games
+        layout = self.islands[0].layout
+        champ = swarm_champion(self.islands)
+        score, _ = score_vs_baseline(layout, champ[None], eval_episodes)
+        self.champions.append(champ)
+        t = self.islands[0].tournament
+        point = {"setup": self.record["setup"], "seed": self.record["seed"], "games": games,
+                 "score_vs_baseline": float(score[0]), "seconds": round(time.perf_counter() - t0, 1),
+                 "mean_game_steps": round(sum(i.env_steps for i in self.islands) / max(games, 1)),
+                 "longest_streak": int(max(i.tournament.streak.max() for i in self.islands)),
+                 "ties": int(sum(i.tournament.ties for i in self.islands)), "decided": int(t.decided),
+                 "hall": [len(isl.hall) for isl in self.islands],
+                 "foreign": [isl.hall.foreign(isl.name) for isl in self.islands]}
+        self.record["points"].append(point)
+        print(json.dumps(point), file=sys.stderr, flush=True)
+        self.save()
+
+    def save(self) -> None:
+        np.save(f"{self.stem}-champions.npy", np.stack(self.champions))
+        self.stem.with_suffix(".json").write_text(json.dumps(self.record, indent=1))
+
+    def finish(self) -> None:
+        layout = self.islands[0].layout
+        score, res = score_vs_baseline(layout, self.champions[-1][None], 1000)
+        r = self.record
+        r["final"] = {"score_vs_baseline": float(score[0]), "std": float(res.score.std()),
+                      "episodes": 1000, "games": r["points"][-1]["games"]}
+        hall = self.islands[0].hall.genomes[-32:]
+        payoff, _ = payoff_matrix(layout, hall, 2, seed=3)
+        r["hall_elo"] = [round(float(x), 1) for x in elo(payoff)]
+        r["hall_origin"] = self.islands[0].hall.origin[-32:]
+        for k in ("migrants_accepted", "hall_refused", "forged_claims"):
+            r[k] = sum(int(isl.metrics()[k]) for isl in self.islands)
+        self.save()
+        print(json.dumps({"setup": r["setup"], "seed": r["seed"], **r["final"]}), file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> dict:
-    n_islands = 4 if args.setup == "islands" else 1
-    population = args.population // n_islands
-    islands = [SelfPlayLearner(SelfPlayConfig(population=population, seed=args.seed * 100 + i),
-                               name=f"island{i}") for i in range(n_islands)]
-    layout = islands[0].layout
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"{args.setup}-seed{args.seed}"
-    record: dict = {"setup": args.setup, "seed": args.seed, "islands": n_islands,
-                    "population_per_island": population, "budget_games": args.games,
-                    "eval_episodes": args.eval_episodes, "points": []}
-    champions: list[np.ndarray] = []
-    next_eval, t0 = 0, time.perf_counter()
-    generation = 0
-    while True:
-        games = sum(isl.games for isl in islands)
-        ready = all(isl.best_genome() is not None for isl in islands)
-        if ready and (games >= next_eval or games >= args.games):
-            champ = swarm_champion(islands)
-            score, _ = score_vs_baseline(layout, champ[None], args.eval_episodes)
-            champions.append(champ)
-            point = {"games": games, "generation": generation, "score_vs_baseline": float(score[0]),
-                     "seconds": round(time.perf_counter() - t0, 1),
-                     "hall": [len(isl.hall) for isl in islands],
-                     "foreign": [isl.hall.foreign(isl.name) for isl in islands]}
-            record["points"].append(point)
-            print(json.dumps(point), file=sys.stderr, flush=True)
-            np.save(f"{stem}-champions.npy", np.stack(champions))
-            stem.with_suffix(".json").write_text(json.dumps(record, indent=1))
-            next_eval += args.eval_every
+    """Every (setup, seed) asked for, side by side in one process: each island plays a
+    round in turn, champions are gossiped after every round, and each swarm's champion
+    plays the baseline every ``--eval-every`` of its training games (not counted)."""
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    swarms = [Swarm(setup, seed, args) for seed in args.seeds for setup in args.setup]
+    t0 = time.perf_counter()
+    while not all(s.done for s in swarms):
+        for s in swarms:
+            if s.done:
+                continue
+            games = s.games
+            if games >= s.next_eval or games >= args.games:
+                s.checkpoint(t0, args.eval_episodes)
+                s.next_eval += args.eval_every
             if games >= args.games:
-                break
-        plans = [isl.plan_generation() for isl in islands]
-        for isl, plan, res in zip(islands, plans, play_plans(layout, plans)):
-            isl.finish_generation(plan, res)
-        generation += 1
-        if n_islands > 1 and generation % islands[0].config.champion_interval == 0:
-            snaps = [isl.snapshot() for isl in islands]
-            for j, isl in enumerate(islands):
-                for i, snap in enumerate(snaps):
-                    if i != j:
-                        isl.absorb(snap, f"island{i}")
-    final = champions[-1]
-    score, res = score_vs_baseline(layout, final[None], 1000)
-    record["final"] = {"score_vs_baseline": float(score[0]), "std": float(res.score.std()),
-                       "episodes": 1000, "games": record["points"][-1]["games"]}
-    hall = islands[0].hall.genomes[-32:]
-    payoff, _ = payoff_matrix(layout, hall, 2, seed=3)
-    record["hall_elo"] = [round(float(r), 1) for r in elo(payoff)]
-    record["hall_origin"] = islands[0].hall.origin[-32:]
-    record["seconds"] = round(time.perf_counter() - t0, 1)
-    for k in ("migrants_accepted", "hall_refused", "forged_claims"):
-        record[k] = sum(int(isl.metrics()[k]) for isl in islands)
-    stem.with_suffix(".json").write_text(json.dumps(record, indent=1))
-    print(json.dumps(record["final"]), file=sys.stderr)
-    return record
+                s.done = True
+                s.finish()
+                continue
+            for isl in s.islands:
+                isl.play_round()
+            s.gossip()
+    return {"records": [s.record for s in swarms]}
 
 
 # ----------------------------------------------------------------------------- report
@@ -268,8 +305,10 @@ def main() -> None:
     s.add_argument("--original-venv", default=None)
     s.add_argument("--json", action="store_true")
     r = sub.add_parser("run")
-    r.add_argument("--setup", choices=["islands", "single"], required=True)
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--setup", type=lambda v: v.split(","), required=True,
+                   help="islands, single, or both: islands,single (played side by side)")
+    r.add_argument("--seeds", "--seed", type=lambda v: [int(x) for x in v.split(",")], default=[0])
+    r.add_argument("--hall-share", type=float, default=SelfPlayConfig.hall_share)
     r.add_argument("--population", type=int, default=128, help="total over all islands")
     r.add_argument("--games", type=int, default=300_000, help="training games, all islands together")
     r.add_argument("--eval-every", type=int, default=10_000)

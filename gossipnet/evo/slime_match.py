@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gossipnet.evo.policy import Layout
+from gossipnet.evo.slime_compiled import play_genome_games
 from gossipnet.evo.slime_physics import MAX_STEPS, T, SlimeBatch, draw_serves
 from gossipnet.evo.slime_players import BaselinePlayers, GenomePlayers, RandomPlayers
 
@@ -67,9 +68,11 @@ def play(left, right, serves: np.ndarray) -> Results:
 def play_genomes(layout: Layout, genomes: np.ndarray, right: np.ndarray, left: np.ndarray,
                  seeds: np.ndarray) -> Results:
     """Game i: ``genomes[right[i]]`` (right side) against ``genomes[left[i]]``, serves from
-    ``seeds[i]``. Score is the right player's."""
-    g = np.asarray(genomes, dtype=np.float32)
-    return play(GenomePlayers(layout, g, left), GenomePlayers(layout, g, right), draw_serves(seeds))
+    ``seeds[i]``. Score is the right player's. Played by the compiled engine
+    (``slime_compiled``): every game between evolved policies goes through it, so a claim
+    measured on one node replays exactly on another."""
+    score, length = play_genome_games(layout, genomes, right, left, seeds)
+    return Results(score=score, length=length)
 
 
 def play_baseline(layout: Layout, genomes: np.ndarray, seeds: np.ndarray) -> Results:
