@@ -3,20 +3,23 @@
 ``speed``: game-steps per second of the original slimevolleygym (its own per-game loop,
 timed in the venv ``scripts/record_slime_golden.py`` makes: ``--original-venv``), of the
 same per-game loop on our engine (our gymnasium env, one game at a time) and of our
-batched engine, interleaved in one run (random buttons against the baseline throughout).
+batched numpy engine, interleaved in one run (random buttons against the baseline); and
+of the compiled engine self-play trains with (``slime_compiled``: evolved MLPs against
+each other, one game at a time, so another workload: its own row).
 
-``run --setup islands|single``: 4 self-play islands of 32 that gossip champions (through
-``snapshot()``/``absorb()``, every claim replayed, every champion re-scored by the
-receiver) against 1 island of 128, at equal total games. Every ``--eval-every`` games the
-swarm's champion (picked by a round-robin among the islands' champions: no baseline
-involved) plays the baseline on fixed seeds; evaluation games are not training games.
-Writes a JSON record (and the champions, for the CIAO plot) to ``--out``.
+``run --setup islands|single|islands,single``: 4 self-play islands of 32 that gossip
+champions (through ``snapshot()``/``absorb()``, every claim replayed, every champion
+re-scored by the receiver) against 1 island of 128, at equal total games (every game an
+island plays counts: tournament, crowning, claims, re-scoring). Every ``--eval-every``
+games the swarm's champion (picked by a round-robin among the islands' champions: no
+baseline involved) plays the baseline on fixed seeds; evaluation games are not training
+games. Writes a JSON record (and the champions, for the CIAO plot) to ``--out``.
 
 ``report``: the table and the CIAO plot from the JSON records.
 
-    nice -n 10 python benchmarks/coevolution.py speed --json
-    nice -n 10 python benchmarks/coevolution.py run --setup islands --seed 0 --out /tmp/coevo
-    python benchmarks/coevolution.py report /tmp/coevo --plot docs/img/ciao.png
+    nice -n 15 python benchmarks/coevolution.py speed --json
+    nice -n 15 python benchmarks/coevolution.py run --setup islands --seeds 0 --out /tmp/coevo
+    python benchmarks/coevolution.py report /tmp/coevo --plot docs/img/slime_ciao.png
 """
 
 from __future__ import annotations
@@ -34,8 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gossipnet.evo.hall_of_fame import elo  # noqa: E402
 from gossipnet.evo.selfplay import payoff_matrix, score_vs_baseline  # noqa: E402
+from gossipnet.evo.slime_compiled import play_genome_games  # noqa: E402
 from gossipnet.evo.slime_env import SlimeVolleyEnv  # noqa: E402
 from gossipnet.evo.slime_match import play_random_vs_baseline  # noqa: E402
+from gossipnet.evo.slime_players import slime_layout  # noqa: E402
 from gossipnet.learners.selfplay import SelfPlayConfig, SelfPlayLearner  # noqa: E402
 
 # ----------------------------------------------------------------------------- speed
@@ -75,8 +80,11 @@ def original_steps(python: str, steps: int) -> tuple[int, float]:
 
 def speed(args: argparse.Namespace) -> dict:
     """Medians of ``--repeats`` interleaved rounds, so machine load hits every row alike."""
-    rows: dict[str, list[float]] = {"original": [], "per_game_loop": [], "batched": []}
+    rows: dict[str, list[float]] = {"original": [], "per_game_loop": [], "batched": [], "compiled_selfplay": []}
     python = str(Path(args.original_venv) / "bin" / "python") if args.original_venv else None
+    layout = slime_layout(16)
+    genomes = (np.random.default_rng(0).standard_normal((128, layout.size)) * 0.5).astype(np.float32)
+    play_genome_games(layout, genomes, [0], [1], [0])  # compile (or load the cache) before timing
     for rep in range(args.repeats):
         if python:
             steps, secs = original_steps(python, args.original_steps)
@@ -86,13 +94,19 @@ def speed(args: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
         res = play_random_vs_baseline(np.arange(args.batch) + rep * args.batch, rng_seed=rep)
         rows["batched"].append(res.steps / (time.perf_counter() - t0))
+        pairs = np.random.default_rng(rep).integers(0, 128, (args.loop_games * 20, 2))
+        t0 = time.perf_counter()
+        _, length = play_genome_games(layout, genomes, pairs[:, 0], pairs[:, 1], np.arange(len(pairs)) + rep * 10**6)
+        rows["compiled_selfplay"].append(length.sum() / (time.perf_counter() - t0))
     med = {k: float(np.median(v)) for k, v in rows.items() if v}
     out = {"steps_per_s": med, "batch": args.batch, "repeats": args.repeats,
-           "ratio_batched_over_per_game_loop": med["batched"] / med["per_game_loop"]}
+           "ratio_batched_over_per_game_loop": med["batched"] / med["per_game_loop"],
+           "ratio_compiled_over_batched": med["compiled_selfplay"] / med["batched"]}
     if "original" in med:
         out["ratio_batched_over_original"] = med["batched"] / med["original"]
     names = {"original": "original slimevolleygym", "per_game_loop": "per-game loop (ours)",
-             "batched": f"batched ({args.batch} games)"}
+             "batched": f"batched ({args.batch} games)",
+             "compiled_selfplay": "compiled, MLP vs MLP"}
     for k, v in med.items():
         print(f"{names[k]:>26}: {v:12,.0f} game-steps/s", file=sys.stderr)
     for k, v in out.items():

@@ -237,7 +237,8 @@ def play_genome_games(layout: Layout, genomes: np.ndarray, right: np.ndarray, le
     """Game i: ``genomes[right[i]]`` (right) against ``genomes[left[i]]`` with serves from
     ``seeds[i]``. Returns the right player's scores and the games' lengths."""
     p = layout.unpack(np.asarray(genomes, dtype=np.float32))
-    right, left = np.asarray(right, np.int64), np.asarray(left, np.int64)
+    # contiguous int64 always: another array layout would compile another specialisation
+    right, left = np.ascontiguousarray(right, np.int64), np.ascontiguousarray(left, np.int64)
     n = right.size
     score, length = np.zeros(n), np.zeros(n, np.int64)
     if n:
