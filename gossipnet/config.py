@@ -92,6 +92,9 @@ class NodeConfig:
     # Training processes (data parallelism inside the node, gossipnet/nn/parallel.py);
     # None: every core this process may run on (os.sched_getaffinity).
     cores: int | None = None
+    # A model to begin from on a fresh state directory (a ``gossipnet train --checkpoint``
+    # file, a downloaded model.safetensors, another node's state dir); ignored on resume.
+    start_from: str | None = None
 
     @property
     def merge_rule(self) -> str:

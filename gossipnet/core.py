@@ -222,6 +222,8 @@ class NodeCore:
         return [self.gossip.start_pull(sender, host, manifest, now)]
 
     def _member_events(self, out: Output) -> None:
+        self.rejections.set_totals("membership", {
+            key.split(".", 1)[1]: n for key, n in self.membership.counters.items() if key.startswith("rejected.")})
         for ev in self.membership.drain_events():
             out.members.append(ev)
             if ev.kind in (EventKind.JOINED, EventKind.RECOVERED):

@@ -21,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from gossipnet.checkpoint import Checkpoint, CheckpointStore, CorruptCheckpoint, decode, encode
+from gossipnet.checkpoint import Checkpoint, CheckpointStore, encode
 from gossipnet.data.images import decode_image
 from gossipnet.data.normalize import normalise
 from gossipnet.errors import UserError
 from gossipnet.nn import Net
+from gossipnet.nn.state import read_checkpoint
 
 CARD_FORMAT = "gossipnet-model/1"
 CARD_TENSOR = "learner.model_card"  # in a convnet learner's state dict, as uint8 JSON
@@ -75,10 +76,17 @@ class ModelCard:
 
 
 class TrainedModel:
-    """A net ready to classify pictures, with its card."""
+    """A net ready to classify pictures, with its card.
 
-    def __init__(self, card: ModelCard, weights: dict[str, np.ndarray], source: str = ""):
+    ``images``: how many images the weights learned from (a node's age), when the file says;
+    ``lineage``: the init its unit order descends from (``rebasin.lineage``), when it says.
+    Both let ``gossipnet run --start-from`` carry a model into a swarm at its true weight.
+    """
+
+    def __init__(self, card: ModelCard, weights: dict[str, np.ndarray], source: str = "",
+                 images: float = 0.0, lineage: str | None = None):
         self.card, self.source = card, source
+        self.images, self.lineage = images, lineage
         self.weights = {k: np.asarray(v, np.float32) for k, v in weights.items()}
         self._net: Net | None = None
 
@@ -131,16 +139,7 @@ def load_model(path: str | os.PathLike) -> TrainedModel:
         assert ckpt is not None  # a file exists, so load() returns one or raises
         where = str(p / "checkpoint.safetensors")
     else:
-        try:
-            data = p.read_bytes()
-        except FileNotFoundError:
-            raise UserError(f"model file {p} does not exist") from None
-        except OSError as exc:
-            raise UserError(f"cannot read {p}: {exc.strerror or exc}") from None
-        try:
-            ckpt = decode(data)
-        except CorruptCheckpoint as exc:
-            raise UserError(f"{p} is not a readable gossipnet checkpoint or model: {exc}") from None
+        ckpt = read_checkpoint(p, "model file")
         where = str(p)
     return model_from_checkpoint(ckpt, where)
 
@@ -165,4 +164,20 @@ def model_from_checkpoint(ckpt: Checkpoint, where: str) -> TrainedModel:
                         "preprocessing): only convnet checkpoints written by this version of gossipnet "
                         "can be used for prediction; train again or let the node write a new checkpoint")
     weights = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-    return TrainedModel(card, weights, where)
+    own = prefix[: -len("net.")]  # where this layout keeps the learner's or trainer's counters
+    images = _scalar(tensors, own + "learner.age", own + "trainer.images")
+    raw = tensors.get(own + "learner.lineage")
+    lineage = bytes(np.asarray(raw, np.uint8)).decode("ascii", "replace") if raw is not None else None
+    return TrainedModel(card, weights, where, images=images, lineage=lineage)
+
+
+def _scalar(tensors: dict[str, np.ndarray], *names: str) -> float:
+    """The first of ``names`` that holds a finite non-negative scalar, else 0."""
+    for name in names:
+        try:
+            v = float(np.asarray(tensors[name]).reshape(()))
+        except (KeyError, TypeError, ValueError):
+            continue
+        if math.isfinite(v) and v >= 0:
+            return v
+    return 0.0

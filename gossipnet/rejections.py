@@ -1,9 +1,11 @@
 """One record of everything a node refused, tagged by the stage that refused it and why (sans-IO).
 
-A datagram or a snapshot can be turned away at five places, cheapest first:
+A datagram or a snapshot can be turned away at six places, cheapest first:
 
 - ``udp``: the socket layer dropped the datagram (oversize, queue full) before anyone read it;
 - ``wire``: the envelope failed a check (``wire.receiver.Reason``: swarm, signature, replay ...);
+- ``membership``: a verified SWIM message membership refused (``membership.types.Reject``: malformed,
+  a ping for a previous owner of our address, an ack nobody asked for, we are leaving);
 - ``gate``: a manifest or a pulled blob does not fit our model (``exchange``: shapes, size, dtype);
 - ``pull``: fetching the blob failed (unreachable, timeout, size or hash differs from the manifest);
 - ``learner``: the learner refused a verified snapshot (``AbsorbResult.reason``);
@@ -24,12 +26,14 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from gossipnet.membership.types import Reject as MembershipReject
 from gossipnet.wire.receiver import Reason as WireReason
 
 # stage -> the reasons it reports from the start. A new stage is a new line here.
 KNOWN_REASONS: dict[str, tuple[str, ...]] = {
     "udp": ("oversize", "empty", "queue_full", "priority_queue_full", "fault"),  # net.udp.DropReason (a test syncs)
     "wire": tuple(r.value for r in WireReason),
+    "membership": tuple(r.value for r in MembershipReject),
     "gate": ("malformed", "not_a_member", "too_large", "bad_shape", "bad_dtype", "not_finite",
              "decompression_bomb"),
     "pull": ("too_large", "size_mismatch", "hash_mismatch", "timeout", "unreachable", "gone", "http_error",

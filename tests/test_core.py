@@ -199,6 +199,16 @@ def test_udp_drops_join_the_record_and_known_reasons_start_at_zero():
     assert status_of(c, stats)["rejections"]["udp"]["queue_full"] == 7
 
 
+def test_membership_refusals_join_the_record_by_reason():
+    c = core()
+    assert all(n == 0 for n in status_of(c)["rejections"]["membership"].values())
+    c.on_message("peer", PEER, MsgType.PING, {"q": 7, "t": "someone-else", "u": []}, 1.0)  # a previous owner's
+    c.on_message("peer", PEER, MsgType.PING, {"q": "seven"}, 1.5)  # not a ping's structure
+    c.on_message("peer", PEER, MsgType.ACK, {"q": 12345, "u": []}, 2.0)  # nobody asked
+    doc = status_of(c)["rejections"]["membership"]
+    assert doc == {"malformed": 1, "wrong_target": 1, "unexpected": 1, "leaving": 0}, doc
+
+
 def test_every_udp_drop_reason_is_a_known_rejection():
     assert {r.value for r in DropReason} <= set(KNOWN_REASONS["udp"])
 

@@ -314,10 +314,9 @@ def test_oversized_download_is_cut_off(tmp_path, served_archive):
 
 def test_trickling_server_is_given_up_on_at_the_deadline(tmp_path):
     with local_server(handler=_TrickleHandler) as base:
-        started = time.monotonic()
+        # The trickle would end (with a wrong hash) after 5 s: this error means the deadline cut it.
         with pytest.raises(UserError, match=r"took longer than 0.3 s"):
             download(f"{base}/slow", tmp_path / "a", sha256="0" * 64, max_bytes=10_000, deadline=0.3)
-        assert time.monotonic() - started < 3
     assert list(tmp_path.iterdir()) == []
 
 

@@ -185,10 +185,9 @@ async def test_rendering_happens_off_the_event_loop():
             png = asyncio.ensure_future(get(s, server, "/progress.png"))
             while not inside.is_set():
                 await asyncio.sleep(0.01)
-            t0 = time.perf_counter()
             assert (await get(s, server, "/healthz"))[0] == 200
             assert (await get(s, server, "/api/status"))[0] == 200
-            assert time.perf_counter() - t0 < 2.0 and not png.done()
+            assert not png.done()  # the PNG is still being drawn while the loop answered both
             release.set()
             assert (await png)[0] == 200
     finally:

@@ -88,7 +88,7 @@ def test_merge_rejects_different_presets_corrupt_and_missing_files(capsys, train
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"not a checkpoint at all")
     rc, _, err = cli(capsys, "merge", str(trained["a"]), str(junk), "-o", out)
-    assert rc == 2 and "corrupt or not a gossipnet file" in err
+    assert rc == 2 and "corrupt or not a readable gossipnet checkpoint" in err
 
     other = tmp_path / "other.safetensors"
     save_state(other, {"x": np.zeros(3, np.float32)}, {"hello": 1})

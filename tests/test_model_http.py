@@ -17,6 +17,7 @@ from gossipnet.learners.convnet import ConvnetConfig, ConvnetLearner
 from gossipnet.model import TrainedModel
 from gossipnet.net import model_http
 from gossipnet.net.http import StatusServer
+from gossipnet.net.http_guard import HttpLimits
 from gossipnet.status.demo import DemoProvider
 from tests.image_folders import CLASSES, write_folder
 
@@ -41,8 +42,8 @@ def learned(tmp_path_factory):
     return root, learner.model()
 
 
-async def serve(model):
-    server = StatusServer(ModelProvider(node_id="model-node", current=model))
+async def serve(model, limits=None):
+    server = StatusServer(ModelProvider(node_id="model-node", current=model), limits=limits)
     await server.start("127.0.0.1", 0)
     return server
 
@@ -136,6 +137,29 @@ async def test_bad_uploads_get_4xx_with_a_reason(learned, monkeypatch):
             async with s.post(server.url + "api/status", data=b"x") as r:
                 assert r.status == 405  # POST is for the classifier only
             assert server.models.refused.get("bad_image") == 2
+    finally:
+        await server.stop()
+
+
+async def test_one_address_looping_on_classify_gets_429_after_its_burst_and_is_counted(learned):
+    root, model = learned
+    picture = sorted((root / "top").iterdir())[0].read_bytes()
+    limits = HttpLimits(model_per_ip_per_s=0.001, model_burst=3, exempt_loopback=False)
+    server = await serve(model, limits)
+    try:
+        async with aiohttp.ClientSession() as s:
+            codes = []
+            for _ in range(5):
+                async with s.post(server.url + "classify", data=picture,
+                                  headers={"Content-Type": "image/jpeg"}) as r:
+                    codes.append(r.status)
+                    text = await r.text()
+            assert codes == [200, 200, 200, 429, 429]
+            assert "try again" in text and r.headers["Retry-After"] == "2"
+            async with s.get(server.url + "healthz") as r:
+                assert r.status == 200  # the cheap routes stay open to that address
+        assert server.guard.counters["model_rate_limited"] == 2
+        assert server.models.refused["rate_limited"] == 2 and server.models.classified == 3
     finally:
         await server.stop()
 

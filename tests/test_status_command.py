@@ -136,7 +136,7 @@ def hostile_app():
         return resp
 
     async def slow(request):
-        await asyncio.sleep(3)  # beyond the client's 1 s timeout
+        await asyncio.Event().wait()  # never answers (cancelled at cleanup)
         return web.Response(text="{}")
 
     def fixed(make):
@@ -167,10 +167,11 @@ async def test_hostile_responses_are_capped_timed_out_and_validated():
     try:
         import aiohttp
         async with aiohttp.ClientSession() as session:
-            t0 = time.perf_counter()
-            reports = await asyncio.gather(*(cmd.fetch_status(session, f"{base}/{name}/", 1.0) for name in
-                                             ("huge", "declared", "slow", "notjson", "deep", "schema", "redirect")))
-            assert time.perf_counter() - t0 < 5
+            # Only the silent node gets a short timeout: the others must fail for what they
+            # sent, however slowly a loaded machine serves it.
+            reports = await asyncio.gather(*(cmd.fetch_status(session, f"{base}/{name}/", 1.0 if name == "slow" else 30.0)
+                                             for name in ("huge", "declared", "slow", "notjson", "deep", "schema",
+                                                          "redirect")))
     finally:
         await runner.cleanup()
     errors = [r.error for r in reports]

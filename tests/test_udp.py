@@ -161,11 +161,13 @@ def test_bad_udp_config_is_a_user_error():
 # -- the fault layer on real sockets --
 
 
-async def send_numbered(tx, addr, n, gap_every=50):
+async def send_numbered(tx, rx, n, gap_every=50):
+    """Send 0..n-1 to ``rx`` in bursts, each after the reader has caught up with the last
+    (a loaded machine could otherwise overflow the kernel's receive buffer: real loss)."""
     for i in range(n):
-        await tx.send(i.to_bytes(4, "big"), addr)
+        await tx.send(i.to_bytes(4, "big"), rx.local_address)
         if i % gap_every == gap_every - 1:
-            await asyncio.sleep(0.002)  # let the receiver's reader keep up
+            await wait_until(lambda: rx.stats().datagrams_in >= tx.stats().datagrams_out - gap_every, 20)
 
 
 def numbers(received):
@@ -175,8 +177,8 @@ def numbers(received):
 async def test_receive_faults_drop_and_count_on_sockets():
     config = UdpConfig.faulty(FaultConfig.lossy(0.3, seed=11))
     async with await UdpEndpoint.bind(LOCAL, config) as rx, await UdpEndpoint.bind(LOCAL) as tx:
-        await send_numbered(tx, rx.local_address, 1000)
-        await wait_until(lambda: rx.stats().datagrams_in == 1000)
+        await send_numbered(tx, rx, 1000)
+        await wait_until(lambda: rx.stats().datagrams_in == 1000, 20)
         got = numbers(await drain(rx))
         dropped = rx.stats().dropped[DropReason.FAULT]
         assert len(got) + dropped == 1000
@@ -188,7 +190,8 @@ async def test_send_faults_duplicate_and_reorder_on_sockets():
     faults = FaultConfig(duplicate=0.2, reorder=0.2, reorder_delay=0.03, seed=12)
     async with await UdpEndpoint.bind(LOCAL, UdpConfig(send_faults=faults)) as tx, \
             await UdpEndpoint.bind(LOCAL) as rx:
-        await send_numbered(tx, rx.local_address, 500)
+        await send_numbered(tx, rx, 500)
+        await wait_until(lambda: tx.held_back == 0 and rx.stats().datagrams_in == tx.stats().datagrams_out, 20)
         got = numbers(await drain(rx))
         assert set(got) == set(range(500))  # nothing lost
         assert 560 < len(got) < 640  # about 20% duplicated

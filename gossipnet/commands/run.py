@@ -34,7 +34,7 @@ _FLAG_FIELDS = (
     "data_dir", "net", "shards", "shard", "alpha", "task", "algo", "seed", "trust", "merge", "clip_radius",
     "train_chunk", "announce_interval", "checkpoint_interval", "eval_interval", "max_steps",
     "volunteer_steps", "volunteer_spot_check_rate", "volunteer_max_share", "volunteer_leases_per_minute",
-    "population", "cores",
+    "population", "cores", "start_from",
     "image_size", "color_mode",
 )
 
@@ -119,8 +119,26 @@ def run(args: argparse.Namespace) -> int:
 
     raise_open_file_limit()  # sockets, HTTP connections and checkpoints share one budget
     learner = build_learner(cfg, identity.node_id)
+    _start_from(learner, cfg)
     node = Node(cfg, learner, identity, credentials, incarnation=incarnation)
     return asyncio.run(_serve(node, join_line))
+
+
+def _start_from(learner, cfg: NodeConfig) -> None:
+    """--start-from: a fresh node begins from the model; a node with its own checkpoint resumes."""
+    if not cfg.start_from:
+        return
+    from gossipnet.checkpoint import CheckpointStore
+    from gossipnet.model import load_model
+
+    store = CheckpointStore(cfg.state_dir)
+    if store.current.exists() or store.previous.exists():
+        log.warning("--start-from %s ignored: %s holds this node's own checkpoint, which it resumes "
+                    "(use a fresh --state-dir to start over from the model)", cfg.start_from, cfg.state_dir)
+        return
+    model = load_model(cfg.start_from)
+    learner.start_from(model)
+    log.info("starting from %s (%.0f images of training)", cfg.start_from, model.images)
 
 
 async def _serve(node: Node, join_line: str | None) -> int:
@@ -214,6 +232,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                             "age-weighted averaging (trusts every member), or ClippedGossip")
     learn.add_argument("--clip-radius", type=float, default=None, help="ClippedGossip's L2 radius")
     learn.add_argument("--max-steps", type=int, default=None, help="stop training after N steps (keep serving)")
+    learn.add_argument("--start-from", default=None, metavar="MODEL",
+                       help="begin from a trained model (gossipnet train --checkpoint file, model.safetensors "
+                            "or a node's state dir) when --state-dir has no checkpoint yet")
     learn.add_argument("--cores", type=int, default=None, metavar="N",
                        help="train on N cores, one worker process each (default: every core available)")
     cad = p.add_argument_group("cadence (seconds)")

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gossipnet.errors import UserError
+
 Scalar = int | float | str | bool
 
 
@@ -129,6 +131,11 @@ class Learner(abc.ABC):
 
     def close(self) -> None:
         """Release what training holds (worker processes); the learner may train again after."""
+
+    def start_from(self, model) -> None:
+        """Begin from a trained model file (``gossipnet run --start-from``) instead of an init."""
+        raise UserError(f"--start-from takes a convnet model; a {self.kind} node cannot start from "
+                        "one: leave out --start-from")
 
     @abc.abstractmethod
     def state_dict(self) -> dict[str, np.ndarray]:

@@ -520,6 +520,32 @@ class ConvnetLearner(Learner):
         state["learner.data"] = np.frombuffer(self.data_fingerprint, np.uint8).copy()
         return state
 
+    def start_from(self, model: TrainedModel) -> None:
+        """Begin from a trained model (``gossipnet run --start-from``) instead of the random init.
+
+        The model must be this node's net on this node's classes; its images become our age,
+        so its training keeps its weight in merges. Its lineage is the file's (or a digest of
+        its weights): nodes started from the same file average plainly, others realign.
+        """
+        card, where = model.card, model.source or "the model"
+        problems = []
+        if Net(card.spec, card.input_shape).fingerprint != self.net.fingerprint:
+            problems.append(f"its net ({len(card.spec)} layers, input {card.input_shape}) is not this "
+                            f"node's --net {self.config.net} (input {self.net.input_shape})")
+        if tuple(card.classes) != tuple(self.classes):
+            problems.append(f"its classes ({', '.join(card.classes[:4])}...) are not this data set's "
+                            f"({', '.join(self.classes[:4])}...)")
+        if problems:
+            raise UserError(f"cannot start from {where}: {'; '.join(problems)}; start the node with the "
+                            "--net and --dataset the model was trained with, or leave out --start-from")
+        self.net.load_state_dict(model.weights)
+        self.age = float(model.images)
+        digest = hashlib.sha256(b"".join(np.ascontiguousarray(v, np.float32).tobytes()
+                                         for _, v in sorted(model.weights.items()))).hexdigest()[:16]
+        self.lineage = model.lineage or f"file-{digest}"
+        if self.config.lr_schedule == "age":
+            self.optimizer.lr = self.lr_at(self.age)
+
     def model(self) -> TrainedModel:
         """The current weights as a model a user can download (a copy: training goes on)."""
         return TrainedModel(self.card, self.net.state_dict(), "this node's current model")

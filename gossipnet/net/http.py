@@ -207,7 +207,7 @@ class StatusServer:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gossipnet-png")
         self.progress = ProgressImage(provider, self._executor, render_interval)
         self.guard = ConnectionGuard(limits)
-        self.models = ModelService(provider) if callable(getattr(provider, "model", None)) else None
+        self.models = ModelService(provider, self.guard) if callable(getattr(provider, "model", None)) else None
         self.app = create_app(provider, self.progress, volunteer_routes, self.guard, self.models)
         self._runner: web.AppRunner | None = None
         self.host: str | None = None

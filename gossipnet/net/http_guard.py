@@ -6,9 +6,10 @@ one host exhausted a node's file descriptors (and with them its next checkpoint
 write). aiohttp offers no hook for this, so ``GuardedSite`` wraps each connection's
 protocol: connections are capped per source IP (IPv6 per /64, as the UDP budgets)
 and in total, request headers must arrive within ``header_timeout`` of their first
-byte, and an idle keep-alive connection closes after ``keepalive``. ``/blob``
-downloads, the only expensive route, have a token bucket per IP on top
-(``blob_allowed``).
+byte, and an idle keep-alive connection closes after ``keepalive``. The routes that cost
+real work per request have a token bucket per IP on top: ``/blob`` downloads
+(``blob_allowed``) and the model routes, ``POST /classify`` and ``GET /model.onnx``
+(``model_allowed``: a decode and a forward pass, or an ONNX export, on the node's CPU).
 
 Loopback clients are exempt from the per-IP limits (not from the total cap): no LAN host
 can send from 127.0.0.1, and ``gossipnet demo`` runs a whole swarm on that one address.
@@ -49,6 +50,10 @@ class HttpLimits:
     # with fanout 2); 2/s with a burst of 6 leaves room and stops a download loop.
     blob_per_ip_per_s: float = 2.0
     blob_burst: float = 6.0
+    # A person trying pictures uploads a few a minute; a script looping on /classify would
+    # take the node's CPU from training (one decode + forward pass each).
+    model_per_ip_per_s: float = 0.5
+    model_burst: float = 10.0
     max_tracked_ips: int = 4096
     # See the module docstring; tests of the per-IP limits turn it off.
     exempt_loopback: bool = True
@@ -70,6 +75,8 @@ class ConnectionGuard:
         self.counters: Counter[str] = Counter()
         self._blobs = TokenBuckets(self.limits.blob_per_ip_per_s, self.limits.blob_burst,
                                    self.limits.max_tracked_ips)
+        self._models = TokenBuckets(self.limits.model_per_ip_per_s, self.limits.model_burst,
+                                    self.limits.max_tracked_ips)
         self._protocols: dict[object, _GuardedProtocol] = {}  # transport -> its guarded protocol
 
         @web.middleware
@@ -108,10 +115,17 @@ class ConnectionGuard:
 
     def blob_allowed(self, host: str, now_ms: int) -> bool:
         """Take one download token for ``host``'s IP (or /64); False = answer 429."""
+        return self._take(self._blobs, "blob_rate_limited", host, now_ms)
+
+    def model_allowed(self, host: str, now_ms: int) -> bool:
+        """Take one classify/export token for ``host``'s IP (or /64); False = answer 429."""
+        return self._take(self._models, "model_rate_limited", host, now_ms)
+
+    def _take(self, buckets: TokenBuckets, refusal: str, host: str, now_ms: int) -> bool:
         exempt = self.limits.exempt_loopback and is_loopback(host)
-        if exempt or self._blobs.allow(source_key(host), now_ms):
+        if exempt or buckets.allow(source_key(host), now_ms):
             return True
-        self.counters["blob_rate_limited"] += 1
+        self.counters[refusal] += 1
         return False
 
 

@@ -12,6 +12,8 @@ Uploads are untrusted: a Content-Length is required and capped (413 beyond it), 
 counted as they arrive, the picture is decoded by ``decode_image`` (allowed formats only, a
 pixel cap checked from the header before decoding, Pillow's decompression-bomb check) in a
 worker thread, one at a time, and a queue longer than ``MAX_WAITING`` is refused with 503.
+Classifications and ONNX exports also spend a per-IP token (``ConnectionGuard.model_allowed``):
+one host looping on them gets 429 instead of the node's CPU.
 Every refusal is a 4xx/5xx whose text says what was wrong.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -46,8 +49,9 @@ class ModelService:
     node publishes; ONNX bytes are cached per copy, so repeated downloads cost one export.
     """
 
-    def __init__(self, provider: Any) -> None:
+    def __init__(self, provider: Any, guard: Any = None) -> None:
         self._provider = provider
+        self._guard = guard  # a net.http_guard.ConnectionGuard, or None (no per-IP budget)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gossipnet-model")
         self._lock = asyncio.Lock()
         self._waiting = 0
@@ -77,6 +81,14 @@ class ModelService:
         finally:
             self._waiting -= 1
 
+    def _spend_token(self, request: web.Request) -> None:
+        if self._guard is not None and not self._guard.model_allowed(request.remote or "",
+                                                                     int(time.time() * 1000)):
+            self._refuse("rate_limited")
+            raise web.HTTPTooManyRequests(text="too many pictures or exports from your address; "
+                                               "wait a few seconds and try again\n",
+                                          headers={"Retry-After": "2"})
+
     def _refuse(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1
 
@@ -95,12 +107,14 @@ class ModelService:
         model = self._model()
         cached = self._onnx
         if cached is None or cached[0] is not model:
+            self._spend_token(request)  # a cached export costs nothing
             cached = self._onnx = (model, await self._run(export_onnx, model))
         return web.Response(body=cached[1], content_type="application/octet-stream",
                             headers={"Content-Disposition": 'attachment; filename="model.onnx"'})
 
     async def classify(self, request: web.Request) -> web.Response:
         model = self._model()
+        self._spend_token(request)
         wants_html = request.content_type == "multipart/form-data"
         try:
             data, filename = await self._upload(request)

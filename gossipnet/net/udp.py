@@ -182,6 +182,11 @@ class UdpEndpoint:
         """Datagrams waiting for ``recv``."""
         return len(self._queue) + len(self._urgent)
 
+    @property
+    def held_back(self) -> int:
+        """Datagrams the fault layer is still delaying (not yet sent, or not yet delivered)."""
+        return len(self._timers)
+
     def stats(self) -> UdpStats:
         """A snapshot of the counters."""
         return self._stats.copy()

@@ -30,19 +30,24 @@ def save_state(path: str | os.PathLike, tensors: dict[str, np.ndarray],
     return len(data)
 
 
-def load_state(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, object]]:
-    """Read a file written by ``save_state``; UserError saying what is wrong with it otherwise."""
+def read_checkpoint(path: str | os.PathLike, what: str = "state file") -> Checkpoint:
+    """Read and decode one gossipnet file; a UserError naming ``what`` it was meant to be otherwise."""
     p = Path(path)
     try:
         data = p.read_bytes()
     except FileNotFoundError:
-        raise UserError(f"state file {p} does not exist") from None
+        raise UserError(f"{what} {p} does not exist") from None
     except OSError as exc:
-        raise UserError(f"cannot read state file {p}: {exc.strerror or exc}") from None
+        raise UserError(f"cannot read {what} {p}: {exc.strerror or exc}") from None
     try:
-        ckpt = decode(data)
+        return decode(data)
     except CorruptCheckpoint as exc:
-        raise UserError(f"state file {p} is corrupt or not a gossipnet file: {exc}") from None
+        raise UserError(f"{what} {p} is corrupt or not a readable gossipnet checkpoint: {exc}") from None
+
+
+def load_state(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, object]]:
+    """Read a file written by ``save_state``; UserError saying what is wrong with it otherwise."""
+    ckpt = read_checkpoint(path)
     return ckpt.tensors, ckpt.meta
 
 
