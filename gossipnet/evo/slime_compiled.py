@@ -11,8 +11,8 @@ float64 operations: ``tests/test_slime_golden.py`` replays the original's record
 trajectories through ``step`` here too, and they match exactly.
 
 The policies are the same 12-H-6 tanh MLPs (``slime_players.slime_layout``), computed in
-float64 from the float32 genome; a game is a pure function of the two genomes and the
-serve table, so a claim measured by one node replays exactly on another.
+float64 from the float32 genome, and the baseline RNN; a game is a pure function of the
+two players and the serve table, so a claim measured by one node replays exactly on another.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 from numba import njit
 
 from gossipnet.evo.policy import Layout
+from gossipnet.evo.slime_players import baseline_weights
 from gossipnet.evo.slime_physics import (
     ACTION_TABLE, AGENT_R, BALL_R, BPX, BPY, BVX, BVY, BX, BY, DELAY, FRICTION, GRAVITY,
     INIT_DELAY_FRAMES, LDVX, LDVY, LLIFE, LVX, LVY, LX, LY, MAX_BALL_SPEED, MAX_STEPS, MAXLIVES,
@@ -213,16 +214,42 @@ def _act(obs, w1, b1, w2, b2, h):
 
 
 @njit(**_JIT)
-def _play(w1, b1, w2, b2, right, left, serves, score, length):
+def baseline_act(obs, out, weight, bias, x):
+    """The baseline RNN's step: 8 game inputs and its own previous 7 outputs (``out``,
+    updated in place), tanh; returns its buttons (output > 0.75). ``x`` is scratch."""
+    for k in range(8):
+        x[k] = obs[k]
+    for k in range(7):
+        x[8 + k] = out[k]
+    for i in range(7):
+        acc = 0.0
+        for j in range(15):
+            acc += weight[i, j] * x[j]
+        out[i] = np.tanh(acc + bias[i])
+    buttons = np.zeros(3, np.int64)
+    for k in range(3):
+        buttons[k] = 1 if out[k] > 0.75 else 0
+    return buttons
+
+
+@njit(**_JIT)
+def _play(w1, b1, w2, b2, right, left, serves, score, length, base_w, base_b, baseline_left):
+    """Games ``g``: genome ``right[g]`` against genome ``left[g]``, or, with
+    ``baseline_left``, against the baseline (its recurrent state zero at each start)."""
     s = np.zeros(N_ROWS)
     obs = np.zeros((2, 12))
     h = np.zeros(w1.shape[2])
+    base_out, base_x = np.zeros(7), np.zeros(15)
     for g in range(right.size):
         r, lf = right[g], left[g]
         reset(s, serves[g], obs)
+        base_out[:] = 0.0
         total = 0.0
         while True:
-            a_left = _ACTIONS[_act(obs[0], w1[lf], b1[lf], w2[lf], b2[lf], h)]
+            if baseline_left:
+                a_left = baseline_act(obs[0], base_out, base_w, base_b, base_x)
+            else:
+                a_left = _ACTIONS[_act(obs[0], w1[lf], b1[lf], w2[lf], b2[lf], h)]
             a_right = _ACTIONS[_act(obs[1], w1[r], b1[r], w2[r], b2[r], h)]
             reward, done = step(s, serves[g], obs, a_left, a_right)
             total += reward
@@ -232,16 +259,27 @@ def _play(w1, b1, w2, b2, right, left, serves, score, length):
         length[g] = int(s[T])
 
 
-def play_genome_games(layout: Layout, genomes: np.ndarray, right: np.ndarray, left: np.ndarray,
-                      seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Game i: ``genomes[right[i]]`` (right) against ``genomes[left[i]]`` with serves from
-    ``seeds[i]``. Returns the right player's scores and the games' lengths."""
+def _run(layout: Layout, genomes: np.ndarray, right, left, seeds, baseline_left: bool):
     p = layout.unpack(np.asarray(genomes, dtype=np.float32))
     # contiguous int64 always: another array layout would compile another specialisation
     right, left = np.ascontiguousarray(right, np.int64), np.ascontiguousarray(left, np.int64)
     n = right.size
     score, length = np.zeros(n), np.zeros(n, np.int64)
     if n:
+        base_w, base_b = baseline_weights()
         _play(*(np.ascontiguousarray(p[k], dtype=np.float64) for k in ("w1", "b1", "w2", "b2")),
-              right, left, draw_serves(seeds), score, length)
+              right, left, draw_serves(seeds), score, length, base_w, base_b, baseline_left)
     return score, length
+
+
+def play_genome_games(layout: Layout, genomes: np.ndarray, right: np.ndarray, left: np.ndarray,
+                      seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Game i: ``genomes[right[i]]`` (right) against ``genomes[left[i]]`` with serves from
+    ``seeds[i]``. Returns the right player's scores and the games' lengths."""
+    return _run(layout, genomes, right, left, seeds, False)
+
+
+def play_against_baseline(layout: Layout, genomes: np.ndarray, who: np.ndarray,
+                          seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Game i: ``genomes[who[i]]`` (right) against the baseline (left), serves from ``seeds[i]``."""
+    return _run(layout, genomes, who, np.zeros_like(np.asarray(who, np.int64)), seeds, True)
