@@ -136,11 +136,13 @@ class Swarm:
         n = 4 if setup == "islands" else 1
         population = args.population // n
         self.islands = [SelfPlayLearner(SelfPlayConfig(population=population, seed=seed * 100 + i,
-                                                       hall_share=args.hall_share),
+                                                       hall_share=args.hall_share,
+                                                       hall_recent=args.hall_recent),
                                         name=f"island{i}") for i in range(n)]
-        self.stem = Path(args.out) / f"{setup}-seed{seed}"
-        self.record: dict = {"setup": setup, "seed": seed, "islands": n, "population_per_island": population,
-                             "hall_share": args.hall_share, "budget_games": args.games,
+        self.stem = Path(args.out) / f"{setup}{args.tag}-seed{seed}"
+        self.record: dict = {"setup": setup + args.tag, "seed": seed, "islands": n, "population_per_island": population,
+                             "hall_share": args.hall_share, "hall_recent": args.hall_recent,
+                             "budget_games": args.games,
                              "eval_episodes": args.eval_episodes, "points": []}
         self.champions: list[np.ndarray] = []
         self.next_eval = 0
@@ -323,6 +325,8 @@ def main() -> None:
                    help="islands, single, or both: islands,single (played side by side)")
     r.add_argument("--seeds", "--seed", type=lambda v: [int(x) for x in v.split(",")], default=[0])
     r.add_argument("--hall-share", type=float, default=SelfPlayConfig.hall_share)
+    r.add_argument("--hall-recent", type=float, default=SelfPlayConfig.hall_recent)
+    r.add_argument("--tag", default="", help="appended to the setup's file names (variants)")
     r.add_argument("--population", type=int, default=128, help="total over all islands")
     r.add_argument("--games", type=int, default=300_000, help="training games, all islands together")
     r.add_argument("--eval-every", type=int, default=10_000)

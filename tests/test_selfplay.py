@@ -53,6 +53,9 @@ def test_hall_of_fame_is_capped_keeps_the_newest_and_round_trips():
     assert hall.generation[-2:] == [38, 39]  # the newest are never the ones dropped
     assert min(hall.generation) < 30  # older history is thinned, not cut off
     np.testing.assert_array_equal(hall.genomes[:, 0], hall.generation)
+    rng = np.random.default_rng(0)
+    assert set(hall.sample(50, rng, recent=1.0)[:, 0]) <= {38.0, 39.0}  # the newest only
+    assert len(set(hall.sample(50, rng)[:, 0])) == 5  # uniform: the whole hall
     other = HallOfFame(dim=3, capacity=5)
     other.load_state_dict(hall.state_dict())
     assert other.origin == hall.origin and other.generation == hall.generation

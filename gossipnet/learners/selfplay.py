@@ -58,6 +58,7 @@ class SelfPlayConfig:
     sigma: float = 0.1  # mutation noise (the published GA self-play's)
     init_scale: float = 0.5  # initial genes ~ N(0, 0.5^2) (ditto)
     hall_share: float = 0.1  # fraction of games a member plays against a hall-of-fame champion
+    hall_recent: float = 0.0  # of those, the share drawn from the hall's 8 newest entries
     champion_interval: int = 25  # generations between champions (and migrant offers)
     candidates: int = 3  # longest winning streaks that compete to be champion
     round_robin_size: int = 6  # hall sample the candidates play, one game each
@@ -81,8 +82,9 @@ class SelfPlayConfig:
                             "selection on single games, as the published GA self-play")
         if self.population < 4 or self.candidates < 1 or self.champion_interval < 1:
             raise UserError("self-play needs --population >= 4, candidates >= 1, champion interval >= 1")
-        if not 0.0 <= self.hall_share < 1.0:
-            raise UserError(f"hall share must be in [0, 1), got {self.hall_share}")
+        if not 0.0 <= self.hall_share < 1.0 or not 0.0 <= self.hall_recent <= 1.0:
+            raise UserError(f"hall share must be in [0, 1) and its recent part in [0, 1], got "
+                            f"{self.hall_share}, {self.hall_recent}")
 
 
 class SelfPlayLearner(EvolutionLearner):
@@ -147,7 +149,7 @@ class SelfPlayLearner(EvolutionLearner):
         on_hall = (self.rng.random(c.population) < c.hall_share) if len(self.hall) else np.zeros(c.population, bool)
         hall_members = np.flatnonzero(on_hall)
         pairs = t.pairs(np.flatnonzero(~on_hall))
-        opponents = self.hall.sample(hall_members.size, self.rng)
+        opponents = self.hall.sample(hall_members.size, self.rng, c.hall_recent)
         k, h = pairs.shape[0], hall_members.size
         score = self._play(np.concatenate([t.members, opponents]),
                            np.concatenate([pairs[:, 0], hall_members]),
