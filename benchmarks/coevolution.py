@@ -230,17 +230,18 @@ def run(args: argparse.Namespace) -> dict:
 # ----------------------------------------------------------------------------- report
 
 
-def first_games(points: list[dict], level: float) -> int | None:
-    for p in points:
-        if p["score_vs_baseline"] >= level:
-            return p["games"]
-    return None
+def first_games(games: list[int], scores: np.ndarray, level: float) -> int | None:
+    """Training games at the first checkpoint whose champion scored >= ``level``."""
+    hit = np.flatnonzero(np.asarray(scores) >= level)
+    return int(games[hit[0]]) if hit.size else None
 
 
 def report(args: argparse.Namespace) -> dict:
-    """Table, Elo of the champions over time and the CIAO plot. A run stopped before its
-    budget (the machine's time ran out) is judged on its last champion, evaluated here on
-    the same 1,000 fixed seeds, and marked as stopped."""
+    """Table, Elo of the champions over time and the CIAO plot. Every checkpoint's champion
+    is re-evaluated here on ``--episodes`` (1,000) fixed seeds, so "games to -1" and "to 0"
+    rest on 1,000 episodes, not on the run's 200-episode progress checks. A run stopped
+    before its budget (the machine's time ran out) is judged on its last champion and
+    marked as stopped; the best checkpoint is reported too."""
     from gossipnet.evo.selfplay import slime_task
 
     layout = slime_task(16).layout
@@ -249,27 +250,30 @@ def report(args: argparse.Namespace) -> dict:
     rows, payoffs = [], []
     for r in records:
         champs = np.load(directory / f"{r['setup']}-seed{r['seed']}-champions.npy")
-        final = r.get("final")
-        if final is None:
-            score, res = score_vs_baseline(layout, champs[-1][None], 1000)
-            final = {"score_vs_baseline": float(score[0]), "std": float(res.score.std()),
-                     "episodes": 1000, "games": r["points"][-1]["games"], "stopped": True}
-        payoff, _ = payoff_matrix(layout, champs, args.ciao_games, seed=11)
+        n = min(len(champs), len(r["points"]))
+        games = [p["games"] for p in r["points"][:n]]
+        scores, res = score_vs_baseline(layout, champs[:n], args.episodes)
+        r["evaluated"] = {"episodes": args.episodes, "games": games, "scores": [round(float(x), 3) for x in scores]}
+        best = int(np.argmax(scores))
+        payoff, _ = payoff_matrix(layout, champs[:n], args.ciao_games, seed=11)
         payoffs.append(payoff)
-        rows.append({"setup": r["setup"], "seed": r["seed"], "games": r["points"][-1]["games"],
-                     "to_minus_1": first_games(r["points"], -1.0), "to_0": first_games(r["points"], 0.0),
-                     "final": final["score_vs_baseline"], "final_std": final["std"],
-                     "stopped": bool(final.get("stopped")), "best_point": max(p["score_vs_baseline"] for p in r["points"]),
+        rows.append({"setup": r["setup"], "seed": r["seed"], "games": games[-1],
+                     "to_minus_1": first_games(games, scores, -1.0), "to_0": first_games(games, scores, 0.0),
+                     "final": float(scores[-1]), "final_std": float(res.score[-1].std()),
+                     "stopped": games[-1] < r["budget_games"],
+                     "best": float(scores[best]), "best_std": float(res.score[best].std()), "best_games": games[best],
                      "elo_first_last": [round(float(x), 1) for x in elo(payoff)[[0, -1]]],
-                     "champions": len(champs), "seconds": r["points"][-1]["seconds"]})
-    print("| setup | seed | training games | games to -1 | games to 0 | last champion vs baseline (1,000 episodes) |")
-    print("|---|---|---:|---:|---:|---:|")
+                     "champions": n, "seconds": r["points"][n - 1]["seconds"]})
+    print("| setup | seed | training games | games to -1 | games to 0 | last champion | best champion (at games) |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for row in rows:
         note = " (stopped: time)" if row["stopped"] else ""
         print(f"| {row['setup']} | {row['seed']} | {row['games']:,}{note} | {row['to_minus_1'] or 'not reached'} | "
-              f"{row['to_0'] or 'not reached'} | {row['final']:.2f} +/- {row['final_std']:.2f} |")
-    for row in rows:
-        print(f"{row['setup']}: Elo of the first and last champion {row['elo_first_last']}", file=sys.stderr)
+              f"{row['to_0'] or 'not reached'} | {row['final']:.2f} +/- {row['final_std']:.2f} | "
+              f"{row['best']:.2f} +/- {row['best_std']:.2f} ({row['best_games']:,}) |")
+    for r, row in zip(records, rows):
+        print(f"{row['setup']}: Elo of the first and last champion {row['elo_first_last']}; "
+              f"every checkpoint ({args.episodes} episodes): {r['evaluated']['scores']}", file=sys.stderr)
     if args.plot:
         ciao_plot(records, payoffs, args.plot)
     return {"rows": rows}
@@ -300,12 +304,12 @@ def ciao_plot(records: list[dict], payoffs: list[np.ndarray], path: str) -> None
         ax.set_title(f"{r['setup']} ({r['islands']} x {r['population_per_island']}), seed {r['seed']}")
         fig.colorbar(im, ax=ax, label="mean score, current vs ancestor")
         ax2 = axes[1, col]
-        ax2.plot(g, [p["score_vs_baseline"] for p in r["points"]][:n], marker=".")
+        ax2.plot(g, r["evaluated"]["scores"][:n], marker=".")
         ax2.axhline(-1, color="grey", lw=0.8, ls="--")
         ax2.axhline(0, color="grey", lw=0.8)
         ax2.set_ylim(-5.2, 2)
         ax2.set_xlabel("training games (thousands)")
-        ax2.set_ylabel(f"vs baseline ({r['eval_episodes']} ep.)")
+        ax2.set_ylabel(f"vs baseline ({r['evaluated']['episodes']} ep.)")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
 
@@ -337,6 +341,7 @@ def main() -> None:
     q.add_argument("dir")
     q.add_argument("--plot", default=None)
     q.add_argument("--ciao-games", type=int, default=2, help="games per pair of champions")
+    q.add_argument("--episodes", type=int, default=1000, help="episodes per checkpoint champion against the baseline")
     q.add_argument("--json", action="store_true")
     args = p.parse_args()
     result = {"speed": speed, "run": run, "report": report}[args.cmd](args)
