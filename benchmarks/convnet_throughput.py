@@ -15,7 +15,10 @@ core (``nn.parallel.DataParallel``: one worker process per core, one BLAS thread
 against PyTorch at each thread count from 1 to the core count, interleaved; the final
 JSON line holds ``core_scaling`` (numpy all cores / one core), ``single_core_ratio``
 (numpy / PyTorch, one core each) and ``whole_machine_ratio`` (numpy on all cores /
-PyTorch at its best thread count). ``--cores N`` sets "all cores".
+PyTorch at its best thread count). ``--cores N`` sets "all cores". It also runs the same
+one-core step in that many processes that share nothing, at once: ``independent_scaling``
+is what the machine itself allows (cores busy together may each run slower), and
+``split_efficiency`` (core_scaling / that) what splitting one batch keeps of it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -157,6 +161,57 @@ def profile(net: Net, batch: int, rounds: int = 20) -> None:
     print(f"  {'total':<24} {total:7.3f} ms = {batch / total * 1e3:.0f} images/s (no optimizer)")
 
 
+# One of ``independent``'s processes: the one-core step of ``numpy_model``, timed from "go".
+INDEPENDENT = r"""
+import sys, time
+import numpy as np
+from gossipnet.nn import SGD, Net, blas, get_preset, heap
+blas.set_threads(1)
+heap.keep_freed_memory()
+p, batch, steps = get_preset(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+net = Net(p.spec, p.input_shape)
+opt = SGD(net.params(), lr=0.001, momentum=0.9)
+rng = np.random.default_rng(3)
+x = rng.standard_normal((batch, *p.input_shape)).astype(np.float32)
+y = rng.integers(0, 10, batch)
+for _ in range(3):
+    net.loss_and_grads(x, y)
+    opt.step(net.grads())
+print("ready", flush=True)
+sys.stdin.readline()
+t = time.perf_counter()
+for _ in range(steps):
+    net.loss_and_grads(x, y)
+    opt.step(net.grads())
+print(time.perf_counter() - t, flush=True)
+"""
+
+
+def independent(preset, cores: int, batch: int, steps: int) -> float:
+    """Images/s of ``cores`` separate one-core processes training at once, sharing nothing:
+    the most any split of one batch could reach here, since cores busy together may each run
+    slower than one alone (shared caches and memory, a hypervisor's scheduling)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    procs = [subprocess.Popen([sys.executable, "-c", INDEPENDENT, preset.name, str(batch), str(steps)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+             for _ in range(cores)]
+    try:
+        for p in procs:
+            if p.stdout.readline().strip() != "ready":
+                raise RuntimeError("an independent training process failed to start")
+        for p in procs:  # every process is warm: start them together
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        secs = [float(p.stdout.readline()) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    return cores * steps * batch / max(secs)
+
+
 def machine(preset, batch: int = 32) -> dict:
     """Batch-32 images/s: numpy on one core and on all cores, PyTorch at 1..cores threads."""
     cores = ARGS.cores or available_cores()
@@ -166,8 +221,7 @@ def machine(preset, batch: int = 32) -> dict:
     dp = DataParallel(net, cores, batch)
 
     def all_step(x, y, _state={"step": 0}):
-        dp.loss_and_grads(x, y, 0, _state["step"])
-        opt.step(net.grads())
+        dp.step(x, y, 0, _state["step"], opt)  # forward, backward and update, all in the workers
         _state["step"] += 1
 
     rng = np.random.default_rng(3)
@@ -184,20 +238,28 @@ def machine(preset, batch: int = 32) -> dict:
             impls[f"torch {t} thread{'s' if t > 1 else ''}"] = (step, xt, yt)
     runs = {name: [] for name in impls}
     per_cpu = {name: [] for name in impls}  # images per CPU-second: what a loaded machine can't hide
+    parent_ms = []  # the parent's own CPU per all-cores step: the serial part
+    alone = []  # images/s of `cores` independent one-core processes at once (the machine's ceiling)
     print(f"\nbatch {batch}, the whole machine ({cores} cores), load average {os.getloadavg()[0]:.1f}", flush=True)
     try:
-        for r in range(ARGS.repeats):
-            order = list(impls) if r % 2 == 0 else list(reversed(impls))
-            for name in order:
-                step, a, b = impls[name]
-                if name.startswith("torch"):
-                    torch.set_num_threads(int(name.split()[1]))
-                runs[name].append(rate(step, a, b, ARGS.seconds))
-                c0 = time.process_time() + dp.cpu_seconds()
-                n = max(2, int(runs[name][-1] * ARGS.seconds / batch / 2))
-                for _ in range(n):
-                    step(a, b)
-                per_cpu[name].append(n * batch / max(time.process_time() + dp.cpu_seconds() - c0, 1e-9))
+        with dp.session(opt):  # the weights live in the workers' shared memory meanwhile
+            for r in range(ARGS.repeats):
+                order = list(impls) if r % 2 == 0 else list(reversed(impls))
+                for name in order:
+                    step, a, b = impls[name]
+                    if name.startswith("torch"):
+                        torch.set_num_threads(int(name.split()[1]))
+                    runs[name].append(rate(step, a, b, ARGS.seconds))
+                    p0, w0 = time.process_time(), dp.cpu_seconds()
+                    n = max(2, int(runs[name][-1] * ARGS.seconds / batch / 2))
+                    for _ in range(n):
+                        step(a, b)
+                    parent = time.process_time() - p0
+                    per_cpu[name].append(n * batch / max(parent + dp.cpu_seconds() - w0, 1e-9))
+                    if name == f"numpy {cores} cores":
+                        parent_ms.append(parent / n * 1e3)
+                steps = max(5, int(runs["numpy 1 core"][-1] * ARGS.seconds / batch))
+                alone.append(independent(preset, cores, batch, steps))
     finally:
         dp.close()
     med = {name: float(np.median(v)) for name, v in runs.items()}
@@ -216,9 +278,17 @@ def machine(preset, batch: int = 32) -> dict:
            "core_scaling": round(full / one, 3),
            "single_core_ratio": round(one / torch_med["torch 1 thread"], 3) if torch_med else None,
            "whole_machine_ratio": round(full / torch_med[best], 3) if best else None,
+           "parent_cpu_ms_per_step": round(float(np.median(parent_ms)), 3),
+           # the same step in `cores` processes that share nothing, over one: what the machine
+           # itself allows; core_scaling over it is what splitting one batch keeps of that
+           "independent_scaling": round(float(np.median(alone)) / one, 3),
+           "split_efficiency": round(full / float(np.median(alone)), 3),
            "torch_best": best, "load_average": round(os.getloadavg()[0], 2)}
     print(f"  core_scaling (numpy {cores} cores / 1 core): {out['core_scaling']:.2f}   target >= 1.8 on 2 cores")
-    print(f"  cpu_efficiency (images per CPU-s, {cores} cores / 1 core): {out['cpu_efficiency']:.2f}")
+    print(f"  independent_scaling ({cores} one-core processes sharing nothing / 1): "
+          f"{out['independent_scaling']:.2f}; core_scaling / that: {out['split_efficiency']:.2f}")
+    print(f"  cpu_efficiency (images per CPU-s, {cores} cores / 1 core): {out['cpu_efficiency']:.2f}; "
+          f"the parent's own CPU per step: {out['parent_cpu_ms_per_step']:.2f} ms")
     if best:
         print(f"  single_core_ratio (numpy / torch, 1 core each): {out['single_core_ratio']:.2f}   moonshot >= 1.0")
         print(f"  whole_machine_ratio (numpy {cores} cores / {best}): {out['whole_machine_ratio']:.2f}   moonshot >= 1.0")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import sys
 import tempfile
@@ -57,8 +58,8 @@ while True:
     if step != last and "process_cpu_s" in m:
         last = step
         print(json.dumps({"t": time.monotonic(), "step": step, "cpu": m["process_cpu_s"],
-                          "train": m["train_cpu_s"], "eval": m["eval_cpu_s"], "images": m["images"]}),
-              flush=True)
+                          "train": m["train_cpu_s"], "eval": m["eval_cpu_s"], "images": m["images"],
+                          "merges": m.get("merges", 0)}), flush=True)
     time.sleep(1)
 """
 
@@ -84,7 +85,7 @@ def window(lan: LanBox, procs: dict, hosts: list[int], warmup: float, seconds: f
         p.kill()
         a = next(s for s in got if s["t"] >= t0)
         b = next(s for s in got if s["t"] >= t0 + seconds)
-        d = {k: b[k] - a[k] for k in ("t", "cpu", "train", "eval", "images")}
+        d = {k: b[k] - a[k] for k in ("t", "cpu", "train", "eval", "images", "merges")}
         other = d["cpu"] - d["train"] - d["eval"]
         out[h] = {"seconds": round(d["t"], 1), "cpu_s": round(d["cpu"], 2), "train_cpu_s": round(d["train"], 2),
                   "eval_cpu_s": round(d["eval"], 2), "other_cpu_s": round(other, 2),
@@ -93,6 +94,7 @@ def window(lan: LanBox, procs: dict, hosts: list[int], warmup: float, seconds: f
                   # whatever CPU it gets; as a share of a node training on one full core:
                   "other_cores": round(other / d["t"], 4),
                   "images_per_s": round(d["images"] / d["t"], 1),
+                  "merges_per_s": round(d["merges"] / d["t"], 3),
                   "images_per_train_cpu_s": round(d["images"] / d["train"], 1) if d["train"] else None}
     return out
 
@@ -104,13 +106,14 @@ def main() -> int:
     p.add_argument("--warmup", type=float, default=15.0, help="seconds after training starts")
     p.add_argument("--cores", type=int, default=1, help="--cores of each daemon")
     p.add_argument("--net", default="fashion", help="the daemons' --net (the default for the embedded set)")
+    p.add_argument("--daemon-args", default="", help="more daemon flags, e.g. '--merge average'")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     ok, reason = lanbox_available()
     if not ok:
         print(f"cannot build a LAN in a box here: {reason}", file=sys.stderr)
         return 2
-    extra = ["--net", args.net, "--cores", str(args.cores)]
+    extra = ["--net", args.net, "--cores", str(args.cores), *shlex.split(args.daemon_args)]
     hosts = list(range(args.nodes))
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp, LanBox(hosts=args.nodes) as lan:
@@ -126,13 +129,13 @@ def main() -> int:
                     for h, s in statuses(lan, 0, hosts).items()}
     shares = [s["other_share"] for s in swarm.values()]
     print(f"load average {load0:.1f} -> {os.getloadavg()[0]:.1f}; {args.seconds:.0f} s windows, "
-          f"--net {args.net} --cores {args.cores}, daemon defaults otherwise")
+          f"--net {args.net} --cores {args.cores} {args.daemon_args}, daemon defaults otherwise")
     print(f"{'node':<8}{'CPU s':>8}{'train':>8}{'eval':>7}{'other':>7}{'other %':>9}{'other cores':>12}"
-          f"{'img/s':>8}{'img/train-CPU-s':>17}")
+          f"{'img/s':>8}{'img/train-CPU-s':>17}{'merges/s':>10}")
     for name, r in [("alone", alone)] + [(f"swarm {h}", swarm[h]) for h in hosts]:
         print(f"{name:<8}{r['cpu_s']:>8.1f}{r['train_cpu_s']:>8.1f}{r['eval_cpu_s']:>7.1f}"
               f"{r['other_cpu_s']:>7.2f}{100 * r['other_share']:>8.2f}%{r['other_cores']:>12.4f}"
-              f"{r['images_per_s']:>8.0f}{r['images_per_train_cpu_s'] or 0:>17.0f}")
+              f"{r['images_per_s']:>8.0f}{r['images_per_train_cpu_s'] or 0:>17.0f}{r['merges_per_s']:>10.2f}")
     print(f"merges absorbed at the end: {absorbed}")
     summary = {"alone_other_share": alone["other_share"], "swarm_other_share_median": statistics.median(shares),
                "swarm_other_share_max": max(shares),

@@ -140,6 +140,7 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 def data_parallel_trainer(workers: int):
     """A node's training with --cores ``workers``: the thread drives DataParallel workers."""
     from gossipnet.nn.net import Net
+    from gossipnet.nn.optim import SGD
     from gossipnet.nn.parallel import DataParallel
     from gossipnet.nn.spec import get_preset
 
@@ -149,14 +150,13 @@ def data_parallel_trainer(workers: int):
     x = rng.random((preset.batch_size, *preset.input_shape), dtype=np.float32)
     y = rng.integers(0, 10, preset.batch_size)
     dp = DataParallel(net, workers, preset.batch_size)
+    opt = SGD(net.params(), lr=1e-3, momentum=0.0)
     count = [0]
 
     def step() -> float:
-        loss, _ = dp.loss_and_grads(x, y, 0, count[0])
+        with dp.session(opt):  # the workers update the weights
+            loss, _ = dp.step(x, y, 0, count[0], opt)
         count[0] += 1
-        params = net.params()
-        for name, g in net.grads().items():
-            params[name] -= 1e-3 * g
         return float(loss)
 
     step()

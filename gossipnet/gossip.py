@@ -120,6 +120,12 @@ class Gossip:
     def in_flight(self) -> list[Pull]:
         return list(self._pulls.values())
 
+    @property
+    def next_announce(self) -> float | None:
+        """When the next MANIFEST is due (None before the first tick): the node encodes its
+        offer just before (``LearnerHost``), not on a cadence of its own."""
+        return self._next_announce
+
     def next_deadline(self) -> float | None:
         times = [p.started + self.config.pull_timeout for p in self._pulls.values()]
         if self._next_announce is not None:

@@ -228,7 +228,9 @@ class Node:
         while True:
             done = self.cfg.max_steps is not None and self.host.step >= self.cfg.max_steps
             out = await loop.run_in_executor(self._worker, self.host.work, not done, self._checkpoint_meta)
-            self.host.record(peers=len(self.core.membership.alive_peers()) if self.core else 0)
+            core = self.core  # who could pull our next offer, and when the core announces it
+            self.host.record(len(core.membership.alive_peers()) if core else 0,
+                             core.gossip.next_announce if core else None)
             self._refresh_offer()
             if done:
                 await asyncio.sleep(1.0)

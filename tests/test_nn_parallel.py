@@ -37,8 +37,11 @@ def _data(n=40, seed=0):
 
 def _trainer(kind: str, workers: int, batch: int = 13):
     net = Net(SPEC, SHAPE, seed=3)
-    opt = make_optimizer(kind, net.params(), lr=0.05 if kind == "sgd" else 0.01)
-    tr = Trainer(net, opt, batch_size=batch, seed=7)
+    # weight decay on: the workers' slices of the update must decay weights, not biases
+    lr = 0.05 if kind == "sgd" else 0.01
+    opt = make_optimizer(kind, net.params(), lr=lr, weight_decay=0.01)
+    # a rate that changes every step: the workers must see each step's
+    tr = Trainer(net, opt, batch_size=batch, seed=7, lr_schedule=lambda step: lr * (6 - step) / 6)
     if workers > 1:
         tr.parallel = DataParallel(net, workers, batch)
     return tr
@@ -53,6 +56,11 @@ def test_multi_core_steps_equal_one_core_steps_to_float32_rounding(kind):
         r3 = three.train(x, y, 6)
         for name, w in one.net.params().items():
             np.testing.assert_allclose(three.net.params()[name], w, rtol=1e-4, atol=1e-5, err_msg=name)
+        for moment, arrays in one.optimizer.state.items():  # the workers' moments came back
+            for name, m in arrays.items():
+                np.testing.assert_allclose(three.optimizer.state[moment][name], m, rtol=1e-4, atol=1e-6,
+                                           err_msg=f"{moment}.{name}")
+        assert three.optimizer.t == one.optimizer.t == 6
         assert r3["loss"] == pytest.approx(r1["loss"], rel=1e-5)
         assert r3["accuracy"] == r1["accuracy"]
         # and the steps moved the weights at all (so equality is not trivial)

@@ -177,6 +177,48 @@ def test_volunteers_never_outweigh_the_node(learner):
     assert isinstance(doc, Refusal) and doc.reason == "busy"
 
 
+def test_an_update_keeps_its_base_until_checked_and_merges_weighted_by_staleness(learner):
+    desk = make_desk(learner, spot_check_rate=0.0, reference_leases=0)
+    doc, delta, loss = lease_for(desk, now=1.0)
+    pending = desk.check(HONEST, update_body(doc, delta, loss), 2.0)
+    assert not isinstance(pending, Refusal), pending
+    # the node moves on before the training thread finishes the checks: its lease is used,
+    # but the base it started from must survive the new snapshots
+    params, state = learner.net.params(), learner.optimizer.state_dict()
+    for t in (10.0, 20.0):
+        desk.offer_version(params, state, own_images=100_000, now=t)
+    assert desk.finish(pending, 21.0).get("accepted")
+    # two leases' worth of the node's images since the base: tau 2, weight 3 ** -0.5
+    (merged, images), = desk.take_accepted(own_images=100_000 + 2 * 256)
+    assert images == 256
+    k = next(iter(delta))
+    np.testing.assert_allclose(merged[k], delta[k] * 3 ** -0.5, rtol=1e-6)
+
+
+def test_the_held_out_slope_is_the_loss_change_along_the_update_and_a_flip_negates_it():
+    from gossipnet.nn import get_preset
+    from gossipnet.volunteers.holdout import HeldOut, flat, slope_test
+
+    preset = get_preset("fashion")  # has dropout: the held-out gradient is the evaluation-mode one
+    rng = np.random.default_rng(4)
+    x = rng.normal(0, 1, (48, *preset.input_shape)).astype(np.float32)
+    y = rng.integers(0, 10, 48)
+    held = HeldOut(preset.spec, preset.input_shape, x, y, chunks=4)
+    weights = held.net.state_dict()
+    d = {k: rng.normal(0, 1e-4, v.shape).astype(np.float32) for k, v in weights.items()}  # small: first order
+    slope, se = slope_test(held.gradients(weights), flat(d))
+    assert se > 0 and slope_test(held.gradients(weights), -flat(d))[0] == -slope
+
+    def loss(sign):
+        held.net.load_state_dict({k: (w.astype(np.float64) + sign * d[k]).astype(np.float32) for k, w in weights.items()})
+        logits = held.net.forward(x, train=False).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        return float(np.mean(np.log(np.exp(logits).sum(axis=1)) - logits[np.arange(len(y)), y]))
+
+    central = (loss(1) - loss(-1)) / 2  # the chunks are equal, so their mean slope is the whole set's
+    assert abs(slope - central) <= 0.05 * abs(central), (slope, central)  # 1.2% here: relu and pool kinks
+
+
 def test_ipv6_clients_share_a_budget_per_64():
     assert ip_key("2001:db8::1") == ip_key("2001:db8::ffff:1") == "2001:db8::/64"
     assert ip_key("::ffff:10.0.0.1") == "10.0.0.1"

@@ -22,7 +22,7 @@ from gossipnet.nn import Net, make_optimizer
 from gossipnet.nn.masks import keep_mask
 from gossipnet.nn.spec import PRESETS
 from gossipnet.nn.train import train_sequence
-from tests.chromium import browser
+from tests.chromium import run_page
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -98,30 +98,14 @@ async def _run_in_chromium(fixtures: dict[str, bytes], tmp_path) -> dict[tuple[s
             done.set_result(None)
         return web.Response(text="ok")
 
-    async def error(request):
-        if not done.done():
-            done.set_exception(AssertionError(f"the page failed: {await request.text()}"))
-        return web.Response(text="ok")
-
     app = web.Application(client_max_size=64 << 20)
     app.router.add_get("/fixtures", fixture_list)
     app.router.add_get("/fixture/{name}", fixture)
     app.router.add_post("/result/{kernel}/{name}", result)
     app.router.add_post("/done", finish)
-    app.router.add_post("/error", error)
     app.router.add_static("/web", WEB)
     app.router.add_static("/test", PAGES)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
-        url = f"http://127.0.0.1:{port}/test/parity.html"
-        async with browser(url, log_path=str(tmp_path / "chromium.log")):
-            await asyncio.wait_for(done, timeout=180)
-    finally:
-        await runner.cleanup()
+    await run_page(app, "/test/parity.html", done, timeout=180, log_path=str(tmp_path / "chromium.log"))
     return results
 
 

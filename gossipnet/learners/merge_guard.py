@@ -15,8 +15,9 @@ takes a share of 1 - 1e-15), so the default merge, ``guarded``, checks every cla
   and its weights must point our way (cosine >= ``min_cosine``; a sign flip has -1). Honest
   peers measured on 4 label-skewed Fashion-MNIST shards stayed within x3 and above 0.58.
 - **Outliers prove themselves**: a peer further from us than ``outlier_mult`` times the
-  median over peers of each peer's last accepted distance (one vote per peer, so one liar
-  cannot move the median; and every peer until 3 have been measured) is merged only if the
+  lower median over peers of each peer's last accepted distance (one vote per peer, so one
+  liar cannot raise it: with two peers the lower median is the smaller distance; and every
+  peer until 2 have been measured) is merged only if the
   merged model's loss on a small held-out sample of our own shard is no worse than ours by
   more than ``loss_tolerance`` (absolute) plus ``loss_tolerance_rel`` (relative), or stays
   below chance (ln of the number of classes: label-split honest peers need that). Honest
@@ -50,7 +51,9 @@ class GuardConfig:
     max_norm_ratio: float = 10.0
     min_cosine: float = 0.25
     outlier_mult: float = 3.0
-    min_peers_for_median: int = 3
+    # The lower median of 2 is their minimum: a liar can only lower it. 3 made every merge of
+    # a 3-node swarm (2 peers each) pay a held-out forward pass (docs/RESULTS.md, issue 17).
+    min_peers_for_median: int = 2
     loss_tolerance: float = 0.1  # nats on the held-out sample ...
     loss_tolerance_rel: float = 0.5  # ... plus this fraction of our own loss
 
@@ -154,13 +157,16 @@ class MergeGuard:
         tau = self.radius()
         detail = f"distance {distance:.3g}, radius {tau:.3g}, share {share:.3g}"
         if (distance > tau or foreign) and share > 0 and held_out_loss is not None:
-            before, after = held_out_loss(own), held_out_loss(candidate)
-            limit = max(chance_loss,
-                        before + self.config.loss_tolerance + self.config.loss_tolerance_rel * before)
-            if not after <= limit:  # also refuses NaN
-                return Verdict(False, "worse_loss", f"{detail}: held-out loss {before:.4f} -> "
-                               f"{after:.4f}", distance=distance)
-            detail += f", held-out loss {before:.4f} -> {after:.4f}"
+            after = held_out_loss(candidate)
+            if after <= chance_loss:  # accepted whatever our own loss: don't score ourselves
+                detail += f", held-out loss -> {after:.4f} (below chance {chance_loss:.4f})"
+            else:  # a forward pass over the sample each: the guard's main cost (issue 17)
+                before = held_out_loss(own)
+                limit = before + self.config.loss_tolerance + self.config.loss_tolerance_rel * before
+                if not after <= limit:  # also refuses NaN
+                    return Verdict(False, "worse_loss", f"{detail}: held-out loss {before:.4f} -> "
+                                   f"{after:.4f}", distance=distance)
+                detail += f", held-out loss {before:.4f} -> {after:.4f}"
             reason = "checked"
         else:
             reason = "ok"

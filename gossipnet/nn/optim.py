@@ -40,13 +40,36 @@ class Optimizer:
             pair = self._scratch[name] = (np.empty_like(like), np.empty_like(like))
         return pair
 
-    def _grad(self, name: str, g: np.ndarray) -> np.ndarray:
-        if self.weight_decay and name.endswith(".weight"):
-            return g + self.weight_decay * self.params[name]
-        return g
+    def hyperparams(self) -> dict:
+        """Everything but the parameters and state: ``from_hyperparams`` builds the same
+        update elsewhere (a data-parallel worker updating its slice of the parameters)."""
+        return {"kind": self.kind, "lr": self.lr, "weight_decay": self.weight_decay}
 
     def step(self, grads: dict[str, np.ndarray]) -> None:
+        """One update of every parameter from ``grads`` (same names as the parameters)."""
+        self.t += 1
+        for name, p in self.params.items():
+            self.update(p, grads[name], {m: self.state[m][name] for m in self._moments},
+                        decays(name), self._tmp(name, p))
+
+    def update(self, p: np.ndarray, g: np.ndarray, moments: dict[str, np.ndarray], decay: bool,
+               tmp: tuple[np.ndarray, np.ndarray]) -> None:
+        """Update ``p`` in place at step ``self.t``: elementwise, so any slice of a
+        parameter, with the same slices of its gradient, moments and two scratch arrays,
+        gets exactly the values the whole parameter would. ``decay``: apply weight decay."""
         raise NotImplementedError
+
+    def _decayed(self, p: np.ndarray, g: np.ndarray, decay: bool) -> np.ndarray:
+        if self.weight_decay and decay:
+            return g + self.weight_decay * p
+        return g
+
+    def add_decay(self, p: np.ndarray, g: np.ndarray, tmp: np.ndarray) -> None:
+        """``g += weight_decay * p`` in place, the values of ``_decayed``: for a caller that
+        decays parts of a flat slice, then updates it whole with ``decay=False``."""
+        if self.weight_decay:
+            np.multiply(p, self.weight_decay, out=tmp)
+            g += tmp
 
     def state_dict(self) -> dict[str, np.ndarray]:
         out = {f"{self.kind}.{m}.{k}": v.copy() for m, d in self.state.items() for k, v in d.items()}
@@ -84,16 +107,15 @@ class SGD(Optimizer):
             raise UserError(f"momentum must be in [0, 1), got {momentum!r}")
         self.momentum = float(momentum)
 
-    def step(self, grads):
-        self.t += 1
-        vel = self.state["velocity"]
-        for name, p in self.params.items():
-            v = vel[name]
-            v *= self.momentum
-            v += self._grad(name, grads[name])
-            tmp, _ = self._tmp(name, p)
-            np.multiply(v, self.lr, out=tmp)  # p -= lr * v
-            p -= tmp
+    def hyperparams(self) -> dict:
+        return {**super().hyperparams(), "momentum": self.momentum}
+
+    def update(self, p, g, moments, decay, tmp):
+        v = moments["velocity"]
+        v *= self.momentum
+        v += self._decayed(p, g, decay)
+        np.multiply(v, self.lr, out=tmp[0])  # p -= lr * v
+        p -= tmp[0]
 
 
 class Adam(Optimizer):
@@ -110,26 +132,41 @@ class Adam(Optimizer):
         self.b1, self.b2 = betas
         self.eps = eps
 
-    def step(self, grads):
-        self.t += 1
+    def hyperparams(self) -> dict:
+        return {**super().hyperparams(), "betas": (self.b1, self.b2), "eps": self.eps}
+
+    def update(self, p, g, moments, decay, tmp):
         # fold both bias corrections into the step size (the paper's section 2 variant)
         a = self.lr * math.sqrt(1 - self.b2**self.t) / (1 - self.b1**self.t)
-        for name, p in self.params.items():
-            g = self._grad(name, grads[name])
-            m, v = self.state["m"][name], self.state["v"][name]
-            t1, t2 = self._tmp(name, p)
-            m *= self.b1
-            np.multiply(g, 1 - self.b1, out=t1)  # m += (1 - b1) g
-            m += t1
-            v *= self.b2
-            np.square(g, out=t1)  # v += (1 - b2) g^2
-            t1 *= 1 - self.b2
-            v += t1
-            np.multiply(m, a, out=t1)  # p -= a m / (sqrt(v) + eps)
-            np.sqrt(v, out=t2)
-            t2 += self.eps
-            t1 /= t2
-            p -= t1
+        g = self._decayed(p, g, decay)
+        m, v = moments["m"], moments["v"]
+        t1, t2 = tmp
+        m *= self.b1
+        np.multiply(g, 1 - self.b1, out=t1)  # m += (1 - b1) g
+        m += t1
+        v *= self.b2
+        np.square(g, out=t1)  # v += (1 - b2) g^2
+        t1 *= 1 - self.b2
+        v += t1
+        np.multiply(m, a, out=t1)  # p -= a m / (sqrt(v) + eps)
+        np.sqrt(v, out=t2)
+        t2 += self.eps
+        t1 /= t2
+        p -= t1
+
+
+def decays(name: str) -> bool:
+    """Whether weight decay applies to the parameter ``name``: weights yes, biases no."""
+    return name.endswith(".weight")
+
+
+def from_hyperparams(hyper: dict, params: dict[str, np.ndarray]) -> Optimizer:
+    """An optimizer of ``hyper`` (``Optimizer.hyperparams()``) over ``params``."""
+    kw = dict(hyper)
+    cls = {"sgd": SGD, "adam": Adam}.get(kw.pop("kind"))
+    if cls is None:
+        raise UserError(f"unknown optimizer {hyper['kind']!r}; choose 'sgd' or 'adam'")
+    return cls(params, **kw)
 
 
 def make_optimizer(kind: str, params: dict[str, np.ndarray], lr: float,

@@ -8,6 +8,7 @@ so chunked, resumed training sees exactly the batches one long run would.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -45,8 +46,9 @@ class Trainer:
         self.net, self.optimizer = net, optimizer
         self.batch_size, self.seed = batch_size, seed
         self.lr_schedule = lr_schedule
-        # a nn.parallel.DataParallel over this net: the batch split over its worker
-        # processes, the same step to float32 rounding; None computes in this process
+        # a nn.parallel.DataParallel over this net: each batch split over its worker
+        # processes, which also update the parameters, the same step to float32
+        # rounding; None computes in this process
         self.parallel = parallel
         self.step = 0  # optimizer steps taken
         self.epoch = 0  # completed passes over the data
@@ -70,26 +72,14 @@ class Trainer:
         self._n = n
         loss_sum = correct = seen = 0.0
         t0 = time.perf_counter()
-        for _ in range(steps):
-            perm = self._permutation(n)
-            idx = perm[self.position : self.position + self.batch_size]
-            xb, yb = x[idx], y[idx]
-            if self.lr_schedule is not None:
-                self.optimizer.lr = self.lr_schedule(self.step)
-            if self.parallel is not None:
-                loss, logits = self.parallel.loss_and_grads(xb, yb, self.seed, self.step)
-            else:
-                self.net.set_rng(self.seed, self.step)
-                loss, logits = self.net.loss_and_grads(xb, yb)
-            self.optimizer.step(self.net.grads())
-            self.step += 1
-            self.images += len(idx)
-            self.position += len(idx)
-            if self.position >= n:
-                self.epoch, self.position, self._perm = self.epoch + 1, 0, None
-            loss_sum += loss * len(idx)
-            correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
-            seen += len(idx)
+        # with workers, the weights and moments live in their shared memory for the chunk
+        session = contextlib.nullcontext() if self.parallel is None else self.parallel.session(self.optimizer)
+        with session:
+            for _ in range(steps):
+                loss, logits, yb = self._step(x, y, n)
+                loss_sum += loss * len(yb)
+                correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
+                seen += len(yb)
         secs = time.perf_counter() - t0
         if seen and not np.isfinite(loss_sum):
             raise Diverged("training diverged (loss is NaN or infinite); lower the learning rate")
@@ -102,6 +92,26 @@ class Trainer:
             "lr": self.optimizer.lr,
             "epoch": self.epoch + self.position / n,
         }
+
+    def _step(self, x: np.ndarray, y: np.ndarray, n: int) -> tuple[float, np.ndarray, np.ndarray]:
+        """The next batch's step: its mean loss, logits and labels."""
+        perm = self._permutation(n)
+        idx = perm[self.position : self.position + self.batch_size]
+        xb, yb = x[idx], y[idx]
+        if self.lr_schedule is not None:
+            self.optimizer.lr = self.lr_schedule(self.step)
+        if self.parallel is not None:
+            loss, logits = self.parallel.step(xb, yb, self.seed, self.step, self.optimizer)
+        else:
+            self.net.set_rng(self.seed, self.step)
+            loss, logits = self.net.loss_and_grads(xb, yb)
+            self.optimizer.step(self.net.grads())
+        self.step += 1
+        self.images += len(idx)
+        self.position += len(idx)
+        if self.position >= n:
+            self.epoch, self.position, self._perm = self.epoch + 1, 0, None
+        return loss, logits, yb
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Counters as int64 scalars under ``trainer.*`` (merge with net and optimizer state)."""

@@ -8,8 +8,9 @@ One lock guards the desk's state, since those two sides run on different threads
 Validation runs in cost order (docs/VOLUNTEERS.md): ban, lease token (MAC, then
 lookup), lease open and unused and this client's, base version, tensor names / dtype /
 shapes / finiteness, delta norm against the node's own recomputed deltas (refuse or
-clip), then in ``finish``: held-out loss, the spot check (recompute the lease with the
-numpy engine; mismatch refuses and bans), and the volunteers' share of the model.
+clip), then in ``finish``: the held-out slope (does the update point downhill on images
+never leased?), the spot check (recompute the lease with the numpy engine; mismatch
+refuses and bans), and the volunteers' share of the model.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import hashlib
 import math
 import random
 import threading
+import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
@@ -27,9 +29,9 @@ import safetensors.numpy as stn
 
 from gossipnet.errors import UserError
 from gossipnet.nn import Net, make_optimizer
-from gossipnet.nn.loss import log_softmax
 from gossipnet.nn.train import train_sequence
 from gossipnet.volunteers.config import REASONS, VolunteerConfig
+from gossipnet.volunteers.holdout import HeldOut, flat, slope_test
 from gossipnet.volunteers.leases import Lease, LeaseBook, ip_key
 from gossipnet.volunteers.validate import BadUpdate, norm, relative_mismatch, update_delta, update_meta
 
@@ -83,7 +85,12 @@ class _Version:
     opt_state: dict[str, np.ndarray]  # the optimiser's moments and step: a lease continues them
     blob: bytes  # safetensors: weights and optimiser state
     sha256: str
-    holdout_loss: float | None = None
+    own_images: int  # the node's own images trained when this version was taken: staleness
+    # held-out loss gradients at these weights, one row per chunk of the held-out images (in
+    # ``flat``'s order): computed once per version an update arrives for, then each
+    # update's check is a product of vectors. Not reused across versions: one 20 steps
+    # older already said nothing about a fashion update's direction (docs/VOLUNTEERS.md)
+    holdout_grads: np.ndarray | None = None
 
 
 @dataclass
@@ -94,6 +101,7 @@ class Pending:
     delta: dict[str, np.ndarray]  # as sent (spot checks compare this)
     merged: dict[str, np.ndarray]  # as it would be merged (clipped)
     images: int
+    base_images: int  # the node's own images at the base version (how stale the update is)
 
 
 def to_uint8(x: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
@@ -101,11 +109,6 @@ def to_uint8(x: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> 
     m = np.asarray(mean, np.float64).reshape(1, -1, 1, 1)
     s = np.asarray(std, np.float64).reshape(1, -1, 1, 1)
     return np.clip(np.rint(x.astype(np.float64) * s + m), 0, 255).astype(np.uint8)
-
-
-def _mean_loss(net: Net, x: np.ndarray, y: np.ndarray) -> float:
-    logits = net.forward(x, train=False)
-    return float(-log_softmax(logits)[np.arange(len(y)), y].mean())
 
 
 @dataclass
@@ -117,6 +120,9 @@ class VolunteerDesk:
     seed: int = 0
     counters: Counter = field(default_factory=Counter)  # leases, accepted, spot_checks, clipped, banned
     refused: Counter = field(default_factory=Counter)  # reason -> count
+    # CPU seconds the node spent on volunteers, by part (snapshot, holdout, spot_check):
+    # what the benchmarks weigh the volunteers' images against
+    cpu: Counter = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         cfg, st = self.config, self.setup
@@ -137,7 +143,8 @@ class VolunteerDesk:
             raise UserError("this data set's images are not uint8 pixels normalised per channel; "
                             "volunteers cannot reproduce them: turn volunteers off")
         self.leasable = n - cfg.holdout_images
-        self.holdout = (st.x[self.leasable:], st.y[self.leasable:])
+        self.holdout = HeldOut(st.spec, st.input_shape, st.x[self.leasable:], st.y[self.leasable:],
+                               cfg.holdout_chunks)
         self.book = LeaseBook(cfg.leases_per_minute, cfg.burst, cfg.max_open_per_client, cfg.max_open,
                               cfg.ban_seconds)
         self.rng = random.Random(self.seed)
@@ -149,6 +156,7 @@ class VolunteerDesk:
         self.own_images = 0
         self.merged_images = 0
         self._queue: list[Pending] = []
+        self._checking: Counter = Counter()  # version -> updates between check and finish
         self._scratch = Net(st.spec, st.input_shape)
         self._shapes = {k: v.shape for k, v in self._scratch.params().items()}
         self.max_update_bytes = 4 * sum(int(np.prod(s)) for s in self._shapes.values()) + 64 * 1024
@@ -170,6 +178,7 @@ class VolunteerDesk:
             if self.versions and now - self._leased_at > IDLE_SECONDS:
                 return  # nobody is volunteering: no snapshot (a copy and a hash of the model)
             self._offered_at = now
+            cpu0 = time.thread_time()
             weights = {k: np.array(v, np.float32) for k, v in params.items()}
             # the first moment (Adam's m, SGD's velocity) starts at zero: carried over, it
             # put the node's recent direction into every delta again (~5 steps' worth at
@@ -178,30 +187,43 @@ class VolunteerDesk:
                      for k, v in opt_state.items()}
             blob = stn.save({**weights, **state})
             self.version += 1
-            self.versions[self.version] = _Version(weights, state, blob, hashlib.sha256(blob).hexdigest())
+            self.versions[self.version] = _Version(weights, state, blob, hashlib.sha256(blob).hexdigest(), own_images)
+            # kept while an open lease or an update on its way to ``finish`` needs it: the
+            # update's lease is used by then, and dropping its base wasted a browser's work
             in_use = {lease.version for lease in self.book.leases.values() if not lease.used}
+            in_use.update(v for v, n in self._checking.items() if n > 0)
             for v in [v for v in self.versions if v != self.version and v not in in_use]:
                 del self.versions[v]
+            self.cpu["snapshot"] += time.thread_time() - cpu0
 
-    def take_accepted(self) -> list[tuple[dict[str, np.ndarray], int]]:
+    def take_accepted(self, own_images: int | None = None) -> list[tuple[dict[str, np.ndarray], int]]:
         """What to add to the node's weights now: per base version, the *mean* of the
-        accepted deltas that started from it, times ``merge_weight``, with the images
-        they embody. The node adds them between training chunks (``ConvnetLearner.add_delta``).
+        accepted deltas that started from it, times ``merge_weight * (1 + tau) ** -a``,
+        with the images they embody. ``tau`` is the base's staleness, in leases: the
+        node's own images trained since the base (``own_images``: now; default, at the
+        last offer) over a lease's images; ``a`` is ``staleness_exponent`` (FedAsync's
+        polynomial staleness function). The node adds them between training chunks
+        (``ConvnetLearner.add_delta``).
 
         Why the mean: deltas from one base are parallel estimates of the same few steps;
         summed, K volunteers took a step K times too long from a point the node has
         already left, and the node's accuracy fell as volunteers were added (measured,
         docs/VOLUNTEERS.md). Averaged they are one step with a K-times larger batch.
+        Why the staleness weight: a delta computed on weights the node has since moved
+        away from is worth less the further it moved (docs/VOLUNTEERS.md).
         """
+        cfg = self.config
         with self._lock:
             queue, self._queue = self._queue, []
+            now_images = self.own_images if own_images is None else own_images
         groups: dict[int, list[Pending]] = {}
         for item in queue:
             groups.setdefault(item.lease.version, []).append(item)
         out = []
-        w = np.float32(self.config.merge_weight)
         for items in groups.values():
-            scale = w / np.float32(len(items))
+            tau = max(0, now_images - items[0].base_images) / (items[0].images or 1)
+            w = cfg.merge_weight * (1.0 + tau) ** -cfg.staleness_exponent
+            scale = np.float32(w / len(items))
             mean = {k: sum(item.merged[k] for item in items) * scale for k in items[0].merged}
             out.append((mean, sum(item.images for item in items)))
         return out
@@ -320,28 +342,38 @@ class VolunteerDesk:
                     scale = np.float32(cfg.clip_factor * ref / size)
                     merged = {k: v * scale for k, v in delta.items()}
                     self.counters["clipped"] += 1
-            return Pending(found, delta, merged, images)
+            self._checking[found.version] += 1
+            return Pending(found, delta, merged, images, self.versions[base].own_images)
 
     def finish(self, pending: Pending, now: float) -> dict | Refusal:
-        """The expensive checks (held-out loss, spot check, share); queue the merge. CPU-heavy:
+        """The expensive checks (held-out slope, spot check, share); queue the merge. CPU-heavy:
         run it where training runs, not on the event loop."""
+        try:
+            return self._finish(pending, now)
+        finally:
+            with self._lock:
+                self._checking[pending.lease.version] -= 1
+
+    def _finish(self, pending: Pending, now: float) -> dict | Refusal:
         cfg, st, lease = self.config, self.setup, pending.lease
         with self._lock:
             version = self.versions.get(lease.version)
         if version is None:
             return self.refuse("stale_base", "the base version was dropped while this update waited")
+        cpu0 = time.thread_time()
+        if version.holdout_grads is None:
+            version.holdout_grads = self.holdout.gradients(version.weights)
+        slope, se = slope_test(version.holdout_grads, flat(pending.merged))
+        uphill = slope > cfg.uphill_margin_se * se
+        why_uphill = (f"the update raises the held-out loss: by {slope:+.3g} nats to first order, "
+                      f"{slope / se if se > 0 else math.inf:+.1f} standard errors")
+        # an uphill update on a lease picked for a spot check is still recomputed: a liar
+        # whose lies point uphill is then banned, not merely refused again and again
+        cpu1 = time.thread_time()
+        self.cpu["holdout"] += cpu1 - cpu0
+        if uphill and not lease.spot_check:
+            return self.refuse("worse_loss", why_uphill)
         net = self._scratch
-        hx, hy = self.holdout
-        if version.holdout_loss is None:
-            net.load_state_dict(version.weights)
-            version.holdout_loss = _mean_loss(net, hx, hy)
-        net.load_state_dict({k: w + pending.merged[k] for k, w in version.weights.items()})
-        after = _mean_loss(net, hx, hy)
-        worse = not after <= version.holdout_loss + cfg.loss_margin
-        # a worse update on a lease picked for a spot check is still recomputed: a liar
-        # whose lies hurt the loss is then banned, not merely refused again and again
-        if worse and not lease.spot_check:
-            return self.refuse("worse_loss", f"held-out loss {version.holdout_loss:.4f} -> {after:.4f}")
         if lease.spot_check:
             self.counters["spot_checks"] += 1
             net.load_state_dict(version.weights)
@@ -350,6 +382,7 @@ class VolunteerDesk:
             x = st.x[lease.indices]  # what the browser normalises from uint8, bit for bit (checked at start)
             train_sequence(net, opt, x, st.y[lease.indices], lease.batch_size, lease.seed)
             want = {k: p - version.weights[k] for k, p in net.params().items()}
+            self.cpu["spot_check"] += time.thread_time() - cpu1
             mismatch = relative_mismatch(pending.delta, want)
             if mismatch > cfg.tolerance:
                 with self._lock:
@@ -358,8 +391,8 @@ class VolunteerDesk:
                 return self.refuse("spot_check_mismatch", f"recomputed update differs by {mismatch:.3g} "
                                                             f"(tolerance {cfg.tolerance}); address banned")
             self.references.append(norm(want))
-        if worse:
-            return self.refuse("worse_loss", f"held-out loss {version.holdout_loss:.4f} -> {after:.4f}")
+        if uphill:
+            return self.refuse("worse_loss", why_uphill)
         with self._lock:
             s = cfg.max_share
             if self.merged_images + pending.images > s / (1 - s) * self.own_images + pending.images:
@@ -368,7 +401,7 @@ class VolunteerDesk:
             self._queue.append(pending)
             self.counters["accepted"] += 1
         return {"accepted": True, "images": pending.images, "spot_checked": lease.spot_check,
-                "holdout_loss": after}
+                "holdout_slope": slope, "holdout_slope_se": se}
 
     # ---- what the status page shows ---------------------------------------------------------
 

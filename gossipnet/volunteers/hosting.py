@@ -48,7 +48,7 @@ def trade(desk: VolunteerDesk, learner: Any, now: float) -> None:
     Runs in the learner's worker thread between chunks, never while the learner trains
     (the learner is not thread-safe).
     """
-    for delta, images in desk.take_accepted():
+    for delta, images in desk.take_accepted(learner.trainer.images):
         learner.add_delta(delta, images)
     desk.offer_version(learner.net.params(), learner.optimizer.state_dict(), learner.trainer.images, now)
 

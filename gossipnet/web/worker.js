@@ -33,7 +33,9 @@ async function fetchOk(url, init) {
   return r;
 }
 
-/** One lease, start to finish; returns the node's verdict. */
+/** One lease: ask, download, train, send. Resolves once the update is sent, to `{ verdict }`,
+ * a promise of the node's answer: the node answers after its checks, which wait for its current
+ * training chunk, so the next lease trains meanwhile instead of this browser idling. */
 async function oneLease() {
   post({ type: 'state', text: 'asking the node for work' });
   const lease = await (await fetchOk('/volunteer/lease', { method: 'POST' })).json();
@@ -74,16 +76,25 @@ async function oneLease() {
   const images = lease.steps * lease.batch_size;
   const body = writeSafetensors(delta, { lease: lease.lease, base_version: String(lease.base_version), loss: String(loss), images: String(images) });
   post({ type: 'state', text: 'sending the update' });
-  const r = await fetch('/volunteer/update', { method: 'POST', body, headers: { 'Content-Type': 'application/octet-stream' } });
-  const verdict = await r.json().catch(() => ({}));
-  return { type: 'result', accepted: r.ok, reason: verdict.reason || '', detail: verdict.detail || '', images, seconds, loss, kernel: kernelName() };
+  const result = (accepted, reason, detail) => ({ type: 'result', accepted, reason, detail, images, seconds, loss, kernel: kernelName() });
+  const sent = fetch('/volunteer/update', { method: 'POST', body, headers: { 'Content-Type': 'application/octet-stream' } });
+  // wrapped: an async function returning a promise would wait for it
+  return {
+    verdict: sent.then(async (r) => {
+      const answer = await r.json().catch(() => ({}));
+      return result(r.ok, answer.reason || '', answer.detail || '');
+    }, (err) => result(false, 'network', String(err))),
+  };
 }
 
 async function loop() {
   let backoff = 1000;
+  let verdict = null; // the previous update's answer: at most two updates in flight
   while (running) {
     try {
-      post(await oneLease());
+      const sent = await oneLease();
+      if (verdict) post(await verdict);
+      verdict = sent.verdict;
       backoff = 1000;
     } catch (err) {
       const e = /** @type {any} */ (err);
@@ -92,6 +103,7 @@ async function loop() {
       backoff = Math.min(30000, backoff * 2);
     }
   }
+  if (verdict) post(await verdict);
   post({ type: 'state', text: 'stopped' });
 }
 

@@ -1,0 +1,216 @@
+"""One data-parallel training worker: the process that runs on each core.
+
+``nn/parallel.py`` (the parent side) describes the step; this is the other side: map the
+shared block, compute on it in place (``bind``), meet the other workers at a barrier,
+update this worker's slice of the parameters. Started as
+``python -m gossipnet.nn.parallel_worker <json args>``, a fresh interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import sys
+import time
+from multiprocessing import resource_tracker
+from multiprocessing.connection import Connection
+from multiprocessing.shared_memory import SharedMemory
+
+import numpy as np
+
+from gossipnet.nn.loss import softmax_cross_entropy
+from gossipnet.nn.net import Net
+from gossipnet.nn.optim import Optimizer, decays, from_hyperparams
+
+POLL_SECONDS = 1.0  # how often a waiting side checks that the other is still alive
+MAX_MOMENTS = 2  # optimizer state arrays per parameter the block holds (Adam's m and v)
+ALIGN = 16  # float32s per cache line: workers' parameter slices never share one
+
+
+class Layout:
+    """Where each array lives in the one shared block (offsets in bytes), and which slice
+    of the flat parameter vector each worker updates."""
+
+    def __init__(self, net: Net, workers: int, max_batch: int):
+        self.names = list(net.params())
+        self.shapes = [net.params()[k].shape for k in self.names]
+        self.sizes = [net.params()[k].size for k in self.names]
+        self.total = sum(self.sizes)
+        self.starts = np.cumsum([0] + self.sizes[:-1]).tolist()
+        c, h, w = net.input_shape
+        self.max_batch, self.classes = max_batch, net.num_classes
+        parts = {
+            "params": (np.float32, (self.total,)),
+            "moments": (np.float32, (MAX_MOMENTS, self.total)),
+            "grads": (np.float32, (workers, self.total)),
+            "x": (np.float32, (max_batch, c, h, w)),
+            "y": (np.int64, (max_batch,)),
+            "logits": (np.float32, (max_batch, self.classes)),
+            "loss": (np.float64, (workers,)),
+            "cpu": (np.float64, (workers,)),  # each worker's process CPU seconds so far
+        }
+        self.slots, offset = {}, 0
+        for name, (dtype, shape) in parts.items():
+            self.slots[name] = (dtype, shape, offset)
+            offset += int(np.prod(shape)) * np.dtype(dtype).itemsize
+            offset = -(-offset // 64) * 64  # cache-line aligned
+        self.nbytes = offset
+        cuts = [min(self.total, round(self.total * i / workers / ALIGN) * ALIGN) for i in range(workers)]
+        self.slices = list(zip(cuts, cuts[1:] + [self.total]))
+
+    def views(self, buf) -> dict[str, np.ndarray]:
+        return {name: np.ndarray(shape, dtype, buffer=buf, offset=off)
+                for name, (dtype, shape, off) in self.slots.items()}
+
+    def unflatten(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        return {name: flat[at : at + size].reshape(shape)
+                for name, shape, size, at in zip(self.names, self.shapes, self.sizes, self.starts)}
+
+    def segments(self, worker: int) -> list[tuple[str, int, int]]:
+        """(parameter name, start, stop) in the flat vector: worker's slice, cut at parameters."""
+        lo, hi = self.slices[worker]
+        out = []
+        for name, at, size in zip(self.names, self.starts, self.sizes):
+            a, b = max(lo, at), min(hi, at + size)
+            if a < b:
+                out.append((name, a, b))
+        return out
+
+
+def _attach(name: str) -> SharedMemory:
+    """Map the parent's block without registering it with the resource tracker (the
+    parent owns and unlinks it; a worker's registration would make the tracker unlink
+    it twice or warn of a leak at exit)."""
+    register = resource_tracker.register
+    resource_tracker.register = lambda *a, **k: None
+    try:
+        return SharedMemory(name=name)
+    finally:
+        resource_tracker.register = register
+
+
+def _bind(net: Net, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
+    """Make ``net`` compute with ``params`` and write its gradients into ``grads`` (views
+    of the shared block: no copy in or out). Layers read their parameters at every pass
+    and write gradients in place; names are Net's ``<layer>.<param>``."""
+    for layer in net.layers:
+        for k in layer.params:
+            layer.params[k] = params[f"{layer.name}.{k}"]
+            layer.grads[k] = grads[f"{layer.name}.{k}"]
+    net.params().update(params)
+    net.grads().update(grads)
+
+
+class _Barrier:
+    """Every worker's gradient row is written: each worker posts to every other worker's
+    eventfd (semaphore mode) and takes one post from each of them off its own."""
+
+    def __init__(self, fds: list[int], index: int, conn: Connection, parent_pid: int):
+        self.mine = fds[index]
+        self.others = [fd for j, fd in enumerate(fds) if j != index]
+        self.conn, self.parent_pid = conn, parent_pid
+        self.poller = select.poll()
+        self.poller.register(self.mine, select.POLLIN)
+        self.poller.register(conn.fileno(), select.POLLIN)
+
+    def wait(self) -> bool:
+        """True once every other worker has arrived; False if the parent stopped us or died
+        meanwhile (a sibling died mid-step: the parent notices and stops everyone)."""
+        for fd in self.others:
+            os.eventfd_write(fd, 1)
+        need = len(self.others)
+        while need:
+            try:
+                os.eventfd_read(self.mine)
+                need -= 1
+                continue
+            except BlockingIOError:
+                pass
+            ready = self.poller.poll(POLL_SECONDS * 1000)
+            if any(fd == self.conn.fileno() for fd, _ in ready):
+                return False  # the parent closed the socket or sent stop: no step is coming
+            if not ready and os.getppid() != self.parent_pid:
+                return False
+        return True
+
+
+def _worker(index: int, fd: int, barrier_fds: list[int], shm_name: str, spec, input_shape,
+            workers: int, max_batch: int, parent_pid: int) -> None:
+    """A worker's life: attach, then one step (forward, backward, barrier, update of its
+    slice) per command until told to stop."""
+    from gossipnet.nn import blas, heap
+
+    blas.set_threads(1)
+    heap.keep_freed_memory()  # a fresh process faulted every step's temporaries in (nn/heap.py)
+    conn = Connection(fd)
+    net = Net(spec, input_shape)
+    layout = Layout(net, workers, max_batch)
+    shm = _attach(shm_name)
+    v = layout.views(shm.buf)
+    _bind(net, layout.unflatten(v["params"]), layout.unflatten(v["grads"][index]))
+    barrier = _Barrier(barrier_fds, index, conn, parent_pid)
+    lo, hi = layout.slices[index]
+    # weight decay applies to the weights' parts of our slice, not to biases
+    decayed = [(a - lo, b - lo) for name, a, b in layout.segments(index) if decays(name)]
+    gsum, t1, t2 = (np.empty(hi - lo, np.float32) for _ in range(3))
+    opt: Optimizer | None = None
+    rows = params = moments = None
+    ready = select.poll()  # made once: Connection.poll builds a selector per call
+    ready.register(conn.fileno(), select.POLLIN)
+    conn.send("ready")
+    try:
+        while True:
+            while not ready.poll(POLL_SECONDS * 1000):
+                if os.getppid() != parent_pid:
+                    return  # the parent is gone (its socket end may live on in a grandchild)
+            msg = conn.recv()
+            if msg is None:
+                return
+            n, active, start, stop, seed, step, t, hyper, moment_names = msg
+            if index < active:
+                net.set_rng(seed, step, rows=(start, stop, n))
+                logits = net.forward(v["x"][start:stop], train=True)
+                loss, dlogits = softmax_cross_entropy(logits, v["y"][start:stop])
+                dlogits *= np.float32((stop - start) / n)  # d(mean over the whole batch)
+                net.backward(dlogits)  # into our row of the block
+                v["logits"][start:stop] = logits
+                v["loss"][index] = loss * (stop - start)
+            if not barrier.wait():
+                return
+            if hyper is not None:  # sent when they change (the learning rate may, every step)
+                opt = from_hyperparams(hyper, {})
+            opt.t = t
+            rows, params = v["grads"][:active, lo:hi], v["params"][lo:hi]
+            if active == 1:
+                np.copyto(gsum, rows[0])
+            else:
+                np.add(rows[0], rows[1], out=gsum)
+                for r in range(2, active):  # fixed order: the sum is reproducible
+                    gsum += rows[r]
+            for a, b in decayed:
+                opt.add_decay(params[a:b], gsum[a:b], t1[a:b])
+            # the whole slice at once: the update is elementwise, so slicing changes no value
+            moments = {m: v["moments"][k, lo:hi] for k, m in enumerate(moment_names)}
+            opt.update(params, gsum, moments, False, (t1, t2))
+            v["cpu"][index] = time.process_time()
+            conn.send(index)
+    except (EOFError, OSError, KeyboardInterrupt):
+        return  # the parent closed the socket or died
+    finally:
+        v = rows = params = moments = net = None  # views of the block: drop them before unmapping it
+        try:
+            shm.close()
+        except BufferError:
+            pass  # a view is still referenced; the mapping goes with the process
+
+
+def _main() -> None:
+    """Entry point of ``python -m gossipnet.nn.parallel_worker <json args>``."""
+    a = json.loads(sys.argv[1])
+    _worker(a["index"], a["fd"], a["barrier"], a["shm"], a["spec"], tuple(a["input_shape"]),
+            a["workers"], a["max_batch"], a["parent"])
+
+
+if __name__ == "__main__":
+    _main()
