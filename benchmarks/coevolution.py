@@ -3,20 +3,23 @@
 ``speed``: game-steps per second of the original slimevolleygym (its own per-game loop,
 timed in the venv ``scripts/record_slime_golden.py`` makes: ``--original-venv``), of the
 same per-game loop on our engine (our gymnasium env, one game at a time) and of our
-batched engine, interleaved in one run (random buttons against the baseline throughout).
+batched numpy engine, interleaved in one run (random buttons against the baseline); and
+of the compiled engine self-play trains with (``slime_compiled``: evolved MLPs against
+each other, one game at a time, so another workload: its own row).
 
-``run --setup islands|single``: 4 self-play islands of 32 that gossip champions (through
-``snapshot()``/``absorb()``, every claim replayed, every champion re-scored by the
-receiver) against 1 island of 128, at equal total games. Every ``--eval-every`` games the
-swarm's champion (picked by a round-robin among the islands' champions: no baseline
-involved) plays the baseline on fixed seeds; evaluation games are not training games.
-Writes a JSON record (and the champions, for the CIAO plot) to ``--out``.
+``run --setup islands|single|islands,single``: 4 self-play islands of 32 that gossip
+champions (through ``snapshot()``/``absorb()``, every claim replayed, every champion
+re-scored by the receiver) against 1 island of 128, at equal total games (every game an
+island plays counts: tournament, crowning, claims, re-scoring). Every ``--eval-every``
+games the swarm's champion (picked by a round-robin among the islands' champions: no
+baseline involved) plays the baseline on fixed seeds; evaluation games are not training
+games. Writes a JSON record (and the champions, for the CIAO plot) to ``--out``.
 
 ``report``: the table and the CIAO plot from the JSON records.
 
-    nice -n 10 python benchmarks/coevolution.py speed --json
-    nice -n 10 python benchmarks/coevolution.py run --setup islands --seed 0 --out /tmp/coevo
-    python benchmarks/coevolution.py report /tmp/coevo --plot docs/img/ciao.png
+    nice -n 15 python benchmarks/coevolution.py speed --json
+    nice -n 15 python benchmarks/coevolution.py run --setup islands --seeds 0 --out /tmp/coevo
+    python benchmarks/coevolution.py report /tmp/coevo --plot docs/img/slime_ciao.png
 """
 
 from __future__ import annotations
@@ -33,9 +36,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gossipnet.evo.hall_of_fame import elo  # noqa: E402
-from gossipnet.evo.selfplay import payoff_matrix, play_plans, score_vs_baseline  # noqa: E402
+from gossipnet.evo.selfplay import payoff_matrix, score_vs_baseline  # noqa: E402
+from gossipnet.evo.slime_compiled import play_genome_games  # noqa: E402
 from gossipnet.evo.slime_env import SlimeVolleyEnv  # noqa: E402
 from gossipnet.evo.slime_match import play_random_vs_baseline  # noqa: E402
+from gossipnet.evo.slime_players import slime_layout  # noqa: E402
 from gossipnet.learners.selfplay import SelfPlayConfig, SelfPlayLearner  # noqa: E402
 
 # ----------------------------------------------------------------------------- speed
@@ -75,8 +80,11 @@ def original_steps(python: str, steps: int) -> tuple[int, float]:
 
 def speed(args: argparse.Namespace) -> dict:
     """Medians of ``--repeats`` interleaved rounds, so machine load hits every row alike."""
-    rows: dict[str, list[float]] = {"original": [], "per_game_loop": [], "batched": []}
+    rows: dict[str, list[float]] = {"original": [], "per_game_loop": [], "batched": [], "compiled_selfplay": []}
     python = str(Path(args.original_venv) / "bin" / "python") if args.original_venv else None
+    layout = slime_layout(16)
+    genomes = (np.random.default_rng(0).standard_normal((128, layout.size)) * 0.5).astype(np.float32)
+    play_genome_games(layout, genomes, [0], [1], [0])  # compile (or load the cache) before timing
     for rep in range(args.repeats):
         if python:
             steps, secs = original_steps(python, args.original_steps)
@@ -86,13 +94,19 @@ def speed(args: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
         res = play_random_vs_baseline(np.arange(args.batch) + rep * args.batch, rng_seed=rep)
         rows["batched"].append(res.steps / (time.perf_counter() - t0))
+        pairs = np.random.default_rng(rep).integers(0, 128, (args.loop_games * 20, 2))
+        t0 = time.perf_counter()
+        _, length = play_genome_games(layout, genomes, pairs[:, 0], pairs[:, 1], np.arange(len(pairs)) + rep * 10**6)
+        rows["compiled_selfplay"].append(length.sum() / (time.perf_counter() - t0))
     med = {k: float(np.median(v)) for k, v in rows.items() if v}
     out = {"steps_per_s": med, "batch": args.batch, "repeats": args.repeats,
-           "ratio_batched_over_per_game_loop": med["batched"] / med["per_game_loop"]}
+           "ratio_batched_over_per_game_loop": med["batched"] / med["per_game_loop"],
+           "ratio_compiled_over_batched": med["compiled_selfplay"] / med["batched"]}
     if "original" in med:
         out["ratio_batched_over_original"] = med["batched"] / med["original"]
     names = {"original": "original slimevolleygym", "per_game_loop": "per-game loop (ours)",
-             "batched": f"batched ({args.batch} games)"}
+             "batched": f"batched ({args.batch} games)",
+             "compiled_selfplay": "compiled, MLP vs MLP"}
     for k, v in med.items():
         print(f"{names[k]:>26}: {v:12,.0f} game-steps/s", file=sys.stderr)
     for k, v in out.items():
@@ -115,79 +129,119 @@ def swarm_champion(islands: list[SelfPlayLearner]) -> np.ndarray:
     return champs[int(np.argmax(payoff.sum(axis=1)))]
 
 
+class Swarm:
+    """One setup of one seed: its islands, their slots in the shared arena, its record."""
+
+    def __init__(self, setup: str, seed: int, args: argparse.Namespace) -> None:
+        n = 4 if setup == "islands" else 1
+        population = args.population // n
+        self.islands = [SelfPlayLearner(SelfPlayConfig(population=population, seed=seed * 100 + i,
+                                                       hall_share=args.hall_share,
+                                                       hall_recent=args.hall_recent),
+                                        name=f"island{i}") for i in range(n)]
+        self.stem = Path(args.out) / f"{setup}{args.tag}-seed{seed}"
+        self.record: dict = {"setup": setup + args.tag, "seed": seed, "islands": n, "population_per_island": population,
+                             "hall_share": args.hall_share, "hall_recent": args.hall_recent,
+                             "budget_games": args.games,
+                             "eval_episodes": args.eval_episodes, "points": []}
+        self.champions: list[np.ndarray] = []
+        self.next_eval = 0
+        self.offered: list[int] = [-1] * n  # id of the offer last delivered, per island
+        self.done = False
+
+    @property
+    def games(self) -> int:
+        return sum(isl.games for isl in self.islands)
+
+    def gossip(self) -> None:
+        """Every new champion offer goes to every other island (all-to-all, as a small LAN)."""
+        for i, isl in enumerate(self.islands):
+            if len(self.islands) == 1 or isl.offer is None or id(isl.offer) == self.offered[i]:
+                continue
+            self.offered[i] = id(isl.offer)
+            snap = isl.snapshot()
+            for j, other in enumerate(self.islands):
+                if j != i:
+                    other.absorb(snap, isl.name)
+
+    def checkpoint(self, t0: float, eval_episodes: int) -> None:
+        games = self.games
+        layout = self.islands[0].layout
+        champ = swarm_champion(self.islands)
+        score, _ = score_vs_baseline(layout, champ[None], eval_episodes)
+        self.champions.append(champ)
+        t = self.islands[0].tournament
+        point = {"setup": self.record["setup"], "seed": self.record["seed"], "games": games,
+                 "score_vs_baseline": float(score[0]), "seconds": round(time.perf_counter() - t0, 1),
+                 "mean_game_steps": round(sum(i.env_steps for i in self.islands) / max(games, 1)),
+                 "longest_streak": int(max(i.tournament.streak.max() for i in self.islands)),
+                 "ties": int(sum(i.tournament.ties for i in self.islands)), "decided": int(t.decided),
+                 "hall": [len(isl.hall) for isl in self.islands],
+                 "foreign": [isl.hall.foreign(isl.name) for isl in self.islands]}
+        self.record["points"].append(point)
+        print(json.dumps(point), file=sys.stderr, flush=True)
+        self.save()
+
+    def save(self) -> None:
+        np.save(f"{self.stem}-champions.npy", np.stack(self.champions))
+        self.stem.with_suffix(".json").write_text(json.dumps(self.record, indent=1))
+
+    def finish(self) -> None:
+        layout = self.islands[0].layout
+        score, res = score_vs_baseline(layout, self.champions[-1][None], 1000)
+        r = self.record
+        r["final"] = {"score_vs_baseline": float(score[0]), "std": float(res.score.std()),
+                      "episodes": 1000, "games": r["points"][-1]["games"]}
+        hall = self.islands[0].hall.genomes[-32:]
+        payoff, _ = payoff_matrix(layout, hall, 2, seed=3)
+        r["hall_elo"] = [round(float(x), 1) for x in elo(payoff)]
+        r["hall_origin"] = self.islands[0].hall.origin[-32:]
+        for k in ("migrants_accepted", "hall_refused", "forged_claims"):
+            r[k] = sum(int(isl.metrics()[k]) for isl in self.islands)
+        self.save()
+        print(json.dumps({"setup": r["setup"], "seed": r["seed"], **r["final"]}), file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> dict:
-    n_islands = 4 if args.setup == "islands" else 1
-    population = args.population // n_islands
-    islands = [SelfPlayLearner(SelfPlayConfig(population=population, seed=args.seed * 100 + i),
-                               name=f"island{i}") for i in range(n_islands)]
-    layout = islands[0].layout
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"{args.setup}-seed{args.seed}"
-    record: dict = {"setup": args.setup, "seed": args.seed, "islands": n_islands,
-                    "population_per_island": population, "budget_games": args.games,
-                    "eval_episodes": args.eval_episodes, "points": []}
-    champions: list[np.ndarray] = []
-    next_eval, t0 = 0, time.perf_counter()
-    generation = 0
-    while True:
-        games = sum(isl.games for isl in islands)
-        ready = all(isl.best_genome() is not None for isl in islands)
-        if ready and (games >= next_eval or games >= args.games):
-            champ = swarm_champion(islands)
-            score, _ = score_vs_baseline(layout, champ[None], args.eval_episodes)
-            champions.append(champ)
-            point = {"games": games, "generation": generation, "score_vs_baseline": float(score[0]),
-                     "seconds": round(time.perf_counter() - t0, 1),
-                     "hall": [len(isl.hall) for isl in islands],
-                     "foreign": [isl.hall.foreign(isl.name) for isl in islands]}
-            record["points"].append(point)
-            print(json.dumps(point), file=sys.stderr, flush=True)
-            np.save(f"{stem}-champions.npy", np.stack(champions))
-            stem.with_suffix(".json").write_text(json.dumps(record, indent=1))
-            next_eval += args.eval_every
+    """Every (setup, seed) asked for, side by side in one process: each island plays a
+    round in turn, champions are gossiped after every round, and each swarm's champion
+    plays the baseline every ``--eval-every`` of its training games (not counted)."""
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    swarms = [Swarm(setup, seed, args) for seed in args.seeds for setup in args.setup]
+    t0 = time.perf_counter()
+    while not all(s.done for s in swarms):
+        for s in swarms:
+            if s.done:
+                continue
+            games = s.games
+            if games >= s.next_eval or games >= args.games:
+                s.checkpoint(t0, args.eval_episodes)
+                s.next_eval += args.eval_every
             if games >= args.games:
-                break
-        plans = [isl.plan_generation() for isl in islands]
-        for isl, plan, res in zip(islands, plans, play_plans(layout, plans)):
-            isl.finish_generation(plan, res)
-        generation += 1
-        if n_islands > 1 and generation % islands[0].config.champion_interval == 0:
-            snaps = [isl.snapshot() for isl in islands]
-            for j, isl in enumerate(islands):
-                for i, snap in enumerate(snaps):
-                    if i != j:
-                        isl.absorb(snap, f"island{i}")
-    final = champions[-1]
-    score, res = score_vs_baseline(layout, final[None], 1000)
-    record["final"] = {"score_vs_baseline": float(score[0]), "std": float(res.score.std()),
-                       "episodes": 1000, "games": record["points"][-1]["games"]}
-    hall = islands[0].hall.genomes[-32:]
-    payoff, _ = payoff_matrix(layout, hall, 2, seed=3)
-    record["hall_elo"] = [round(float(r), 1) for r in elo(payoff)]
-    record["hall_origin"] = islands[0].hall.origin[-32:]
-    record["seconds"] = round(time.perf_counter() - t0, 1)
-    for k in ("migrants_accepted", "hall_refused", "forged_claims"):
-        record[k] = sum(int(isl.metrics()[k]) for isl in islands)
-    stem.with_suffix(".json").write_text(json.dumps(record, indent=1))
-    print(json.dumps(record["final"]), file=sys.stderr)
-    return record
+                s.done = True
+                s.finish()
+                continue
+            for isl in s.islands:
+                isl.play_round()
+            s.gossip()
+    return {"records": [s.record for s in swarms]}
 
 
 # ----------------------------------------------------------------------------- report
 
 
-def first_games(points: list[dict], level: float) -> int | None:
-    for p in points:
-        if p["score_vs_baseline"] >= level:
-            return p["games"]
-    return None
+def first_games(games: list[int], scores: np.ndarray, level: float) -> int | None:
+    """Training games at the first checkpoint whose champion scored >= ``level``."""
+    hit = np.flatnonzero(np.asarray(scores) >= level)
+    return int(games[hit[0]]) if hit.size else None
 
 
 def report(args: argparse.Namespace) -> dict:
-    """Table, Elo of the champions over time and the CIAO plot. A run stopped before its
-    budget (the machine's time ran out) is judged on its last champion, evaluated here on
-    the same 1,000 fixed seeds, and marked as stopped."""
+    """Table, Elo of the champions over time and the CIAO plot. Every checkpoint's champion
+    is re-evaluated here on ``--episodes`` (1,000) fixed seeds, so "games to -1" and "to 0"
+    rest on 1,000 episodes, not on the run's 200-episode progress checks. A run stopped
+    before its budget (the machine's time ran out) is judged on its last champion and
+    marked as stopped; the best checkpoint is reported too."""
     from gossipnet.evo.selfplay import slime_task
 
     layout = slime_task(16).layout
@@ -196,27 +250,30 @@ def report(args: argparse.Namespace) -> dict:
     rows, payoffs = [], []
     for r in records:
         champs = np.load(directory / f"{r['setup']}-seed{r['seed']}-champions.npy")
-        final = r.get("final")
-        if final is None:
-            score, res = score_vs_baseline(layout, champs[-1][None], 1000)
-            final = {"score_vs_baseline": float(score[0]), "std": float(res.score.std()),
-                     "episodes": 1000, "games": r["points"][-1]["games"], "stopped": True}
-        payoff, _ = payoff_matrix(layout, champs, args.ciao_games, seed=11)
+        n = min(len(champs), len(r["points"]))
+        games = [p["games"] for p in r["points"][:n]]
+        scores, res = score_vs_baseline(layout, champs[:n], args.episodes)
+        r["evaluated"] = {"episodes": args.episodes, "games": games, "scores": [round(float(x), 3) for x in scores]}
+        best = int(np.argmax(scores))
+        payoff, _ = payoff_matrix(layout, champs[:n], args.ciao_games, seed=11)
         payoffs.append(payoff)
-        rows.append({"setup": r["setup"], "seed": r["seed"], "games": r["points"][-1]["games"],
-                     "to_minus_1": first_games(r["points"], -1.0), "to_0": first_games(r["points"], 0.0),
-                     "final": final["score_vs_baseline"], "final_std": final["std"],
-                     "stopped": bool(final.get("stopped")), "best_point": max(p["score_vs_baseline"] for p in r["points"]),
+        rows.append({"setup": r["setup"], "seed": r["seed"], "games": games[-1],
+                     "to_minus_1": first_games(games, scores, -1.0), "to_0": first_games(games, scores, 0.0),
+                     "final": float(scores[-1]), "final_std": float(res.score[-1].std()),
+                     "stopped": games[-1] < r["budget_games"],
+                     "best": float(scores[best]), "best_std": float(res.score[best].std()), "best_games": games[best],
                      "elo_first_last": [round(float(x), 1) for x in elo(payoff)[[0, -1]]],
-                     "champions": len(champs), "seconds": r["points"][-1]["seconds"]})
-    print("| setup | seed | training games | games to -1 | games to 0 | last champion vs baseline (1,000 episodes) |")
-    print("|---|---|---:|---:|---:|---:|")
+                     "champions": n, "seconds": r["points"][n - 1]["seconds"]})
+    print("| setup | seed | training games | games to -1 | games to 0 | last champion | best champion (at games) |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for row in rows:
         note = " (stopped: time)" if row["stopped"] else ""
         print(f"| {row['setup']} | {row['seed']} | {row['games']:,}{note} | {row['to_minus_1'] or 'not reached'} | "
-              f"{row['to_0'] or 'not reached'} | {row['final']:.2f} +/- {row['final_std']:.2f} |")
-    for row in rows:
-        print(f"{row['setup']}: Elo of the first and last champion {row['elo_first_last']}", file=sys.stderr)
+              f"{row['to_0'] or 'not reached'} | {row['final']:.2f} +/- {row['final_std']:.2f} | "
+              f"{row['best']:.2f} +/- {row['best_std']:.2f} ({row['best_games']:,}) |")
+    for r, row in zip(records, rows):
+        print(f"{row['setup']}: Elo of the first and last champion {row['elo_first_last']}; "
+              f"every checkpoint ({args.episodes} episodes): {r['evaluated']['scores']}", file=sys.stderr)
     if args.plot:
         ciao_plot(records, payoffs, args.plot)
     return {"rows": rows}
@@ -247,12 +304,12 @@ def ciao_plot(records: list[dict], payoffs: list[np.ndarray], path: str) -> None
         ax.set_title(f"{r['setup']} ({r['islands']} x {r['population_per_island']}), seed {r['seed']}")
         fig.colorbar(im, ax=ax, label="mean score, current vs ancestor")
         ax2 = axes[1, col]
-        ax2.plot(g, [p["score_vs_baseline"] for p in r["points"]][:n], marker=".")
+        ax2.plot(g, r["evaluated"]["scores"][:n], marker=".")
         ax2.axhline(-1, color="grey", lw=0.8, ls="--")
         ax2.axhline(0, color="grey", lw=0.8)
         ax2.set_ylim(-5.2, 2)
         ax2.set_xlabel("training games (thousands)")
-        ax2.set_ylabel(f"vs baseline ({r['eval_episodes']} ep.)")
+        ax2.set_ylabel(f"vs baseline ({r['evaluated']['episodes']} ep.)")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
 
@@ -268,8 +325,12 @@ def main() -> None:
     s.add_argument("--original-venv", default=None)
     s.add_argument("--json", action="store_true")
     r = sub.add_parser("run")
-    r.add_argument("--setup", choices=["islands", "single"], required=True)
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--setup", type=lambda v: v.split(","), required=True,
+                   help="islands, single, or both: islands,single (played side by side)")
+    r.add_argument("--seeds", "--seed", type=lambda v: [int(x) for x in v.split(",")], default=[0])
+    r.add_argument("--hall-share", type=float, default=SelfPlayConfig.hall_share)
+    r.add_argument("--hall-recent", type=float, default=SelfPlayConfig.hall_recent)
+    r.add_argument("--tag", default="", help="appended to the setup's file names (variants)")
     r.add_argument("--population", type=int, default=128, help="total over all islands")
     r.add_argument("--games", type=int, default=300_000, help="training games, all islands together")
     r.add_argument("--eval-every", type=int, default=10_000)
@@ -280,6 +341,7 @@ def main() -> None:
     q.add_argument("dir")
     q.add_argument("--plot", default=None)
     q.add_argument("--ciao-games", type=int, default=2, help="games per pair of champions")
+    q.add_argument("--episodes", type=int, default=1000, help="episodes per checkpoint champion against the baseline")
     q.add_argument("--json", action="store_true")
     args = p.parse_args()
     result = {"speed": speed, "run": run, "report": report}[args.cmd](args)

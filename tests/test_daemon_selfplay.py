@@ -39,10 +39,25 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+def _compile_the_game_engine_once() -> None:
+    """Compile (or load) the numba game engine here, so the daemons find it in numba's
+    cache instead of each compiling it at once on a loaded machine."""
+    import numpy as np
+
+    from gossipnet.evo.slime_compiled import play_against_baseline, play_genome_games
+    from gossipnet.evo.slime_players import slime_layout
+
+    layout = slime_layout(16)
+    genomes = np.zeros((2, layout.size), np.float32)
+    play_genome_games(layout, genomes, [0], [1], [0])
+    play_against_baseline(layout, genomes, [0], [0])
+
+
 def test_island_daemons_trade_champions_and_refuse_a_liar(tmp_path):
     ok, reason = lanbox_available()
     if not ok:
         skip_or_fail(reason)
+    _compile_the_game_engine_once()
     token = new_swarm_token()
     with LanBox(hosts=3) as lan:
         procs = [start_daemon(lan, i, tmp_path / f"island{i}", token, *SMALL) for i in HONEST]

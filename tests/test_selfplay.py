@@ -1,4 +1,5 @@
-"""Self-play islands: hall of fame, ratings, the migrant door, checkpoints, the command."""
+"""Self-play islands: the arena, tournament selection, hall of fame, ratings, the migrant
+door, checkpoints, the command."""
 
 from __future__ import annotations
 
@@ -12,13 +13,36 @@ from gossipnet.cli import main as cli_main
 from gossipnet.evo.hall_of_fame import HallOfFame, elo
 from gossipnet.evo import selfplay
 from gossipnet.evo.selfplay import payoff_matrix, reference_score
+from gossipnet.evo.slime_tournament import Tournament, TournamentConfig
 from gossipnet.learners.base import Snapshot
 from gossipnet.learners.selfplay import SelfPlayConfig, SelfPlayLearner
 
-# small islands: 8 members, one sibling round and one hall game each, a champion every 2
-SMALL = SelfPlayConfig(population=8, hidden=8, sibling_rounds=1, hall_games=1, champion_interval=2,
-                       candidates=2, round_robin_size=2, round_robin_games=1, admit_games=2,
-                       eval_episodes=20, rating_size=4)
+# small islands: 8 members (4 games a generation, 3 at once), a champion every 2 generations
+SMALL = SelfPlayConfig(population=8, hidden=8, champion_interval=2, candidates=2, round_robin_size=2,
+                       admit_games=2, eval_episodes=20, rating_size=4, hall_share=0.25)
+
+
+def test_tournament_replaces_losers_with_mutants_of_winners():
+    t = Tournament(dim=5, config=TournamentConfig(population=5, sigma=0.1), seed=0)
+    pairs = t.pairs(np.arange(5))
+    assert pairs.shape == (2, 2) and len(set(pairs.ravel().tolist())) == 4  # disjoint, one left out
+    a, b = (int(x) for x in pairs[0])
+    t.streak[a] = 3
+    winner = t.members[a].copy()
+    t.settle(right=a, left=b, score=2.0)
+    assert t.streak[a] == 4 and t.streak[b] == 3  # the clone inherits the winner's streak
+    assert 0 < np.abs(t.members[b] - winner).max() < 1.0 and np.array_equal(t.members[a], winner)
+    before = t.members[b].copy()
+    t.settle(right=a, left=b, score=0.0)  # a tie: noise on the left member only
+    assert t.ties == 1 and not np.array_equal(t.members[b], before)
+    champion = np.full(5, 7.0, np.float32)
+    t.settle_frozen(a, champion, -1.0)  # lost to a hall champion: becomes its mutant
+    assert t.streak[a] == 0 and np.abs(t.members[a] - 7.0).max() < 1.0
+    assert t.leaders(1)[0] == b  # the longest streak now
+    copy = Tournament(dim=5, config=TournamentConfig(population=5), seed=9)
+    copy.load_state_dict(t.state_dict())
+    np.testing.assert_array_equal(copy.members, t.members)
+    np.testing.assert_array_equal(copy.pairs(np.arange(5)), t.pairs(np.arange(5)))
 
 
 def test_hall_of_fame_is_capped_keeps_the_newest_and_round_trips():
@@ -29,6 +53,9 @@ def test_hall_of_fame_is_capped_keeps_the_newest_and_round_trips():
     assert hall.generation[-2:] == [38, 39]  # the newest are never the ones dropped
     assert min(hall.generation) < 30  # older history is thinned, not cut off
     np.testing.assert_array_equal(hall.genomes[:, 0], hall.generation)
+    rng = np.random.default_rng(0)
+    assert set(hall.sample(50, rng, recent=1.0)[:, 0]) <= {38.0, 39.0}  # the newest only
+    assert len(set(hall.sample(50, rng)[:, 0])) == 5  # uniform: the whole hall
     other = HallOfFame(dim=3, capacity=5)
     other.load_state_dict(hall.state_dict())
     assert other.origin == hall.origin and other.generation == hall.generation
@@ -56,18 +83,19 @@ def test_payoff_is_antisymmetric_and_reference_claims_replay_exactly():
     selfplay._REPLAYS.clear()
     seeds = np.array([5, 6])
     alone, steps = reference_score(layout, genomes[0], seeds)
-    # an island measures its claim inside a generation's batch: the same games, the same score
-    plans = [selfplay.pairings(genomes, genomes, 1, np.random.default_rng(1)),
-             selfplay.reference_plan(layout, genomes[0], seeds)]
-    in_batch = selfplay.play_plans(layout, plans)[1]
-    assert float(in_batch.score.mean()) == alone and in_batch.steps == steps
+    assert reference_score(layout, genomes[0], seeds) == (alone, steps)  # a replay is remembered
+    learner.train(SMALL.champion_interval)  # a champion, offered with its claim
+    assert learner.offer is not None and learner.offer[0] is learner.champion
+    selfplay._REPLAYS.clear()
+    replayed, _ = reference_score(layout, learner.champion, learner.offer[2])
+    assert abs(replayed - learner.offer[1]) < 1e-9 and -5 <= alone <= 5
 
 
 @pytest.fixture(scope="module")
 def trained_pair() -> tuple[SelfPlayLearner, SelfPlayLearner]:
     a, b = SelfPlayLearner(SMALL, name="a"), SelfPlayLearner(replace(SMALL, seed=1), name="b")
-    a.train(3)  # a champion at generation 2, its claim measured in generation 3
-    b.train(3)
+    a.train(2)  # a champion after round 2, offered with its claim
+    b.train(2)
     return a, b
 
 
@@ -75,10 +103,9 @@ def test_champions_cross_and_join_the_other_hall(trained_pair):
     a, b = trained_pair
     snap = a.snapshot()
     assert snap.tensors["genomes"].shape == (1, a.layout.size) and "fitness_0" in snap.meta
-    result = b.absorb(snap, "a")
-    assert result.accepted, result
     assert "a" not in b.hall.origin
-    b.train(1)  # the re-scoring games ride in the next generation's batch
+    result = b.absorb(snap, "a")  # claim replayed, then re-scored against b's own opponents
+    assert result.accepted, result
     assert b.migrants_accepted + b.hall_refused == 1
     if b.migrants_accepted:
         assert b.hall.origin.count("a") == 1
@@ -107,8 +134,8 @@ def test_forged_claims_and_malformed_champions_are_refused_and_counted(trained_p
     assert m["rejected_too_many_migrants"] == before["rejected_too_many_migrants"] + 1
     assert m["rejected_wrong_fingerprint"] == before["rejected_wrong_fingerprint"] + 1
     assert m["rejected_malformed"] == before["rejected_malformed"] + 2
-    assert m["migrants_rejected"] == before["migrants_rejected"] + 7
-    assert len(b._pending) == 0  # nothing refused is waiting to be re-scored
+    assert m["migrants_rejected"] == before["migrants_rejected"] + 8  # "two" held two genomes
+    assert "mallory" not in b.hall.origin
 
 
 def test_checkpoint_round_trip_continues_identically(trained_pair):
@@ -117,7 +144,8 @@ def test_checkpoint_round_trip_continues_identically(trained_pair):
     copy.load_state_dict(a.state_dict())
     a.train(1)
     copy.train(1)
-    np.testing.assert_array_equal(copy.algo.members, a.algo.members)
+    np.testing.assert_array_equal(copy.tournament.members, a.tournament.members)
+    np.testing.assert_array_equal(copy.tournament.streak, a.tournament.streak)
     np.testing.assert_array_equal(copy.hall.genomes, a.hall.genomes)
     assert copy.games == a.games and copy.metrics()["best_fitness"] == a.metrics()["best_fitness"]
 
@@ -150,6 +178,8 @@ def test_bad_settings_are_user_errors():
         SelfPlayLearner(replace(SMALL, algo="cmaes"))
     with pytest.raises(UserError, match="population"):
         SelfPlayLearner(replace(SMALL, population=2))
+    with pytest.raises(UserError, match="hall share"):
+        SelfPlayLearner(replace(SMALL, hall_share=1.0))
 
 
 def test_nodes_and_the_demo_build_self_play_islands(tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gossipnet.evo import slime_physics as sp
+from gossipnet.evo import slime_compiled, slime_physics as sp
 from gossipnet.evo.slime_players import BaselinePlayers
 
 GOLDEN = Path(__file__).parent / "data" / "slime_golden.npz"
@@ -63,6 +63,49 @@ def test_one_game_replays_the_original_exactly(golden, name):
     np.testing.assert_array_equal(rewards, g["reward"])
     np.testing.assert_array_equal(dones, g["done"])
     assert dones[-1] and not any(dones[:-1])
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_the_compiled_engine_replays_the_original_exactly(golden, name):
+    """The engine self-play trains with (one game at a time, compiled) against the recording."""
+    g = golden[name]
+    serves = padded_serves(g["serves"])
+    s, obs = np.zeros(sp.N_ROWS), np.zeros((2, 12))
+    slime_compiled.reset(s, serves, obs)
+    np.testing.assert_array_equal(s[STATE_ROWS], g["state0"])
+    states, observed, rewards, dones = [], [], [], []
+    for t in range(len(g["reward"])):
+        reward, done = slime_compiled.step(s, serves, obs, g["buttons_left"][t].astype(np.int64),
+                                           g["buttons_right"][t].astype(np.int64))
+        states.append(s[STATE_ROWS].copy())
+        observed.append(obs.copy())
+        rewards.append(reward)
+        dones.append(done)
+    np.testing.assert_allclose(np.array(states), g["state"], rtol=0, atol=TOL, err_msg=name)
+    np.testing.assert_allclose(np.array(observed)[:, 1], g["obs_right"], rtol=0, atol=TOL)
+    np.testing.assert_allclose(np.array(observed)[:, 0], g["obs_left"], rtol=0, atol=TOL)
+    np.testing.assert_array_equal(rewards, g["reward"])
+    np.testing.assert_array_equal(dones, g["done"])
+
+
+def test_the_compiled_baseline_presses_the_original_baselines_buttons(golden):
+    """Baseline against baseline for the full 3,000 steps: both compiled baselines choose
+    the recorded buttons at every step, so the yardstick's games are the original's."""
+    from gossipnet.evo.slime_players import baseline_weights
+
+    g = golden["baseline_vs_baseline"]
+    serves = padded_serves(g["serves"])
+    s, obs = np.zeros(sp.N_ROWS), np.zeros((2, 12))
+    slime_compiled.reset(s, serves, obs)
+    weight, bias = baseline_weights()
+    outs, scratch = [np.zeros(7), np.zeros(7)], np.zeros(15)
+    for t in range(len(g["reward"])):
+        left = slime_compiled.baseline_act(obs[0], outs[0], weight, bias, scratch)
+        right = slime_compiled.baseline_act(obs[1], outs[1], weight, bias, scratch)
+        np.testing.assert_array_equal(left, g["buttons_left"][t], err_msg=f"step {t}")
+        np.testing.assert_array_equal(right, g["buttons_right"][t], err_msg=f"step {t}")
+        slime_compiled.step(s, serves, obs, left, right)
+    np.testing.assert_allclose(s[STATE_ROWS], g["state"][-1], rtol=0, atol=TOL)
+
 
 def test_batched_games_and_baseline_policies_replay_the_original(golden):
     """All scenarios in one lockstep batch; finished games leave it; the baseline's buttons

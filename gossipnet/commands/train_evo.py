@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
@@ -52,36 +53,40 @@ def load_checkpoint(path: str, learner: EvolutionLearner) -> None:
     learner.load_state_dict(state)
 
 
+def train_generations(learner, args: argparse.Namespace, progress: Callable[[dict], str]) -> float:
+    """Resume from ``--checkpoint`` if it exists, train ``--generations`` generations one
+    at a time (a line on stderr and a checkpoint after each), return the seconds spent.
+    ``progress`` adds the learner's own figures to the line."""
+    generations = DEFAULT_GENERATIONS if args.generations is None else int(args.generations)
+    if generations < 0:
+        raise UserError(f"--generations must be >= 0, got {generations}")
+    quiet = bool(getattr(args, "quiet", False))
+    if args.checkpoint and os.path.exists(args.checkpoint):
+        load_checkpoint(args.checkpoint, learner)
+        if not quiet:
+            print(f"resumed {args.checkpoint} at generation {learner.step}", file=sys.stderr)
+    start = time.monotonic()
+    target = learner.step + generations
+    while learner.step < target:
+        learner.train(1)
+        if not quiet:
+            m = learner.metrics()
+            print(f"gen {m['generation']:4d}  best {m['best_fitness']:9.2f}  mean {m['mean_fitness']:9.2f}  "
+                  f"{progress(m)}", file=sys.stderr)
+        if args.checkpoint:
+            save_checkpoint(args.checkpoint, learner)
+    return time.monotonic() - start
+
+
 def run(args: argparse.Namespace) -> int:
     if str(args.task).strip().lower() == "slimevolley":  # two-player: self-play, its own report
         from gossipnet.commands import train_selfplay
 
         return train_selfplay.run(args)
     config = _config(args)
-    generations = DEFAULT_GENERATIONS if args.generations is None else int(args.generations)
-    if generations < 0:
-        raise UserError(f"--generations must be >= 0, got {generations}")
-    quiet = bool(getattr(args, "quiet", False))
     learner = EvolutionLearner(config)
     try:
-        if args.checkpoint and os.path.exists(args.checkpoint):
-            load_checkpoint(args.checkpoint, learner)
-            if not quiet:
-                print(f"resumed {args.checkpoint} at generation {learner.step}", file=sys.stderr)
-        start = time.monotonic()
-        target = learner.step + generations
-        while learner.step < target:
-            learner.train(1)
-            if not quiet:
-                m = learner.metrics()
-                print(
-                    f"gen {m['generation']:4d}  best {m['best_fitness']:9.2f}  mean {m['mean_fitness']:9.2f}"
-                    f"  steps {m['env_steps']:,}",
-                    file=sys.stderr,
-                )
-            if args.checkpoint:
-                save_checkpoint(args.checkpoint, learner)
-        elapsed = time.monotonic() - start
+        elapsed = train_generations(learner, args, lambda m: f"steps {m['env_steps']:,}")
         result = learner.evaluate()
         m = learner.metrics()
     finally:
@@ -101,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         "solved_at": TASKS[config.task].solved_at,
         "seconds": round(elapsed, 2),
     }
-    if not quiet:
+    if not getattr(args, "quiet", False):
         print(
             f"{config.task}/{config.algo}: eval mean {summary['eval_mean']:.2f} over "
             f"{summary['eval_episodes']} episodes ({'solved' if summary['solved'] else 'not solved'})",

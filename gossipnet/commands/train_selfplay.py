@@ -2,7 +2,8 @@
 
 The island never plays the baseline while it trains; at the end its champion plays it on
 1,000 fixed seeds (the published yardstick: random play scores -4.87, GA self-play 0.35).
-Progress goes to stderr, one line per generation; ``--json`` prints one final line with
+Progress goes to stderr, one line per generation (a round: every member plays one game;
+"best"/"mean" are winning streaks); ``--json`` prints one final line with
 ``score_vs_baseline``, ``games`` and ``generations``.
 """
 
@@ -10,18 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
 
 import numpy as np
 
-from gossipnet.commands.train_evo import load_checkpoint, save_checkpoint
-from gossipnet.errors import UserError
+from gossipnet.commands.train_evo import train_generations
 from gossipnet.evo.selfplay import score_vs_baseline
 from gossipnet.learners.selfplay import SelfPlayConfig, SelfPlayLearner
 
-DEFAULT_GENERATIONS = 30
 FINAL_EPISODES = 1000
 
 
@@ -31,31 +28,10 @@ def run(args: argparse.Namespace) -> int:
         overrides["population"] = int(args.population)
     config = SelfPlayConfig(**overrides)
     config.check()
-    generations = DEFAULT_GENERATIONS if args.generations is None else int(args.generations)
-    if generations < 0:
-        raise UserError(f"--generations must be >= 0, got {generations}")
-    quiet = bool(getattr(args, "quiet", False))
     learner = SelfPlayLearner(config)
-    if args.checkpoint and os.path.exists(args.checkpoint):
-        load_checkpoint(args.checkpoint, learner)
-        if not quiet:
-            print(f"resumed {args.checkpoint} at generation {learner.step}", file=sys.stderr)
-    start = time.monotonic()
-    target = learner.step + generations
-    while learner.step < target:
-        learner.train(1)
-        if not quiet:
-            m = learner.metrics()
-            print(f"gen {m['generation']:4d}  best {m['best_fitness']:6.2f}  mean {m['mean_fitness']:6.2f}"
-                  f"  games {m['games']:,}  hall {m['hall_size']}", file=sys.stderr)
-        if args.checkpoint:
-            save_checkpoint(args.checkpoint, learner)
-    elapsed = time.monotonic() - start
-    best = learner.best_genome()
-    score, std = float("nan"), float("nan")
-    if best is not None:
-        mean, res = score_vs_baseline(learner.layout, best[None], FINAL_EPISODES)
-        score, std = float(mean[0]), float(res.score.std())
+    elapsed = train_generations(learner, args, lambda m: f"games {m['games']:,}  hall {m['hall_size']}")
+    mean, res = score_vs_baseline(learner.layout, learner.best_genome()[None], FINAL_EPISODES)
+    score, std = float(mean[0]), float(res.score.std())
     m = learner.metrics()
     summary = {
         "task": config.task, "algo": config.algo, "population": config.population, "seed": config.seed,
@@ -64,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         "best_fitness": m["best_fitness"], "mean_fitness": m["mean_fitness"],
         "hall_size": m["hall_size"], "champions": m["champions"], "seconds": round(elapsed, 2),
     }
-    if not quiet:
+    if not getattr(args, "quiet", False):
         print(f"slimevolley: champion scores {score:.2f} +/- {std:.2f} against the baseline over "
               f"{FINAL_EPISODES} episodes after {m['games']:,} games", file=sys.stderr)
     if args.json:

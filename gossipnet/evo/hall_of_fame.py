@@ -69,11 +69,18 @@ class HallOfFame:
             self.genomes = np.delete(self.genomes, drop, axis=0)
             del self.origin[drop], self.generation[drop]
 
-    def sample(self, k: int, rng: np.random.Generator) -> np.ndarray:
-        """``k`` genomes drawn uniformly (with replacement) from the whole hall."""
+    def sample(self, k: int, rng: np.random.Generator, recent: float = 0.0) -> np.ndarray:
+        """``k`` genomes drawn with replacement: each, with probability ``recent``, from the
+        newest ``keep_recent`` entries (the swarm's current champions), else uniformly from
+        the whole hall (its history)."""
         if len(self) == 0 or k <= 0:
             return np.zeros((0, self.dim), np.float32)
-        return self.genomes[rng.integers(0, len(self), size=k)]
+        index = rng.integers(0, len(self), size=k)
+        if recent > 0:
+            newest = min(len(self), max(1, self.keep_recent))
+            pick_recent = rng.random(k) < recent
+            index = np.where(pick_recent, len(self) - 1 - rng.integers(0, newest, size=k), index)
+        return self.genomes[index]
 
     def foreign(self, own: str) -> int:
         """How many entries came from other islands."""

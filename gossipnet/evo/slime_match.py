@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from gossipnet.evo.policy import Layout
+from gossipnet.evo.slime_compiled import play_against_baseline, play_genome_games
 from gossipnet.evo.slime_physics import MAX_STEPS, T, SlimeBatch, draw_serves
-from gossipnet.evo.slime_players import BaselinePlayers, GenomePlayers, RandomPlayers
+from gossipnet.evo.slime_players import BaselinePlayers, RandomPlayers
 
 
 @dataclass(frozen=True)
@@ -67,20 +68,22 @@ def play(left, right, serves: np.ndarray) -> Results:
 def play_genomes(layout: Layout, genomes: np.ndarray, right: np.ndarray, left: np.ndarray,
                  seeds: np.ndarray) -> Results:
     """Game i: ``genomes[right[i]]`` (right side) against ``genomes[left[i]]``, serves from
-    ``seeds[i]``. Score is the right player's."""
-    g = np.asarray(genomes, dtype=np.float32)
-    return play(GenomePlayers(layout, g, left), GenomePlayers(layout, g, right), draw_serves(seeds))
+    ``seeds[i]``. Score is the right player's. Played by the compiled engine
+    (``slime_compiled``): every game between evolved policies goes through it, so a claim
+    measured on one node replays exactly on another."""
+    score, length = play_genome_games(layout, genomes, right, left, seeds)
+    return Results(score=score, length=length)
 
 
 def play_baseline(layout: Layout, genomes: np.ndarray, seeds: np.ndarray) -> Results:
-    """Every genome against the baseline on every seed: ``score`` is ``(G, E)``, genome's view."""
+    """Every genome against the baseline on every seed: ``score`` is ``(G, E)``, genome's
+    view. Compiled, like every game of an evolved policy (the yardstick is measured often)."""
     g = np.asarray(genomes, dtype=np.float32)
     seeds = np.asarray(seeds, dtype=np.int64)
     who = np.repeat(np.arange(g.shape[0]), seeds.size)
-    res = play(BaselinePlayers(who.size), GenomePlayers(layout, g, who),
-               draw_serves(np.tile(seeds, g.shape[0])))
+    score, length = play_against_baseline(layout, g, who, np.tile(seeds, g.shape[0]))
     shape = (g.shape[0], seeds.size)
-    return Results(score=res.score.reshape(shape), length=res.length.reshape(shape))
+    return Results(score=score.reshape(shape), length=length.reshape(shape))
 
 
 def play_random_vs_baseline(seeds: np.ndarray, rng_seed: int = 0) -> Results:

@@ -178,18 +178,9 @@ class EvolutionLearner(Learner):
 
     def absorb(self, snapshot: Snapshot, peer: str) -> AbsorbResult:
         """Check, re-score and take in a peer's migrants; never raises on bad data."""
-        try:
-            problem = check_migrants(snapshot, self.door)
-        except Exception as exc:  # anything odd about the object is the peer's fault
-            problem = (MigrantReject.MALFORMED, f"{type(exc).__name__}: {exc}")
-        if problem is not None:
-            reason, detail = problem
-            self.rejections[reason] += 1
-            tensors = getattr(snapshot, "tensors", None)
-            genomes = tensors.get("genomes") if isinstance(tensors, dict) else None
-            count = genomes.shape[0] if isinstance(genomes, np.ndarray) and genomes.ndim == 2 else 1
-            self.migrants_rejected += count
-            return AbsorbResult(False, reason.value, detail)
+        refused = self._refused_at_door(snapshot)
+        if refused is not None:
+            return refused
         migrants = np.array(snapshot.tensors["genomes"], dtype=np.float32)
         measured = self._score(migrants, self._draw_seeds())
         seeds = claim_seeds(snapshot.meta, self.config.episodes)
@@ -207,6 +198,22 @@ class EvolutionLearner(Learner):
         if forged:
             detail += f", {forged} forged fitness claim(s)"
         return AbsorbResult(True, "ok", detail)
+
+    def _refused_at_door(self, snapshot: Snapshot) -> AbsorbResult | None:
+        """The door checks (``check_migrants``), counted per reason; None if they pass."""
+        try:
+            problem = check_migrants(snapshot, self.door)
+        except Exception as exc:  # anything odd about the object is the peer's fault
+            problem = (MigrantReject.MALFORMED, f"{type(exc).__name__}: {exc}")
+        if problem is None:
+            return None
+        reason, detail = problem
+        self.rejections[reason] += 1
+        tensors = getattr(snapshot, "tensors", None)
+        genomes = tensors.get("genomes") if isinstance(tensors, dict) else None
+        count = genomes.shape[0] if isinstance(genomes, np.ndarray) and genomes.ndim == 2 else 1
+        self.migrants_rejected += count
+        return AbsorbResult(False, reason.value, detail)
 
     def visuals(self) -> dict[str, np.ndarray]:
         """A strip of frames of the best policy, re-rendered when the best genome changes
@@ -320,7 +327,7 @@ class EvolutionLearner(Learner):
 
     def _log_generation(self, fitness: np.ndarray) -> None:
         h = self._history
-        h["generation"].append(float(self.algo.generation))
+        h["generation"].append(float(self.step))
         h["best"].append(float(fitness.max()))
         h["mean"].append(float(fitness.mean()))
         h["env_steps"].append(float(self.env_steps))

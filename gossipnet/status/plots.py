@@ -182,11 +182,15 @@ def _fitness_panel(ax, h: HistoryArrays) -> None:
     if not len(h.t):
         return _waiting(ax)
     x = h.step.astype(np.float64)
-    drew = _plot_finite(ax, x, _series(h, "best_fitness"), "best", color="tab:green")
-    drew = _plot_finite(ax, x, _series(h, "mean_fitness"), "mean", color="tab:blue") or drew
-    # self-play islands: fitness is relative to the panel; the fixed yardstick is the baseline
-    drew = _plot_finite(ax, x, h.series("score_vs_baseline"), "champion vs baseline",
-                        color="tab:red") or drew
+    # self-play islands: their "fitness" is a winning streak, relative to their own
+    # opponents and on another scale; once measured, the fixed yardstick (the champion
+    # against the baseline, -5..5) is the only curve drawn
+    vs_baseline = h.series("score_vs_baseline")
+    if vs_baseline is not None and np.isfinite(vs_baseline.astype(np.float64)).any():
+        drew = _plot_finite(ax, x, vs_baseline, "champion vs baseline", color="tab:red")
+    else:
+        drew = _plot_finite(ax, x, _series(h, "best_fitness"), "best", color="tab:green")
+        drew = _plot_finite(ax, x, _series(h, "mean_fitness"), "mean", color="tab:blue") or drew
     if not drew:
         return _waiting(ax)
     migrants = h.events("migrant")
