@@ -57,3 +57,12 @@ def write_corrupt(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00")
     return path
+
+
+def train_folder_model(pictures: Path, out: Path, epochs: int = 6) -> Path:
+    """``gossipnet train`` the tiny net on a picture folder (16 px) into checkpoint ``out``."""
+    from gossipnet.cli import main
+
+    assert main(["train", "--dataset", "folder", "--data-dir", str(pictures), "--net", "tiny", "--image-size",
+                 "16", "--epochs", str(epochs), "--quiet", "--cores", "1", "--checkpoint", str(out)]) == 0
+    return out

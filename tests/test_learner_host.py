@@ -12,6 +12,15 @@ from gossipnet.learners.stand_in import SimLearner
 from gossipnet.status.history import MetricsHistory
 
 
+def host_of(learner, tmp_path, clock=None, *, eval_interval=1e9, publish_interval=5.0,
+            checkpoint_interval=1e9) -> LearnerHost:
+    """A host with one-step chunks, on a fake clock if given."""
+    return LearnerHost(learner, MetricsHistory(), CheckpointStore(tmp_path), train_chunk=1,
+                       eval_interval=eval_interval, publish_interval=publish_interval,
+                       checkpoint_interval=checkpoint_interval,
+                       **({"clock": lambda: clock[0]} if clock is not None else {}))
+
+
 class Tripping(SimLearner):
     def absorb(self, snapshot, peer):
         raise ValueError("could not broadcast input array from shape (3,256) into shape (10,256)")
@@ -19,8 +28,7 @@ class Tripping(SimLearner):
 
 def test_an_exception_inside_absorb_is_a_counted_refusal_not_a_crash(tmp_path):
     publisher, receiver = SimLearner(), Tripping()
-    host = LearnerHost(receiver, MetricsHistory(), CheckpointStore(tmp_path), train_chunk=1,
-                       eval_interval=60.0, publish_interval=5.0, checkpoint_interval=60.0)
+    host = host_of(receiver, tmp_path)
     offer = exchange.publish(publisher.snapshot(), publisher.wire, publisher.step)
     gate = exchange.Gate(receiver.kind, receiver.offer_shapes())
     assert gate.check(offer.manifest) is None
@@ -49,9 +57,7 @@ def test_offers_are_encoded_only_when_someone_could_pull_them_and_the_model_move
     """A lone node encoded and hashed its snapshot every few seconds for nobody (issue 17)."""
     clock = [0.0]
     learner = Counting()
-    host = LearnerHost(learner, MetricsHistory(), CheckpointStore(tmp_path), train_chunk=1,
-                       eval_interval=1e9, publish_interval=5.0, checkpoint_interval=1e9,
-                       clock=lambda: clock[0])
+    host = host_of(learner, tmp_path, clock)
     host.restore()
     host.record(peers=0)  # as the node does after every chunk
     assert host.shelf.newest().manifest.step == 0 and learner.snapshots == 1
@@ -91,9 +97,7 @@ def test_offers_are_encoded_only_when_someone_could_pull_them_and_the_model_move
 def test_with_the_announcement_time_known_one_offer_is_encoded_just_before_each(tmp_path):
     clock = [0.0]
     learner = Counting()
-    host = LearnerHost(learner, MetricsHistory(), CheckpointStore(tmp_path), train_chunk=1,
-                       eval_interval=1e9, publish_interval=1.0, checkpoint_interval=1e9,
-                       clock=lambda: clock[0])
+    host = host_of(learner, tmp_path, clock, publish_interval=1.0)
     host.restore()
     published = learner.snapshots
     trained = learner.train
@@ -138,8 +142,7 @@ class Overflowing(SimLearner):
 
 def test_an_own_model_that_cannot_be_sent_is_rolled_back_not_a_crash(tmp_path):
     learner = Overflowing()
-    host = LearnerHost(learner, MetricsHistory(), CheckpointStore(tmp_path), train_chunk=1,
-                       eval_interval=1e9, publish_interval=5.0, checkpoint_interval=60.0)
+    host = host_of(learner, tmp_path)
     host.restore()  # age 0: offered, and remembered as the last good state
     assert host.checkpoint({}) and host.shelf.newest().manifest.age == 0
     learner.age = 3.0  # 3e5 > 65504: inf once cast to float16

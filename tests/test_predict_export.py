@@ -16,7 +16,7 @@ from gossipnet.learners.convnet import ConvnetConfig, ConvnetLearner
 from gossipnet.model import ModelCard, TrainedModel, load_model
 from gossipnet.nn import PRESETS, Net, fit_preset
 from gossipnet.onnx_export import export_onnx
-from tests.image_folders import CLASSES, write_corrupt, write_folder
+from tests.image_folders import CLASSES, train_folder_model, write_corrupt, write_folder
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -29,10 +29,7 @@ def pictures(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(pictures, tmp_path_factory):
-    ckpt = tmp_path_factory.mktemp("run") / "model.safetensors"
-    assert main(["train", "--dataset", "folder", "--data-dir", str(pictures), "--net", "tiny", "--image-size",
-                 "16", "--epochs", "6", "--quiet", "--checkpoint", str(ckpt)]) == 0
-    return ckpt
+    return train_folder_model(pictures, tmp_path_factory.mktemp("run") / "model.safetensors")
 
 
 def session(data: bytes):

@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gossipnet.cli import main
 from gossipnet.commands.learner_factory import build_learner
 from gossipnet.commands.run import _start_from
 from gossipnet.checkpoint import Checkpoint, CheckpointStore
 from gossipnet.config import build_config
 from gossipnet.errors import UserError
 from gossipnet.model import load_model
-from tests.image_folders import write_folder
+from tests.image_folders import train_folder_model, write_folder
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +21,7 @@ def pictures(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(pictures, tmp_path_factory):
-    ckpt = tmp_path_factory.mktemp("train") / "model.safetensors"
-    assert main(["train", "--dataset", "folder", "--data-dir", str(pictures), "--net", "tiny", "--image-size",
-                 "16", "--epochs", "3", "--quiet", "--cores", "1", "--checkpoint", str(ckpt)]) == 0
-    return ckpt
+    return train_folder_model(pictures, tmp_path_factory.mktemp("train") / "model.safetensors", epochs=3)
 
 
 def node_config(pictures, state_dir, **extra):
