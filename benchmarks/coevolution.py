@@ -137,11 +137,12 @@ class Swarm:
         population = args.population // n
         self.islands = [SelfPlayLearner(SelfPlayConfig(population=population, seed=seed * 100 + i,
                                                        hall_share=args.hall_share,
-                                                       hall_recent=args.hall_recent),
+                                                       hall_recent=args.hall_recent,
+                                                       inject=args.inject),
                                         name=f"island{i}") for i in range(n)]
         self.stem = Path(args.out) / f"{setup}{args.tag}-seed{seed}"
         self.record: dict = {"setup": setup + args.tag, "seed": seed, "islands": n, "population_per_island": population,
-                             "hall_share": args.hall_share, "hall_recent": args.hall_recent,
+                             "hall_share": args.hall_share, "hall_recent": args.hall_recent, "inject": args.inject,
                              "budget_games": args.games,
                              "eval_episodes": args.eval_episodes, "points": []}
         self.champions: list[np.ndarray] = []
@@ -330,6 +331,8 @@ def main() -> None:
     r.add_argument("--seeds", "--seed", type=lambda v: [int(x) for x in v.split(",")], default=[0])
     r.add_argument("--hall-share", type=float, default=SelfPlayConfig.hall_share)
     r.add_argument("--hall-recent", type=float, default=SelfPlayConfig.hall_recent)
+    r.add_argument("--inject", type=int, default=SelfPlayConfig.inject,
+                   help="an admitted foreign champion's mutants replace this many shortest streaks")
     r.add_argument("--tag", default="", help="appended to the setup's file names (variants)")
     r.add_argument("--population", type=int, default=128, help="total over all islands")
     r.add_argument("--games", type=int, default=300_000, help="training games, all islands together")

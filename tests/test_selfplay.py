@@ -11,6 +11,7 @@ import pytest
 
 from gossipnet.cli import main as cli_main
 from gossipnet.evo.hall_of_fame import HallOfFame, elo
+from gossipnet.errors import UserError
 from gossipnet.evo import selfplay
 from gossipnet.evo.selfplay import payoff_matrix, reference_score
 from gossipnet.evo.slime_tournament import Tournament, TournamentConfig
@@ -110,6 +111,20 @@ def test_champions_cross_and_join_the_other_hall(trained_pair):
     if b.migrants_accepted:
         assert b.hall.origin.count("a") == 1
         np.testing.assert_array_equal(b.hall.genomes[b.hall.origin.index("a")], snap.tensors["genomes"][0])
+
+
+def test_an_injecting_island_replaces_its_shortest_streaks_with_the_champions_mutants():
+    t = Tournament(dim=5, config=TournamentConfig(population=6), seed=3)
+    t.streak[:] = [4, 0, 7, 1, 9, 2]
+    champion = np.full(5, 3.0, np.float32)
+    before = t.members.copy()
+    t.immigrate(champion, 2)
+    for slot in (1, 3):  # the two shortest streaks
+        assert t.streak[slot] == 0 and np.abs(t.members[slot] - champion).max() < 1.0
+    for slot in (0, 2, 4, 5):
+        np.testing.assert_array_equal(t.members[slot], before[slot])
+    with pytest.raises(UserError, match="inject"):
+        replace(SMALL, inject=SMALL.population).check()
 
 
 def test_forged_claims_and_malformed_champions_are_refused_and_counted(trained_pair):

@@ -77,6 +77,13 @@ class Tournament:
             self._mutate(member, opponent)
             self.streak[member] = 0
 
+    def immigrate(self, champion: np.ndarray, k: int) -> None:
+        """A foreign champion's mutants replace our ``k`` shortest winning streaks (they start
+        their own streaks at 0, as a fresh loser's replacement would not)."""
+        for slot in np.argsort(self.streak, kind="stable")[:k]:
+            self._mutate(int(slot), champion)
+            self.streak[slot] = 0
+
     def leaders(self, k: int) -> np.ndarray:
         """Indices of the ``k`` longest winning streaks (the published champion is the first)."""
         return np.argsort(-self.streak, kind="stable")[:k]

@@ -65,6 +65,9 @@ class SelfPlayConfig:
     hall_capacity: int = 64
     admit_games: int = 6  # games a received champion plays against our hall and leaders
     admit_score: float = -2.0  # admitted to the hall unless clearly worse than those
+    # Migration into the population (island model): an admitted champion also replaces this
+    # many of our shortest winning streaks with its mutants. 0: it enters only through hall games.
+    inject: int = 0
     claim_episodes: int = 2  # serve seeds a claim is measured on (x 4 reference opponents)
     eval_episodes: int = 200  # yardstick: games against the baseline on fixed seeds
     rating_size: int = 16  # newest hall entries rated by a round-robin in evaluate()
@@ -80,6 +83,8 @@ class SelfPlayConfig:
         if self.algo != "ga":
             raise UserError(f"self-play islands use --algo ga (got {self.algo!r}): tournament "
                             "selection on single games, as the published GA self-play")
+        if not 0 <= self.inject < self.population:
+            raise UserError(f"inject {self.inject} must be >= 0 and below the population ({self.population})")
         if self.population < 4 or self.candidates < 1 or self.champion_interval < 1:
             raise UserError("self-play needs --population >= 4, candidates >= 1, champion interval >= 1")
         if not 0.0 <= self.hall_share < 1.0 or not 0.0 <= self.hall_recent <= 1.0:
@@ -210,6 +215,8 @@ class SelfPlayLearner(EvolutionLearner):
             self.hall_refused += 1
             return False
         self.hall.add(champion, peer, self.generation)
+        if c.inject:
+            t.immigrate(champion, c.inject)
         self.migrants_accepted += 1
         self._migrants_since_generation += 1
         return True
