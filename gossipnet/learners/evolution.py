@@ -289,13 +289,17 @@ class EvolutionLearner(Learner):
             state[f"history.{k}"] = v
         return state
 
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+    def _check_fingerprint(self, state: dict[str, np.ndarray]) -> None:
+        """A checkpoint of another task or layout is a UserError (islands of both kinds)."""
         fp = bytes(need(state, "learner.fingerprint").astype(np.uint8)).decode(errors="replace")
         if fp != self.fingerprint:
             raise UserError(
                 f"checkpoint is for task/layout {fp}, this island runs {self.fingerprint}; "
                 "use a matching --task, or a fresh state directory for this task"
             )
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self._check_fingerprint(state)
         algo = bytes(need(state, "learner.algo").astype(np.uint8)).decode(errors="replace")
         if algo != self.config.algo:
             raise UserError(f"checkpoint was written by --algo {algo}, this run uses {self.config.algo}")

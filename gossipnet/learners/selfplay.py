@@ -351,10 +351,7 @@ class SelfPlayLearner(EvolutionLearner):
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        fp = bytes(need(state, "learner.fingerprint").astype(np.uint8)).decode(errors="replace")
-        if fp != self.fingerprint:
-            raise UserError(f"checkpoint is for task/layout {fp}, this island runs {self.fingerprint}; "
-                            "use a fresh state directory for this task")
+        self._check_fingerprint(state)
         self.tournament.load_state_dict({k[11:]: v for k, v in state.items() if k.startswith("tournament.")})
         self.hall.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("hall.")})
         self.rng = rng_from_state(need(state, "learner.rng"))
