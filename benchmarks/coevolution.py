@@ -138,11 +138,13 @@ class Swarm:
         self.islands = [SelfPlayLearner(SelfPlayConfig(population=population, seed=seed * 100 + i,
                                                        hall_share=args.hall_share,
                                                        hall_recent=args.hall_recent,
-                                                       inject=args.inject),
+                                                       inject=args.inject, sigma=args.sigma,
+                                                       champion_interval=args.champion_interval),
                                         name=f"island{i}") for i in range(n)]
         self.stem = Path(args.out) / f"{setup}{args.tag}-seed{seed}"
         self.record: dict = {"setup": setup + args.tag, "seed": seed, "islands": n, "population_per_island": population,
                              "hall_share": args.hall_share, "hall_recent": args.hall_recent, "inject": args.inject,
+                             "sigma": args.sigma, "champion_interval": args.champion_interval,
                              "budget_games": args.games,
                              "eval_episodes": args.eval_episodes, "points": []}
         self.champions: list[np.ndarray] = []
@@ -333,6 +335,9 @@ def main() -> None:
     r.add_argument("--hall-recent", type=float, default=SelfPlayConfig.hall_recent)
     r.add_argument("--inject", type=int, default=SelfPlayConfig.inject,
                    help="an admitted foreign champion's mutants replace this many shortest streaks")
+    r.add_argument("--sigma", type=float, default=SelfPlayConfig.sigma, help="mutation noise")
+    r.add_argument("--champion-interval", type=int, default=SelfPlayConfig.champion_interval,
+                   help="rounds between champions (and migrant offers)")
     r.add_argument("--tag", default="", help="appended to the setup's file names (variants)")
     r.add_argument("--population", type=int, default=128, help="total over all islands")
     r.add_argument("--games", type=int, default=300_000, help="training games, all islands together")
