@@ -12,12 +12,20 @@
 
 Only models with identical names, shapes and floating dtypes merge; anything
 else raises ``MergeMismatch`` (a peer-data rejection the learner counts).
+
+Arithmetic stays in the arrays' own dtype (float32 for our nets): a merge is a few passes
+over the weights, and converting each array to float64 first made absorbing a peer cost
+several times more than the arithmetic (issue 17, docs/RESULTS.md "Gossip's cost"). The
+sums behind norms and distances use BLAS dots, whose float32 rounding (~1e-6 relative)
+is far below every threshold they are compared with; a sum that overflows float32 is
+redone in float64.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -68,20 +76,61 @@ def age_weighted(own: Weights, own_age: float, peer: Weights,
     """
     check_compatible(own, peer)
     share = age_share(own_age, peer_age)
-    merged = {}
-    for name, w in own.items():
-        w64 = w.astype(np.float64)
-        merged[name] = (w64 + share * (peer[name].astype(np.float64) - w64)).astype(w.dtype)
-    return merged, max(float(own_age), float(peer_age))
+    return towards(own, differences(own, peer), share), max(float(own_age), float(peer_age))
+
+
+def differences(own: Weights, peer: Weights) -> dict[str, np.ndarray]:
+    """peer - own, array by array: new arrays, which ``towards`` may consume."""
+    return {name: np.subtract(peer[name], w) for name, w in own.items()}
+
+
+def towards(own: Weights, difference: dict[str, np.ndarray], fraction: float) -> dict[str, np.ndarray]:
+    """own + fraction * difference: the step of every merge rule. Computed in place in
+    ``difference``'s arrays (no temporaries), which are returned: the caller hands them over."""
+    for name, d in difference.items():
+        d *= fraction
+        d += own[name]
+    return difference
+
+
+def dot(a: np.ndarray, b: np.ndarray) -> float:
+    """sum(a * b) over all elements, in the arrays' dtype (float64 if float32 overflows)."""
+    s = float(np.dot(a.reshape(-1), b.reshape(-1)))
+    if not math.isfinite(s):
+        s = float(np.dot(a.reshape(-1).astype(np.float64), b.reshape(-1).astype(np.float64)))
+    return s
+
+
+def norm(w: Weights) -> float:
+    """L2 norm over all arrays together."""
+    return math.sqrt(sum(dot(a, a) for a in w.values()))
 
 
 def difference_norm(own: Weights, peer: Weights) -> float:
     """L2 norm of peer - own over all parameters together."""
-    total = 0.0
+    return norm(differences(own, peer))
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where a peer's weights lie from ours: what the guarded merge decides on."""
+
+    own_norm: float
+    peer_norm: float
+    dot: float  # <own, peer>
+    distance: float  # ||peer - own||
+    difference: dict[str, np.ndarray]  # peer - own (for ``towards``)
+
+
+def geometry(own: Weights, peer: Weights) -> Geometry:
+    """Both norms, their dot product and the distance, in one pass over the arrays."""
+    own_sq = peer_sq = cross = 0.0
     for name, w in own.items():
-        d = peer[name].astype(np.float64) - w.astype(np.float64)
-        total += float(np.dot(d.ravel(), d.ravel()))
-    return math.sqrt(total)
+        own_sq += dot(w, w)
+        peer_sq += dot(peer[name], peer[name])
+        cross += dot(w, peer[name])
+    difference = differences(own, peer)
+    return Geometry(math.sqrt(own_sq), math.sqrt(peer_sq), cross, norm(difference), difference)
 
 
 def clipped(own: Weights, peer: Weights, tau: float, weight: float = 0.5) -> dict[str, np.ndarray]:
@@ -95,8 +144,6 @@ def clipped(own: Weights, peer: Weights, tau: float, weight: float = 0.5) -> dic
         raise ValueError(f"tau must be a positive finite radius, got {tau!r}")
     if not (math.isfinite(weight) and 0 < weight <= 1):
         raise ValueError(f"weight must be in (0, 1], got {weight!r}")
-    norm = difference_norm(own, peer)
-    scale = weight * (1.0 if norm <= tau else tau / norm)
-    return {name: (w.astype(np.float64)
-                   + scale * (peer[name].astype(np.float64) - w.astype(np.float64))).astype(w.dtype)
-            for name, w in own.items()}
+    difference = differences(own, peer)
+    distance = norm(difference)
+    return towards(own, difference, weight * (1.0 if distance <= tau else tau / distance))

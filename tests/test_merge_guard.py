@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from gossipnet.data import load_dataset
 from gossipnet.learners.base import Snapshot
 from gossipnet.learners.convnet import ConvnetConfig, ConvnetLearner
-from gossipnet.learners.merge_guard import GuardConfig, MergeGuard, norm
+from gossipnet.learners.merge_guard import GuardConfig, MergeGuard
+from gossipnet.merge import norm
 
 
 def weights(seed: int, scale: float = 1.0) -> dict[str, np.ndarray]:

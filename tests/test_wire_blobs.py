@@ -216,6 +216,24 @@ def test_float16_overflow_is_refused_when_encoding():
         encode_blob(tensors, dtype="float16")
 
 
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.floats(width=32, allow_nan=True, allow_infinity=True), min_size=1, max_size=40),
+       st.sampled_from(["float16", "float32"]))
+def test_encoding_refuses_exactly_the_tensors_that_are_not_finite_on_the_wire(values, dtype):
+    """The finiteness check looks only at a tensor's min and max (blobs._finite_as): it must
+    refuse exactly what a check of every cast value would."""
+    arr = np.array(values, np.float32)
+    with np.errstate(over="ignore"):
+        finite_on_wire = bool(np.isfinite(arr.astype(dtype)).all())
+    try:
+        encode_blob({"w": arr}, dtype=dtype)
+        refused = False
+    except ValueError as exc:
+        assert "NaN/Inf" in str(exc)
+        refused = True
+    assert refused == (not finite_on_wire)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.int64, np.int32, np.uint8])
 def test_wrong_dtype_is_refused(dtype):
     tensors = {**model(), "conv1.bias": model()["conv1.bias"].astype(dtype)}

@@ -82,11 +82,6 @@ class Verdict:
     distance: float = 0.0
 
 
-def norm(w: Weights) -> float:
-    return math.sqrt(sum(float(np.dot(a.ravel().astype(np.float64), a.ravel().astype(np.float64)))
-                         for a in w.values()))
-
-
 class MergeGuard:
     """Per-node memory of peers (ages vouched for, distances seen) and the merge decision."""
 
@@ -142,18 +137,19 @@ class MergeGuard:
         bounded = self.plausible_age(peer_id, peer_age, own_age, own_images)
         share = self.share(own_age, bounded)
         new_age = max(own_age, bounded)
-        own_norm, peer_norm = norm(own), norm(peer)
+        where = merge.geometry(own, peer)  # one pass in float32: norms, dot, distance
+        own_norm, peer_norm = where.own_norm, where.peer_norm
         ratio = self.config.max_norm_ratio
         if own_norm > 0 and not own_norm / ratio <= peer_norm <= own_norm * ratio:
             return Verdict(False, "bad_norm", f"weight norm {peer_norm:.4g} against ours "
                            f"{own_norm:.4g}: outside x{ratio:g}")
         if own_norm > 0 and peer_norm > 0 and not foreign:
-            cosine = _dot(own, peer) / (own_norm * peer_norm)
+            cosine = where.dot / (own_norm * peer_norm)
             if cosine < self.config.min_cosine:
                 return Verdict(False, "bad_direction", f"weights at cosine {cosine:.3f} to ours "
                                f"(below {self.config.min_cosine:g})")
-        distance = merge.difference_norm(own, peer)
-        candidate = _step(own, peer, share)
+        distance = where.distance
+        candidate = merge.towards(own, where.difference, share)
         tau = self.radius()
         detail = f"distance {distance:.3g}, radius {tau:.3g}, share {share:.3g}"
         if (distance > tau or foreign) and share > 0 and held_out_loss is not None:
@@ -182,15 +178,3 @@ class MergeGuard:
     def forget(self, peer_id: str) -> None:
         self._peers.pop(peer_id, None)
 
-
-def _dot(a: Weights, b: Weights) -> float:
-    return sum(float(np.dot(a[k].ravel().astype(np.float64), b[k].ravel().astype(np.float64)))
-               for k in a)
-
-
-def _step(own: Weights, peer: Weights, share: float) -> dict[str, np.ndarray]:
-    out = {}
-    for name, w in own.items():
-        w64 = w.astype(np.float64)
-        out[name] = (w64 + share * (peer[name].astype(np.float64) - w64)).astype(w.dtype)
-    return out

@@ -87,13 +87,23 @@ def encode_tensors(tensors: Mapping[str, np.ndarray], *, dtype: str = "float32",
         arr = np.asarray(arr)
         if arr.dtype.kind != "f":
             raise TypeError(f"tensor {name!r} has dtype {arr.dtype}; only floating point is sent")
-        with np.errstate(over="ignore"):  # overflow to inf is caught just below, with a name
-            cast = arr.astype(dtype, order="C")  # (ascontiguousarray would make 0-d arrays 1-d)
-        if not np.isfinite(cast).all():
+        if not _finite_as(arr, dtype):
             raise NotFinite(f"tensor {name!r} has NaN/Inf values (after casting to {dtype})")
-        out[name] = cast
+        out[name] = arr.astype(dtype, order="C")  # (ascontiguousarray would make 0-d arrays 1-d)
     raw = safetensors.numpy.save(out)
     return zlib.compress(raw, level) if compress else raw
+
+
+def _finite_as(arr: np.ndarray, dtype: str) -> bool:
+    """Is every value finite once cast to ``dtype``? Checked on the extremes only: min and
+    max propagate NaN, and a cast is monotonic, so if the smallest and largest values stay
+    finite (float16 overflows beyond 65504) every value between does. Two reductions, not a
+    pass over the float16 copy, where numpy's isfinite is ~10x slower (issue 17)."""
+    if arr.size == 0:
+        return True
+    with np.errstate(over="ignore"):
+        extremes = np.array([arr.min(), arr.max()]).astype(dtype)
+    return bool(np.isfinite(extremes).all())
 
 
 # --- receiving -------------------------------------------------------------------------------
@@ -158,7 +168,8 @@ def decode_tensors(data: bytes, codec: str, dtype: str, spec: Spec) -> dict[str,
     for name, arr in tensors.items():
         if arr.dtype != np.dtype(dtype) or arr.shape != tuple(spec[name]):
             raise BlobRejected(BlobReason.BAD_SHAPE, f"{name!r} parsed as {arr.dtype}{arr.shape}")
-        if not np.isfinite(arr).all():
+        arr = arr.astype(np.float32, copy=False)  # exact, NaN and Inf included: check after,
+        if not np.isfinite(arr).all():  # where isfinite is ~10x faster than on float16
             raise BlobRejected(BlobReason.NOT_FINITE, f"{name!r} has NaN or Inf")
-        result[name] = arr.astype(np.float32, copy=False)
+        result[name] = arr
     return result
