@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from gossipnet.trust.swarm import Swarm
 from tests.lanbox import LanBox, Process
@@ -78,6 +79,18 @@ def wait_until(what: str, check: Callable[[], Any], timeout: float, interval: fl
         if time.monotonic() - t0 > timeout:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+@contextmanager
+def stderr_on_timeout(procs: Sequence[Process] | Mapping[int, Process]) -> Iterator[None]:
+    """On a failed wait, print the tail of each daemon's stderr before re-raising: a timeout
+    alone does not say why a node never got there."""
+    try:
+        yield
+    except AssertionError:
+        for i, p in (procs.items() if isinstance(procs, Mapping) else enumerate(procs)):
+            print(f"--- host {i} stderr ---\n{p.stderr()[-3000:]}")
+        raise
 
 
 def node_ids(lan: LanBox, hosts: list[int], timeout: float = 60) -> dict[int, str]:

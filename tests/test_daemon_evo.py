@@ -3,7 +3,7 @@
 import pytest
 
 from tests.conftest import skip_or_fail
-from tests.daemon_box import new_swarm_token, node_ids, start_daemon, statuses, wait_until
+from tests.daemon_box import new_swarm_token, node_ids, start_daemon, statuses, stderr_on_timeout, wait_until
 from tests.lanbox import LanBox, lanbox_available
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -18,7 +18,7 @@ def test_two_island_daemons_exchange_migrants_and_both_solve_cartpole(tmp_path):
     with LanBox(hosts=2) as lan:
         procs = [start_daemon(lan, i, tmp_path / f"island{i}", token, "--task", "cartpole",
                               "--announce-interval", "1", "--eval-interval", "5") for i in HOSTS]
-        try:
+        with stderr_on_timeout(procs):
             ids = node_ids(lan, HOSTS)
 
             def both_solved_with_migrants():
@@ -31,10 +31,6 @@ def test_two_island_daemons_exchange_migrants_and_both_solve_cartpole(tmp_path):
 
             got, _ = wait_until("both islands to take migrants and solve CartPole",
                                 both_solved_with_migrants, timeout=180, interval=2)
-        except AssertionError:
-            for i, p in enumerate(procs):
-                print(f"--- island {i} stderr ---\n{p.stderr()[-3000:]}")
-            raise
         for h in HOSTS:
             assert got[h]["learner"]["kind"] == "evolution"
             other = ids[1 - h]

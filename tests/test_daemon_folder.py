@@ -13,7 +13,8 @@ import sys
 import pytest
 
 from tests.conftest import skip_or_fail
-from tests.daemon_box import FAST_LEARNING, REPO, new_swarm_token, node_ids, start_daemon, statuses, wait_until
+from tests.daemon_box import (FAST_LEARNING, REPO, new_swarm_token, node_ids, start_daemon, statuses,
+                              stderr_on_timeout, wait_until)
 from tests.image_folders import CLASSES, write_corrupt, write_folder
 from tests.lanbox import LanBox, lanbox_available
 
@@ -32,7 +33,7 @@ def test_same_folder_nodes_merge_and_a_node_with_other_classes_is_refused_by_nam
     with LanBox(hosts=3) as lan:
         procs = [start_daemon(lan, i, tmp_path / f"node{i}", token, *FOLDER_FLAGS, "--data-dir", str(folder))
                  for i, folder in enumerate((shared, shared, other))]
-        try:
+        with stderr_on_timeout(procs):
             ids = node_ids(lan, [0, 1, 2], timeout=90)
 
             def merged_and_refused():
@@ -49,10 +50,6 @@ def test_same_folder_nodes_merge_and_a_node_with_other_classes_is_refused_by_nam
 
             got, _ = wait_until("nodes 0 and 1 to merge and everyone to refuse the other class list",
                                 merged_and_refused, timeout=150)
-        except AssertionError:
-            for i, p in enumerate(procs):
-                print(f"--- host {i} stderr ---\n{p.stderr()[-3000:]}")
-            raise
         assert got[0]["learner"]["fingerprint"] == got[1]["learner"]["fingerprint"] != got[2]["learner"]["fingerprint"]
         assert got[2]["counters"]["exchange"].get("absorbed", 0) == 0  # nothing crossed the class boundary
         assert [got[h]["learner"]["metrics"]["skipped_images"] for h in range(3)] == [1, 1, 0]

@@ -13,7 +13,7 @@ from gossipnet.checkpoint import decode
 
 from tests.conftest import skip_or_fail
 from tests.daemon_box import (FAST_LEARNING, new_swarm_token, node_ids, peer_states, start_daemon,
-                              statuses, wait_until)
+                              statuses, stderr_on_timeout, wait_until)
 from tests.lanbox import LanBox, lanbox_available
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -29,12 +29,8 @@ def swarm(tmp_path_factory):
     root = tmp_path_factory.mktemp("daemons")
     with LanBox(hosts=3) as lan:
         procs = {i: start_daemon(lan, i, root / f"node{i}", token, *FAST_LEARNING) for i in HOSTS}
-        try:
+        with stderr_on_timeout(procs):
             ids = node_ids(lan, HOSTS)
-        except AssertionError:
-            for i, p in procs.items():
-                print(f"--- host {i} stderr ---\n{p.stderr()[-3000:]}")
-            raise
         yield {"lan": lan, "token": token, "root": root, "procs": procs, "ids": ids}
 
 

@@ -5,7 +5,8 @@ honest islands refuse and count it."""
 import pytest
 
 from tests.conftest import skip_or_fail
-from tests.daemon_box import REPO, new_swarm_token, node_ids, start_daemon, statuses, wait_until
+from tests.daemon_box import (REPO, new_swarm_token, node_ids, start_daemon, statuses, stderr_on_timeout,
+                              wait_until)
 from tests.lanbox import LanBox, lanbox_available
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -65,7 +66,7 @@ def test_island_daemons_trade_champions_and_refuse_a_liar(tmp_path):
                      "--interface", lan.address(LIAR), "--udp-port", "7946", "--http-port", "8080", *SMALL]
         procs.append(lan.spawn_python(LIAR, _LIAR, *liar_args,
                                       env={"OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}))
-        try:
+        with stderr_on_timeout(procs):
             ids = node_ids(lan, HONEST + [LIAR], timeout=90)
 
             def traded_and_refused():
@@ -80,10 +81,6 @@ def test_island_daemons_trade_champions_and_refuse_a_liar(tmp_path):
 
             got, _ = wait_until("each hall to hold the other's champion and the liar to be refused",
                                 traded_and_refused, timeout=400, interval=3)
-        except AssertionError:
-            for i, p in enumerate(procs):
-                print(f"--- host {i} stderr ---\n{p.stderr()[-3000:]}")
-            raise
         for h in HONEST:
             m = got[h]["learner"]["metrics"]
             assert ids[LIAR] not in m["hall_peers"]  # nothing the liar sent got in
