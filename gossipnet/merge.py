@@ -95,7 +95,8 @@ def towards(own: Weights, difference: dict[str, np.ndarray], fraction: float) ->
 
 def dot(a: np.ndarray, b: np.ndarray) -> float:
     """sum(a * b) over all elements, in the arrays' dtype (float64 if float32 overflows)."""
-    s = float(np.dot(a.reshape(-1), b.reshape(-1)))
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is redone just below
+        s = float(np.dot(a.reshape(-1), b.reshape(-1)))
     if not math.isfinite(s):
         s = float(np.dot(a.reshape(-1).astype(np.float64), b.reshape(-1).astype(np.float64)))
     return s

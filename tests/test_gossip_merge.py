@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gossipnet.merge import MergeMismatch, age_weighted, clipped, difference_norm
+from gossipnet.merge import MergeMismatch, age_weighted, clipped, difference_norm, geometry, towards
 
 
 def model(seed: int, scale: float = 1.0) -> dict[str, np.ndarray]:
@@ -99,3 +101,18 @@ def test_bad_ages_and_radii_are_refused():
         clipped(a, b, tau=0.0)
     with pytest.raises(ValueError, match="weight"):
         clipped(a, b, tau=1.0, weight=1.5)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-3, 1e20])  # 1e20: squares overflow float32
+def test_geometry_in_float32_matches_float64_and_its_difference_is_the_step(scale):
+    a, b = model(1, scale), model(2, scale)
+    g = geometry(a, b)
+    flat = {k: np.concatenate([m[n].astype(np.float64).ravel() for n in sorted(m)]) for k, m in (("a", a), ("b", b))}
+    expected = (np.linalg.norm(flat["a"]), np.linalg.norm(flat["b"]), flat["a"] @ flat["b"],
+                np.linalg.norm(flat["b"] - flat["a"]))
+    for got, want in zip((g.own_norm, g.peer_norm, g.dot, g.distance), expected):
+        assert math.isfinite(got) and got == pytest.approx(want, rel=1e-5)
+    merged, _ = age_weighted(a, 3.0, b, 1.0)
+    stepped = towards(a, g.difference, 0.25)
+    for name in a:
+        np.testing.assert_allclose(stepped[name], merged[name], rtol=1e-6)
