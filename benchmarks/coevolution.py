@@ -274,12 +274,36 @@ def report(args: argparse.Namespace) -> dict:
         print(f"| {row['setup']} | {row['seed']} | {row['games']:,}{note} | {row['to_minus_1'] or 'not reached'} | "
               f"{row['to_0'] or 'not reached'} | {row['final']:.2f} +/- {row['final_std']:.2f} | "
               f"{row['best']:.2f} +/- {row['best_std']:.2f} ({row['best_games']:,}) |")
+    medians = median_rows(rows)
+    for m in medians:
+        print(f"| **{m['setup']}, median of {m['seeds']} seeds** | | | {m['to_minus_1'] or 'not reached'} | "
+              f"{m['to_0'] or 'not reached'} | {m['final']:.2f} | {m['best']:.2f} |")
     for r, row in zip(records, rows):
         print(f"{row['setup']}: Elo of the first and last champion {row['elo_first_last']}; "
               f"every checkpoint ({args.episodes} episodes): {r['evaluated']['scores']}", file=sys.stderr)
     if args.plot:
         ciao_plot(records, payoffs, args.plot)
-    return {"rows": rows}
+    return {"rows": rows, "medians": medians}
+
+
+def median_rows(rows: list[dict]) -> list[dict]:
+    """Per setup run on more than one seed: the median of each column. A seed that never
+    reached a level counts as later than every seed that did (so the median is "not
+    reached" when most seeds did not)."""
+    out = []
+    for setup in dict.fromkeys(r["setup"] for r in rows):
+        mine = [r for r in rows if r["setup"] == setup]
+        if len(mine) < 2:
+            continue
+
+        def median_games(key: str) -> int | None:
+            v = np.median([r[key] if r[key] is not None else np.inf for r in mine])
+            return int(v) if np.isfinite(v) else None
+
+        out.append({"setup": setup, "seeds": len(mine), "to_minus_1": median_games("to_minus_1"),
+                    "to_0": median_games("to_0"), "final": float(np.median([r["final"] for r in mine])),
+                    "best": float(np.median([r["best"] for r in mine]))})
+    return out
 
 
 def ciao_plot(records: list[dict], payoffs: list[np.ndarray], path: str) -> None:
