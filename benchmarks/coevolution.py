@@ -129,6 +129,11 @@ def swarm_champion(islands: list[SelfPlayLearner]) -> np.ndarray:
     return champs[int(np.argmax(payoff.sum(axis=1)))]
 
 
+def migration_share(args: argparse.Namespace, population: int) -> float:
+    """``--inject N`` (members per island) as a share, else ``--migration-share``."""
+    return args.migration_share if args.inject is None else args.inject / population
+
+
 class Swarm:
     """One setup of one seed: its islands, their slots in the shared arena, its record."""
 
@@ -138,12 +143,14 @@ class Swarm:
         self.islands = [SelfPlayLearner(SelfPlayConfig(population=population, seed=seed * 100 + i,
                                                        hall_share=args.hall_share,
                                                        hall_recent=args.hall_recent,
-                                                       inject=args.inject, sigma=args.sigma,
+                                                       migration_share=migration_share(args, population),
+                                                       sigma=args.sigma,
                                                        champion_interval=args.champion_interval),
                                         name=f"island{i}") for i in range(n)]
         self.stem = Path(args.out) / f"{setup}{args.tag}-seed{seed}"
         self.record: dict = {"setup": setup + args.tag, "seed": seed, "islands": n, "population_per_island": population,
                              "hall_share": args.hall_share, "hall_recent": args.hall_recent, "inject": args.inject,
+                             "migration_share": migration_share(args, population),
                              "sigma": args.sigma, "champion_interval": args.champion_interval,
                              "budget_games": args.games,
                              "eval_episodes": args.eval_episodes, "points": []}
@@ -357,8 +364,10 @@ def main() -> None:
     r.add_argument("--seeds", "--seed", type=lambda v: [int(x) for x in v.split(",")], default=[0])
     r.add_argument("--hall-share", type=float, default=SelfPlayConfig.hall_share)
     r.add_argument("--hall-recent", type=float, default=SelfPlayConfig.hall_recent)
-    r.add_argument("--inject", type=int, default=SelfPlayConfig.inject,
-                   help="an admitted foreign champion's mutants replace this many shortest streaks")
+    r.add_argument("--migration-share", type=float, default=SelfPlayConfig.migration_share,
+                   help="an admitted foreign champion's mutants replace this share of an island's shortest streaks")
+    r.add_argument("--inject", type=int, default=None,
+                   help="the same as a count per island (as in the runs of docs/EVOLUTION.md); overrides the share")
     r.add_argument("--sigma", type=float, default=SelfPlayConfig.sigma, help="mutation noise")
     r.add_argument("--champion-interval", type=int, default=SelfPlayConfig.champion_interval,
                    help="rounds between champions (and migrant offers)")

@@ -108,9 +108,14 @@ def test_champions_cross_and_join_the_other_hall(trained_pair):
     result = b.absorb(snap, "a")  # claim replayed, then re-scored against b's own opponents
     assert result.accepted, result
     assert b.migrants_accepted + b.hall_refused == 1
+    champion = snap.tensors["genomes"][0]
+    near = np.abs(b.tournament.members - champion).max(axis=1) < 6 * SMALL.sigma  # its mutants
     if b.migrants_accepted:
         assert b.hall.origin.count("a") == 1
-        np.testing.assert_array_equal(b.hall.genomes[b.hall.origin.index("a")], snap.tensors["genomes"][0])
+        np.testing.assert_array_equal(b.hall.genomes[b.hall.origin.index("a")], champion)
+        assert near.sum() == SMALL.migrants_in > 0  # and migrates into the population
+    else:
+        assert not near.any()
 
 
 def test_an_injecting_island_replaces_its_shortest_streaks_with_the_champions_mutants():
@@ -123,8 +128,10 @@ def test_an_injecting_island_replaces_its_shortest_streaks_with_the_champions_mu
         assert t.streak[slot] == 0 and np.abs(t.members[slot] - champion).max() < 1.0
     for slot in (0, 2, 4, 5):
         np.testing.assert_array_equal(t.members[slot], before[slot])
-    with pytest.raises(UserError, match="inject"):
-        replace(SMALL, inject=SMALL.population).check()
+    assert replace(SMALL, population=32, migration_share=0.375).migrants_in == 12
+    assert replace(SMALL, migration_share=0.01).migrants_in == 1 and replace(SMALL, migration_share=0).migrants_in == 0
+    with pytest.raises(UserError, match="migration share"):
+        replace(SMALL, migration_share=1.0).check()
 
 
 def test_forged_claims_and_malformed_champions_are_refused_and_counted(trained_pair):
