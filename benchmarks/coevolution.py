@@ -140,17 +140,18 @@ class Swarm:
     def __init__(self, setup: str, seed: int, args: argparse.Namespace) -> None:
         n = 4 if setup == "islands" else 1
         population = args.population // n
+        share = migration_share(args, population)
         self.islands = [SelfPlayLearner(SelfPlayConfig(population=population, seed=seed * 100 + i,
                                                        hall_share=args.hall_share,
                                                        hall_recent=args.hall_recent,
-                                                       migration_share=migration_share(args, population),
+                                                       migration_share=share,
                                                        sigma=args.sigma,
                                                        champion_interval=args.champion_interval),
                                         name=f"island{i}") for i in range(n)]
         self.stem = Path(args.out) / f"{setup}{args.tag}-seed{seed}"
         self.record: dict = {"setup": setup + args.tag, "seed": seed, "islands": n, "population_per_island": population,
                              "hall_share": args.hall_share, "hall_recent": args.hall_recent, "inject": args.inject,
-                             "migration_share": migration_share(args, population),
+                             "migration_share": share,
                              "sigma": args.sigma, "champion_interval": args.champion_interval,
                              "budget_games": args.games,
                              "eval_episodes": args.eval_episodes, "points": []}

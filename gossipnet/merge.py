@@ -125,13 +125,14 @@ class Geometry:
 
 def geometry(own: Weights, peer: Weights) -> Geometry:
     """Both norms, their dot product and the distance, in one pass over the arrays."""
-    own_sq = peer_sq = cross = 0.0
+    own_sq = peer_sq = cross = distance_sq = 0.0
+    difference = differences(own, peer)
     for name, w in own.items():
         own_sq += dot(w, w)
         peer_sq += dot(peer[name], peer[name])
         cross += dot(w, peer[name])
-    difference = differences(own, peer)
-    return Geometry(math.sqrt(own_sq), math.sqrt(peer_sq), cross, norm(difference), difference)
+        distance_sq += dot(difference[name], difference[name])
+    return Geometry(math.sqrt(own_sq), math.sqrt(peer_sq), cross, math.sqrt(distance_sq), difference)
 
 
 def clipped(own: Weights, peer: Weights, tau: float, weight: float = 0.5) -> dict[str, np.ndarray]:

@@ -223,8 +223,7 @@ class SelfPlayLearner(EvolutionLearner):
             self.hall_refused += 1
             return False
         self.hall.add(champion, peer, self.generation)
-        if c.migration_share:
-            t.immigrate(champion, c.migrants_in)
+        t.immigrate(champion, c.migrants_in)  # none when migration_share is 0
         self.migrants_accepted += 1
         self._migrants_since_generation += 1
         return True
