@@ -18,6 +18,7 @@ from gossipnet.config import build_config
 from gossipnet.data import load_dataset
 from gossipnet.learners.convnet import ConvnetConfig, ConvnetLearner
 from gossipnet.nn import blas
+from gossipnet.nn.train import evaluate
 from gossipnet.node import Node
 from gossipnet.status.schema import validate_status
 from gossipnet.trust.credentials import load_credentials
@@ -28,8 +29,8 @@ from tests.daemon_box import new_swarm_token
 pytestmark = pytest.mark.timeout(180)
 
 
-def _node(tmp_path) -> Node:
-    learner = ConvnetLearner(load_dataset("embedded"), np.arange(4000), ConvnetConfig(net="tiny", seed=1))
+def _node(tmp_path, data) -> Node:
+    learner = ConvnetLearner(data, np.arange(4000), ConvnetConfig(net="tiny", seed=1))
     config = build_config({}, {"state_dir": str(tmp_path / "node"), "host": "127.0.0.1", "interface": "127.0.0.1",
                                "udp_port": 0, "http_port": 0, "mdns": False, "preset": "local",
                                "eval_interval": 4.0, "train_chunk": 5, "volunteers": True})
@@ -41,10 +42,12 @@ def _node(tmp_path) -> Node:
 async def test_a_browser_on_the_volunteer_page_trains_for_the_node(tmp_path):
     before = blas.get_threads()
     blas.set_threads(1)
-    node = _node(tmp_path)
+    data = load_dataset("embedded")
+    node = _node(tmp_path, data)
     assert node.volunteers is not None
+    # the whole test set, before and after: the node's own status figure is a small, noisy sample
+    untrained = evaluate(node.learner.net, data.x_test, data.y_test)["accuracy"]
     task = asyncio.create_task(node.run())
-    accuracies: list[float] = []
     try:
         await asyncio.wait_for(node.ready.wait(), 30)
         url = f"http://127.0.0.1:{node.http_port}/"
@@ -58,11 +61,8 @@ async def test_a_browser_on_the_volunteer_page_trains_for_the_node(tmp_path):
                 assert not task.done(), task.result()
                 async with http.get(url + "api/status") as r:
                     status = validate_status(await r.json())
-                acc = status["learner"]["metrics"].get("test_accuracy")
-                if isinstance(acc, float) and (not accuracies or acc != accuracies[-1]):
-                    accuracies.append(acc)
                 vol = status["counters"].get("volunteer", {})
-                if vol.get("accepted", 0) >= 2 and len(accuracies) >= 3:
+                if vol.get("accepted", 0) >= 2:
                     break
                 await asyncio.sleep(0.5)
     finally:
@@ -76,4 +76,5 @@ async def test_a_browser_on_the_volunteer_page_trains_for_the_node(tmp_path):
     assert vol["clients"] == 1 and vol["merged_images"] >= 256
     # merged into the model: its age counts the volunteers' images beside its own
     assert node.learner.age >= node.learner.trainer.images + 256
-    assert len(accuracies) >= 2 and accuracies[-1] > accuracies[0], accuracies
+    trained = evaluate(node.learner.net, data.x_test, data.y_test)["accuracy"]
+    assert trained > untrained + 0.2, (untrained, trained)  # the merged model still learns: 2,000 images
