@@ -5,7 +5,7 @@ serves an app, opens the page and awaits the future its POST handlers resolve, t
 the browser is stopped. No DevTools protocol: a page that posts its results is the
 whole interface, and a page that fails posts its error (``POST /error``, from
 window.onerror), so a test fails with the browser's message instead of a timeout.
-The one copy of this for tests/test_web_parity.py and benchmarks/volunteer.py.
+The one copy of this for the browser tests and benchmarks/volunteer.py.
 """
 
 from __future__ import annotations
@@ -37,16 +37,20 @@ def chromium_path() -> str:
 
 
 @contextlib.asynccontextmanager
-async def browser(url: str, log_path: str | None = None,
-                  cpus: str | None = None) -> AsyncIterator[asyncio.subprocess.Process]:
-    """A headless Chromium showing ``url`` with a fresh profile, killed on exit; ``cpus``
-    (taskset's list, e.g. "1") pins it and its children to those cores."""
+async def browser(url: str, log_path: str | None = None, cpus: str | None = None,
+                  flags: tuple[str, ...] = (), profile: str | None = None,
+                  ) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A headless Chromium showing ``url``, killed on exit. ``cpus`` (taskset's list, e.g.
+    "1") pins it and its children to those cores; ``flags`` adds switches (a screenshot, a
+    DevTools port); ``profile`` is its profile directory (where it writes
+    DevToolsActivePort), a fresh temporary one by default."""
     chromium = chromium_path()
     pin = ["taskset", "-c", cpus] if cpus else []
-    with tempfile.TemporaryDirectory(prefix="gossipnet-chromium-") as profile:
+    keep = contextlib.nullcontext(profile) if profile else None
+    with keep or tempfile.TemporaryDirectory(prefix="gossipnet-chromium-") as profile_dir:
         log = open(log_path or os.devnull, "wb")
         proc = await asyncio.create_subprocess_exec(
-            *pin, chromium, *FLAGS, f"--user-data-dir={profile}", url,
+            *pin, chromium, *FLAGS, *flags, f"--user-data-dir={profile_dir}", url,
             stdout=log, stderr=log, start_new_session=True)
         try:
             yield proc

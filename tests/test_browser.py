@@ -1,8 +1,6 @@
 """A real browser (headless Chromium) loads a live node's status page and shows the progress PNG."""
 
 import asyncio
-import os
-import shutil
 
 import numpy as np
 import pytest
@@ -10,34 +8,19 @@ from PIL import Image
 
 from gossipnet.net.http import StatusServer
 from gossipnet.status.demo import DemoProvider
-from tests.conftest import skip_or_fail
+from tests.chromium import browser
 
 pytestmark = pytest.mark.timeout(120)
 
-CHROMIUM = "/usr/bin/chromium"
 TAB_BLUE = np.array([31, 119, 180])  # matplotlib's tab:blue, the loss curve; nothing else on the page uses it
 
 
-def _chromium() -> str:
-    path = CHROMIUM if os.access(CHROMIUM, os.X_OK) else shutil.which("chromium")
-    if not path:
-        skip_or_fail("headless Chromium is not installed (apt-get install chromium)")
-    return path
-
-
-async def screenshot(chromium: str, url: str, out, profile) -> np.ndarray:
-    proc = await asyncio.create_subprocess_exec(
-        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={profile}", "--hide-scrollbars", f"--screenshot={out}", "--window-size=1024,1400",
-        url, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    try:
-        output, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert out.exists(), f"Chromium wrote no screenshot: {output.decode(errors='replace')[-2000:]}"
+async def screenshot(url: str, out, profile) -> np.ndarray:
+    log = out.with_suffix(".log")
+    async with browser(url, log_path=str(log), profile=str(profile),
+                       flags=("--hide-scrollbars", f"--screenshot={out}", "--window-size=1024,1400")) as proc:
+        await asyncio.wait_for(proc.wait(), timeout=60)  # it exits once the screenshot is written
+    assert out.exists(), f"Chromium wrote no screenshot: {log.read_text(errors='replace')[-2000:]}"
     return np.asarray(Image.open(out).convert("RGB")).astype(np.int16)
 
 
@@ -46,7 +29,6 @@ def count_near(img: np.ndarray, rgb: np.ndarray) -> int:
 
 
 async def test_chromium_renders_the_page_with_its_progress_png(tmp_path):
-    chromium = _chromium()
     good = DemoProvider(node_id="browser-node")
     good.advance(60)
     broken = DemoProvider(node_id="browser-node")
@@ -60,8 +42,8 @@ async def test_chromium_renders_the_page_with_its_progress_png(tmp_path):
     for server in servers:
         await server.start("127.0.0.1", 0)
     try:
-        with_png = await screenshot(chromium, servers[0].url, tmp_path / "page.png", tmp_path / "profile-a")
-        without = await screenshot(chromium, servers[1].url, tmp_path / "control.png", tmp_path / "profile-b")
+        with_png = await screenshot(servers[0].url, tmp_path / "page.png", tmp_path / "profile-a")
+        without = await screenshot(servers[1].url, tmp_path / "control.png", tmp_path / "profile-b")
     finally:
         for server in servers:
             await server.stop()

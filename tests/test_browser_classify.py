@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import os
-import shutil
 from dataclasses import dataclass
 
 import aiohttp
@@ -18,11 +16,10 @@ from gossipnet.learners.convnet import ConvnetConfig, ConvnetLearner
 from gossipnet.model import TrainedModel
 from gossipnet.net.http import StatusServer
 from gossipnet.status.demo import DemoProvider
-from tests.conftest import skip_or_fail
+from tests.chromium import browser
 from tests.image_folders import write_folder
 
 pytestmark = pytest.mark.timeout(120)
-CHROMIUM = "/usr/bin/chromium"
 
 
 @dataclass
@@ -60,9 +57,6 @@ class DevTools:
 
 
 async def test_chromium_uploads_a_picture_through_the_form_and_sees_the_top_label(tmp_path):
-    chromium = CHROMIUM if os.access(CHROMIUM, os.X_OK) else shutil.which("chromium")
-    if not chromium:
-        skip_or_fail("headless Chromium is not installed (apt-get install chromium)")
     root = write_folder(tmp_path / "pics", n=12, seed=6)
     data = load_dataset("folder", root, image_size=16, color_mode="grayscale")
     learner = ConvnetLearner(data, config=ConvnetConfig(net="tiny"))
@@ -73,36 +67,31 @@ async def test_chromium_uploads_a_picture_through_the_form_and_sees_the_top_labe
     server = StatusServer(ModelProvider(node_id="browser-model", current=model))
     await server.start("127.0.0.1", 0)
     profile = tmp_path / "profile"
-    proc = await asyncio.create_subprocess_exec(
-        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={profile}", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
-        "about:blank", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    devtools = ("--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0")
     try:
-        port_file = profile / "DevToolsActivePort"
-        for _ in range(300):  # up to 30 s for Chromium to start
-            if port_file.exists() and port_file.read_text().count("\n") >= 1:
-                break
-            await asyncio.sleep(0.1)
-        port = int(port_file.read_text().split()[0])
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{port}/json/list") as r:
-                page = next(t for t in await r.json() if t["type"] == "page")
-            async with http.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as ws:
-                dt = DevTools(ws)
-                await dt.call("Page.enable")
-                await dt.call("Page.navigate", url=server.url)
-                await dt.wait_event("Page.loadEventFired")
-                doc = await dt.call("DOM.getDocument")
-                node = await dt.call("DOM.querySelector", nodeId=doc["root"]["nodeId"], selector="input[type=file]")
-                await dt.call("DOM.setFileInputFiles", files=[str(picture)], nodeId=node["nodeId"])
-                await dt.call("Runtime.evaluate", expression="document.querySelector('form button').click()")
-                await dt.wait_event("Page.loadEventFired")
-                title = await dt.text("document.querySelector('h1').textContent")
-                first_label = await dt.text("document.querySelector('table td').textContent")
+        async with browser("about:blank", flags=devtools, profile=str(profile)):
+            port_file = profile / "DevToolsActivePort"
+            for _ in range(300):  # up to 30 s for Chromium to start
+                if port_file.exists() and port_file.read_text().count("\n") >= 1:
+                    break
+                await asyncio.sleep(0.1)
+            port = int(port_file.read_text().split()[0])
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"http://127.0.0.1:{port}/json/list") as r:
+                    page = next(t for t in await r.json() if t["type"] == "page")
+                async with http.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as ws:
+                    dt = DevTools(ws)
+                    await dt.call("Page.enable")
+                    await dt.call("Page.navigate", url=server.url)
+                    await dt.wait_event("Page.loadEventFired")
+                    doc = await dt.call("DOM.getDocument")
+                    node = await dt.call("DOM.querySelector", nodeId=doc["root"]["nodeId"], selector="input[type=file]")
+                    await dt.call("DOM.setFileInputFiles", files=[str(picture)], nodeId=node["nodeId"])
+                    await dt.call("Runtime.evaluate", expression="document.querySelector('form button').click()")
+                    await dt.wait_event("Page.loadEventFired")
+                    title = await dt.text("document.querySelector('h1').textContent")
+                    first_label = await dt.text("document.querySelector('table td').textContent")
     finally:
-        proc.kill()
-        await proc.wait()
         await server.stop()
     assert title == picture.name  # the browser sent the file's name and bytes as a form upload
     assert first_label == best
