@@ -92,6 +92,7 @@ class EvolutionLearner(Learner):
     """One island: an ask/tell algorithm, a task, and a guarded door for migrants."""
 
     kind = KIND
+    history_columns = HISTORY_COLUMNS
     # Genomes are tiny and their claims are replayed exactly, so they travel as float32;
     # one generation per worker call, so migrants arrive between generations.
     wire = LearnerWire(blob_kind="genome", dtype="float32", default_chunk=1, merge_event="migrant",
@@ -108,18 +109,23 @@ class EvolutionLearner(Learner):
         if (self.evaluator.task_name, self.evaluator.hidden) != (config.task, config.hidden):
             raise ValueError("the shared evaluator is for another task or layout")
         self.rng = np.random.default_rng([config.seed, 0xE91])  # episode seeds
+        self._claim_seeds: np.ndarray | None = None  # episodes of the newest generation
+        self._open_door(self.task.layout.size)
+
+    def _open_door(self, genome_size: int) -> None:
+        """The state every island keeps, whatever it evolves (SelfPlayLearner calls this
+        instead of ``__init__``): the migrant door, its counters, the history and the rollout."""
         self.env_steps = 0
         self.eval_env_steps = 0
         self.migrants_accepted = 0
         self.migrants_rejected = 0
         self.forged_claims = 0
         self.rejections = {r: 0 for r in MigrantReject}
-        self.door = Door(KIND, self.fingerprint, self.task.layout.size, config.max_migrants, config.max_abs_gene)
+        self.door = Door(self.kind, self.fingerprint, genome_size, self.config.max_migrants, self.config.max_abs_gene)
         self.forgeries: deque[tuple[str, float, float]] = deque(maxlen=16)
         self._migrants_since_generation = 0
-        self._claim_seeds: np.ndarray | None = None  # episodes of the newest generation
         self._rollout: tuple[bytes, float, np.ndarray] | None = None  # (genome, when, frames)
-        self._history: dict[str, list[float]] = {k: [] for k in HISTORY_COLUMNS}
+        self._history: dict[str, list[float]] = {k: [] for k in self.history_columns}
 
     # --- Learner interface -------------------------------------------------
 

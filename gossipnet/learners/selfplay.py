@@ -23,7 +23,6 @@ The baseline policy is the yardstick of ``evaluate()`` only; it never enters tra
 from __future__ import annotations
 
 import time
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +38,7 @@ from gossipnet.evo.slime_env import rollout_frames
 from gossipnet.evo.slime_tournament import Tournament, TournamentConfig
 from gossipnet.learners.base import AbsorbResult, LearnerWire, Scalar, Snapshot
 from gossipnet.learners.evolution import KIND, ROLLOUT_EVERY_S, EvolutionLearner
-from gossipnet.learners.migrants import Door, MigrantReject, claim, claim_seeds
+from gossipnet.learners.migrants import MigrantReject, claim, claim_seeds
 
 HISTORY_COLUMNS = ("generation", "best", "mean", "env_steps", "migrants", "games")
 CLAIM_TOLERANCE = 1e-3  # claims travel rounded to 4 decimals
@@ -104,11 +103,12 @@ class SelfPlayLearner(EvolutionLearner):
     """A slime volleyball island: tournament self-play, a hall of fame, champions as migrants."""
 
     kind = KIND
+    history_columns = HISTORY_COLUMNS
     # champions travel exactly (their claims are replayed), one generation per worker call
     wire = LearnerWire(blob_kind="genome", dtype="float32", default_chunk=1, merge_event="migrant",
                        absorb_reasons=(*(r.value for r in MigrantReject), "forged_claim"))
 
-    def __init__(self, config: SelfPlayConfig, name: str = "self") -> None:  # noqa: D107 (no super: no evaluator)
+    def __init__(self, config: SelfPlayConfig, name: str = "self") -> None:  # noqa: D107 (no super: no evaluator; _open_door)
         config.check()
         self.config = config
         self.name = name
@@ -124,19 +124,9 @@ class SelfPlayLearner(EvolutionLearner):
         self.champions: list[tuple[int, np.ndarray]] = []  # (generation, genome) for CIAO
         self.generation = 0
         self.games = 0  # every game played: tournament, crowning, claims, re-scoring
-        self.env_steps = 0
-        self.eval_env_steps = 0
-        self.migrants_accepted = 0
-        self.migrants_rejected = 0
-        self.forged_claims = 0
         self.hall_refused = 0
-        self.rejections = {r: 0 for r in MigrantReject}
-        self.door = Door(KIND, self.fingerprint, self.layout.size, config.max_migrants, config.max_abs_gene)
-        self.forgeries: deque[tuple[str, float, float]] = deque(maxlen=16)
-        self._migrants_since_generation = 0
-        self._rollout: tuple[bytes, float, np.ndarray] | None = None
         self._last_eval: dict[str, float] = {}
-        self._history: dict[str, list[float]] = {k: [] for k in HISTORY_COLUMNS}
+        self._open_door(self.layout.size)
 
     @property
     def step(self) -> int:
