@@ -7,13 +7,17 @@ integration tests run each node as a child process inside a LanBox host.
 import json
 import signal
 import time
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings, strategies as st
+from zeroconf import IPVersion, ServiceStateChange
 from zeroconf.asyncio import AsyncServiceInfo
 
 from gossipnet.errors import UserError
+from gossipnet.net import browser as browser_module
 from gossipnet.net.advert import SERVICE_TYPE, Advertisement, RejectReason
+from gossipnet.net.browser import Browser
 from gossipnet.net.discovery import Discovery, DiscoveryConfig, PeerChange, PeerEvent
 from tests.conftest import skip_or_fail
 from tests.lanbox import LanBox, lanbox_available
@@ -92,6 +96,28 @@ def test_a_failing_callback_is_logged_not_raised(caplog):
     discovery = Discovery(ADVERT, "127.0.0.1", on_event=broken)
     discovery._emit(PeerEvent(PeerChange.ADDED, parse(good_txt())[0]))
     assert "on_event callback failed" in caplog.text
+
+
+async def test_a_service_already_cached_when_browsing_starts_is_taken(monkeypatch):
+    """zeroconf calls the handler from inside AsyncServiceBrowser's constructor for services
+    already in its cache (a node started after its peers); that crashed a daemon at startup."""
+    name = f"late-peer.{SERVICE_TYPE}"
+
+    class CachedServiceBrowser:  # what zeroconf does when its cache already holds the service
+        def __init__(self, zc, service_type, handlers):
+            for handler in handlers:
+                handler(zeroconf=zc, service_type=service_type, name=name, state_change=ServiceStateChange.Added)
+
+        async def async_cancel(self):
+            pass
+
+    monkeypatch.setattr(browser_module, "AsyncServiceBrowser", CachedServiceBrowser)
+    # own_name = the cached service: resolving it stops at "that is us", without the network
+    browser = Browser(SimpleNamespace(zeroconf=None), IPVersion.V4Only, lambda *a: (None, None), lambda e: None,
+                      DiscoveryConfig.local(), own_name=name)
+    await browser.settle()
+    assert browser.rejected[RejectReason.SELF] == 1
+    await browser.stop()
 
 
 # -- real nodes in a LAN in a box --

@@ -83,8 +83,10 @@ class Browser:
         self.peers: dict[str, Peer] = {}
         self.rejected: dict[RejectReason, int] = {r: 0 for r in RejectReason}
         self._pending: dict[str, asyncio.Task] = {}
-        self._browser = AsyncServiceBrowser(zc.zeroconf, SERVICE_TYPE, handlers=[self._on_state_change])
         self._stopped = False
+        # Last: zeroconf calls the handler from inside this constructor for services already
+        # in its cache (a node started after its peers), so everything it reads must exist.
+        self._browser = AsyncServiceBrowser(zc.zeroconf, SERVICE_TYPE, handlers=[self._on_state_change])
 
     async def settle(self) -> None:
         """Wait for the services being resolved right now (each is bounded by resolve_timeout)."""
