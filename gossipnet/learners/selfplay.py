@@ -108,7 +108,7 @@ class SelfPlayLearner(EvolutionLearner):
     wire = LearnerWire(blob_kind="genome", dtype="float32", default_chunk=1, merge_event="migrant",
                        absorb_reasons=(*(r.value for r in MigrantReject), "forged_claim"))
 
-    def __init__(self, config: SelfPlayConfig, name: str = "self") -> None:  # noqa: D107 (no super: no evaluator; _open_door)
+    def __init__(self, config: SelfPlayConfig, name: str = "self") -> None:  # noqa: D107 (not super: _open_door)
         config.check()
         self.config = config
         self.name = name
