@@ -124,15 +124,15 @@ class Geometry:
 
 
 def geometry(own: Weights, peer: Weights) -> Geometry:
-    """Both norms, their dot product and the distance, in one pass over the arrays."""
-    own_sq = peer_sq = cross = distance_sq = 0.0
-    difference = differences(own, peer)
+    """Both norms and their dot product in one loop over the arrays, then the difference
+    (kept: the merge steps along it) and its norm, all in the arrays' float32."""
+    own_sq = peer_sq = cross = 0.0
     for name, w in own.items():
         own_sq += dot(w, w)
         peer_sq += dot(peer[name], peer[name])
         cross += dot(w, peer[name])
-        distance_sq += dot(difference[name], difference[name])
-    return Geometry(math.sqrt(own_sq), math.sqrt(peer_sq), cross, math.sqrt(distance_sq), difference)
+    difference = differences(own, peer)
+    return Geometry(math.sqrt(own_sq), math.sqrt(peer_sq), cross, norm(difference), difference)
 
 
 def clipped(own: Weights, peer: Weights, tau: float, weight: float = 0.5) -> dict[str, np.ndarray]:

@@ -46,8 +46,8 @@ async def browser(url: str, log_path: str | None = None, cpus: str | None = None
     DevToolsActivePort), a fresh temporary one by default."""
     chromium = chromium_path()
     pin = ["taskset", "-c", cpus] if cpus else []
-    keep = contextlib.nullcontext(profile) if profile else None
-    with keep or tempfile.TemporaryDirectory(prefix="gossipnet-chromium-") as profile_dir:
+    given = contextlib.nullcontext(profile) if profile else tempfile.TemporaryDirectory(prefix="gossipnet-chromium-")
+    with given as profile_dir:
         log = open(log_path or os.devnull, "wb")
         proc = await asyncio.create_subprocess_exec(
             *pin, chromium, *FLAGS, *flags, f"--user-data-dir={profile_dir}", url,

@@ -137,7 +137,7 @@ class MergeGuard:
         bounded = self.plausible_age(peer_id, peer_age, own_age, own_images)
         share = self.share(own_age, bounded)
         new_age = max(own_age, bounded)
-        where = merge.geometry(own, peer)  # one pass in float32: norms, dot, distance
+        where = merge.geometry(own, peer)  # in float32: norms, dot, distance
         own_norm, peer_norm = where.own_norm, where.peer_norm
         ratio = self.config.max_norm_ratio
         if own_norm > 0 and not own_norm / ratio <= peer_norm <= own_norm * ratio:
