@@ -34,4 +34,5 @@ def swarm():
 ])
 def test_attack_is_stopped_and_the_swarm_carries_on(swarm, name, scale):
     result = run_one(swarm, next(a for a in ATTACKS if a.name == name), scale)
-    assert result["held"], result
+    failed = [check for check, ok in result["checks"].items() if not ok]  # first: pytest cuts the dict short
+    assert result["held"], f"failed checks: {failed}; {result}"
