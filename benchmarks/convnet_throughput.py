@@ -24,6 +24,7 @@ is what the machine itself allows (cores busy together may each run slower), and
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -120,17 +121,25 @@ def torch_model(net: Net):
     return model, step
 
 
-def rate(step, x, y, seconds: float) -> float:
-    """Images/s of ``step`` on one batch, timed over about ``seconds`` after one warm-up."""
-    step(x, y)
+def rate(steps, x, y, seconds: float) -> float:
+    """Images/s of ``steps(x, y, n)`` (n steps on one batch), timed over about ``seconds``
+    after one warm-up step."""
+    steps(x, y, 1)
     t0 = time.perf_counter()
-    step(x, y)
+    steps(x, y, 1)
     one = max(time.perf_counter() - t0, 1e-6)
     n = max(2, int(seconds / one))
     t0 = time.perf_counter()
-    for _ in range(n):
-        step(x, y)
+    steps(x, y, n)
     return n * len(x) / (time.perf_counter() - t0)
+
+
+def each(step):
+    """``steps(x, y, n)`` for a function that takes one step."""
+    def steps(x, y, n):
+        for _ in range(n):
+            step(x, y)
+    return steps
 
 
 def profile(net: Net, batch: int, rounds: int = 20) -> None:
@@ -220,14 +229,18 @@ def machine(preset, batch: int = 32) -> dict:
     opt = SGD(net.params(), lr=0.001, momentum=0.9)
     dp = DataParallel(net, cores, batch)
 
-    def all_step(x, y, _state={"step": 0}):
-        dp.step(x, y, 0, _state["step"], opt)  # forward, backward and update, all in the workers
-        _state["step"] += 1
+    counter = itertools.count()
+
+    def all_steps(x, y, n):
+        # forward, backward and update, all in the workers; as a node's Trainer does, the
+        # next batch is handed over while this one trains (DataParallel.run)
+        for _ in dp.run(((x, y, 0, next(counter)) for _ in range(n)), opt):
+            pass
 
     rng = np.random.default_rng(3)
     x = rng.standard_normal((batch, *preset.input_shape)).astype(np.float32)
     y = rng.integers(0, 10, batch).astype(np.int64)
-    impls = {"numpy 1 core": (one_step, x, y), f"numpy {cores} cores": (all_step, x, y)}
+    impls = {"numpy 1 core": (each(one_step), x, y), f"numpy {cores} cores": (all_steps, x, y)}
     if torch is not None:
         _, t_step = torch_model(net)
         xt, yt = torch.from_numpy(x.copy()), torch.from_numpy(y.copy())
@@ -235,7 +248,7 @@ def machine(preset, batch: int = 32) -> dict:
             def step(a, b, t=t):
                 torch.set_num_threads(t)
                 t_step(a, b)
-            impls[f"torch {t} thread{'s' if t > 1 else ''}"] = (step, xt, yt)
+            impls[f"torch {t} thread{'s' if t > 1 else ''}"] = (each(step), xt, yt)
     runs = {name: [] for name in impls}
     per_cpu = {name: [] for name in impls}  # images per CPU-second: what a loaded machine can't hide
     parent_ms = []  # the parent's own CPU per all-cores step: the serial part
@@ -246,14 +259,13 @@ def machine(preset, batch: int = 32) -> dict:
             for r in range(ARGS.repeats):
                 order = list(impls) if r % 2 == 0 else list(reversed(impls))
                 for name in order:
-                    step, a, b = impls[name]
+                    steps, a, b = impls[name]
                     if name.startswith("torch"):
                         torch.set_num_threads(int(name.split()[1]))
-                    runs[name].append(rate(step, a, b, ARGS.seconds))
+                    runs[name].append(rate(steps, a, b, ARGS.seconds))
                     p0, w0 = time.process_time(), dp.cpu_seconds()
                     n = max(2, int(runs[name][-1] * ARGS.seconds / batch / 2))
-                    for _ in range(n):
-                        step(a, b)
+                    steps(a, b, n)
                     parent = time.process_time() - p0
                     per_cpu[name].append(n * batch / max(parent + dp.cpu_seconds() - w0, 1e-9))
                     if name == f"numpy {cores} cores":
@@ -326,7 +338,7 @@ def main() -> int:
         for b in batch_sizes:
             order = list(impls) if r % 2 == 0 else list(reversed(impls))  # A/B then B/A
             for name in order:
-                results[name][b].append(rate(impls[name], *data[b][name], ARGS.seconds))
+                results[name][b].append(rate(each(impls[name]), *data[b][name], ARGS.seconds))
     med = {name: {b: float(np.median(v)) for b, v in per.items()} for name, per in results.items()}
     print(f"\n{'batch':>6} {'numpy img/s':>12} {'torch img/s':>12} {'ratio':>7}")
     ratios = {}

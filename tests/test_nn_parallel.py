@@ -12,12 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gossipnet.commands.demo import cores_per_node
 from gossipnet.config import build_config
 from gossipnet.errors import UserError
 from gossipnet.nn import Net, Trainer, make_optimizer
-from gossipnet.nn.parallel import DataParallel, WorkerDied, available_cores, check_cores, split_rows
+from gossipnet.nn.parallel import (SPEED_SMOOTHING, DataParallel, WorkerDied, available_cores, check_cores,
+                                   split_rows)
 
 ROOT = Path(__file__).resolve().parents[1]
 # conv, pool, fc, dropout: every layer kind whose step could differ between one and many cores
@@ -70,6 +73,74 @@ def test_multi_core_steps_equal_one_core_steps_to_float32_rounding(kind):
         three.parallel.close()
 
 
+def test_an_uneven_split_is_still_the_one_core_step():
+    """The rows each worker takes follow its measured speed; whatever they are, the step is
+    the same. A worker timed 5x slower than the other gets a sixth of each batch here."""
+    x, y = _data()
+    one, two = _trainer("adam", 1), _trainer("adam", 2)
+    try:
+        two.parallel._learn_speeds = lambda rows, busy: None  # keep the skew below
+        two.parallel._row_seconds = [1.0, 5.0]
+        assert split_rows(13, 2, [1.0, 0.2]) == [(0, 11), (11, 13)]
+        one.train(x, y, 6)
+        two.train(x, y, 6)
+        for name, w in one.net.params().items():
+            np.testing.assert_allclose(two.net.params()[name], w, rtol=1e-4, atol=1e-5, err_msg=name)
+    finally:
+        two.parallel.close()
+
+
+def test_the_split_follows_the_workers_measured_speeds():
+    tr = _trainer("sgd", 2, batch=20)
+    x, y = _data()
+    dp = tr.parallel
+    try:
+        tr.train(x, y, 2)  # the workers' own timings
+        assert dp._row_seconds is not None and all(t > 0 for t in dp._row_seconds)
+        dp._row_seconds = None
+        dp._learn_speeds([(0, 10), (10, 20)], np.array([0.010, 0.030]))  # 1 and 3 ms a row
+        assert dp._row_seconds == pytest.approx([0.001, 0.003])
+        dp._learn_speeds([(0, 15), (15, 20)], np.array([0.030, 0.005]))  # 2 and 1 ms a row now
+        a = SPEED_SMOOTHING
+        assert dp._row_seconds == pytest.approx([0.001 + a * 0.001, 0.003 - a * 0.002])
+        taken = []
+        dp._learn_speeds = lambda rows, busy: taken.append(rows)
+        tr.train(x, y, 1)
+        speeds = [1 / t for t in dp._row_seconds]
+        assert taken == [split_rows(20, 2, speeds)]
+        assert taken[0][0][1] == round(20 * speeds[0] / sum(speeds))  # the faster one's share
+    finally:
+        dp.close()
+
+
+def test_leaving_run_early_applies_every_step_it_sent():
+    """A caller that stops reading ``run`` leaves the steps already sent in flight: the
+    session waits them out, so the net and the optimizer hold all of them on exit."""
+    x, y = _data(26)
+    net1 = Net(SPEC, SHAPE, seed=3)
+    opt1 = make_optimizer("sgd", net1.params(), lr=0.05)
+    net2 = Net(SPEC, SHAPE, seed=3)
+    opt2 = make_optimizer("sgd", net2.params(), lr=0.05)
+    dp = DataParallel(net2, 2, 13)
+    batches = [(x[:13], y[:13], 0, 0), (x[13:], y[13:], 0, 1)]
+    try:
+        with dp.session(opt2):
+            for _ in dp.run(iter(batches), opt2):
+                break  # the second batch was sent before the first result came back
+        assert opt2.t == 2
+        for xb, yb, seed, step in batches:
+            net1.set_rng(seed, step)
+            net1.loss_and_grads(xb, yb)
+            opt1.step(net1.grads())
+        for name, w in net1.params().items():
+            np.testing.assert_allclose(net2.params()[name], w, rtol=1e-4, atol=1e-5, err_msg=name)
+        with dp.session(opt2):  # and the workers carry on from there
+            loss, _ = dp.step(x[:13], y[:13], 0, 2, opt2)
+        assert np.isfinite(loss) and opt2.t == 3
+    finally:
+        dp.close()
+
+
 def test_dropout_masks_are_the_rows_of_the_whole_batch_mask():
     net = Net(SPEC, SHAPE, seed=0)
     x, _ = _data(10)
@@ -89,6 +160,18 @@ def test_split_rows_covers_the_batch_once_and_drops_empty_parts():
         for parts in range(1, 6):
             rows = split_rows(n, parts)
             assert [r for a, b in rows for r in range(a, b)] == list(range(n))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 600), st.lists(st.floats(0.01, 100.0), min_size=1, max_size=8))
+def test_a_split_by_speed_covers_the_batch_once_in_proportion(n, speeds):
+    rows = split_rows(n, len(speeds), speeds)
+    assert [r for a, b in rows for r in range(a, b)] == list(range(n))
+    if n >= len(speeds):
+        assert len(rows) == len(speeds) and all(b > a for a, b in rows)  # every worker has rows
+        if n >= 8 * len(speeds) and max(speeds) / min(speeds) < 4:
+            for (a, b), s in zip(rows, speeds):  # within a row or two of its share
+                assert abs((b - a) - n * s / sum(speeds)) <= len(speeds) + 1
 
 
 def test_cores_settings_are_checked_and_divided():

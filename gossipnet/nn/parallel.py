@@ -17,13 +17,29 @@ them with the gradient of the *whole* batch's mean loss (so the parts add up to 
 writes its gradients into its own row of the block. The workers then meet at a barrier
 (eventfds, worker to worker: no round trip through the parent), and each sums the
 gradient rows of its own slice of the parameters in a fixed order and applies the
-optimizer's elementwise update (``Optimizer.update``) to that slice. The parent only
-waits for every worker's "done". The sum and the update are the one-core step's
-arithmetic, and dropout masks are drawn for the whole batch from the net's
-(seed, step, layer) generator (each worker keeps its rows), so a step equals the
-one-core step to float32 rounding (tests/test_nn_parallel.py). The previous design
-summed the rows and stepped the optimizer in the parent: Adam on the fashion net's
-400k parameters was 2.2 ms of serial time per step.
+optimizer's elementwise update (``Optimizer.update``) to that slice; a second barrier
+and the step is whole. The sum and the update are the one-core step's arithmetic, and
+dropout masks are drawn for the whole batch from the net's (seed, step, layer)
+generator (each worker keeps its rows), so a step equals the one-core step to float32
+rounding (tests/test_nn_parallel.py). The previous design summed the rows and stepped
+the optimizer in the parent: Adam on the fashion net's 400k parameters was 2.2 ms of
+serial time per step.
+
+Three things keep the cores busy between steps (issue 17, measured in docs/RESULTS.md):
+
+* ``run`` keeps two steps in flight (two batch slots in the block): the next step's
+  batch is written and sent while this one trains, so a worker goes from its update
+  straight to the next forward pass, and the parent's wake-up, its copy of the logits
+  and the caller's next batch are off the workers' path. Only worker 0 reports, once
+  per step, after the second barrier: one wake-up of the parent per step.
+* The batch is split in proportion to each worker's measured speed (a moving average
+  of its seconds per row): a core that is shared, preempted by the parent or simply
+  slower on a VM gets fewer rows, so both halves reach the barrier together. The rows
+  only decide who computes what, never the arithmetic; the split can change every
+  step, so two multi-core runs agree to float32 rounding, not bit for bit.
+* A worker that reaches a barrier first spins for 0.2 ms before it sleeps: the other
+  usually arrives within that, and a sleeping process woke up late enough here to cost
+  a tenth of the speed-up (measured with and without).
 
 This module is the parent's side; ``nn/parallel_worker.py`` is what runs on each core.
 Lifecycle: workers are fresh interpreters (never forked: the node has threads), pin one
@@ -43,6 +59,8 @@ import socket
 import subprocess
 import sys
 import weakref
+from collections import deque
+from collections.abc import Iterable, Iterator
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
 
@@ -51,7 +69,11 @@ import numpy as np
 from gossipnet.errors import UserError
 from gossipnet.nn.net import Net
 from gossipnet.nn.optim import Optimizer
-from gossipnet.nn.parallel_worker import MAX_MOMENTS, POLL_SECONDS, Layout
+from gossipnet.nn.parallel_worker import IN_FLIGHT, MAX_MOMENTS, POLL_SECONDS, Layout
+
+# weight of the newest step in each worker's seconds-per-row average (0.1-1.0 measured:
+# 0.5 to 1.0 balanced best, docs/RESULTS.md)
+SPEED_SMOOTHING = 0.5
 
 
 class WorkerDied(RuntimeError):
@@ -73,18 +95,28 @@ def check_cores(cores: object) -> int:
     return cores
 
 
-def split_rows(n: int, parts: int) -> list[tuple[int, int]]:
-    """Contiguous (start, stop) row ranges of a batch of ``n``, as even as possible;
-    empty ranges are dropped (a batch smaller than the worker count)."""
-    bounds = np.linspace(0, n, parts + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+def split_rows(n: int, parts: int, speeds: list[float] | None = None) -> list[tuple[int, int]]:
+    """Contiguous (start, stop) row ranges of a batch of ``n``: in proportion to ``speeds``
+    (rows per second of each part), else as even as possible. Every part gets a row when
+    there are enough; with fewer rows than parts, the empty ranges are dropped."""
+    if speeds is None or n < parts:
+        bounds = np.linspace(0, n, parts + 1).round().astype(int).tolist()
+        return [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    total, acc, bounds = sum(speeds), 0.0, [0]
+    for i, s in enumerate(speeds[:-1], 1):
+        acc += s
+        # at least one row for this part and for each part after it
+        bounds.append(min(max(round(n * acc / total), bounds[-1] + 1), n - (parts - i)))
+    bounds.append(n)
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 class DataParallel:
     """Trains a net on ``workers`` processes: inside ``with dp.session(optimizer):``,
     ``dp.step(x, y, seed, step, optimizer)`` is the batch's forward, backward and
     optimizer update, as ``Net.loss_and_grads`` + ``optimizer.step`` would do it on one
-    core with the same (seed, step) dropout masks.
+    core with the same (seed, step) dropout masks; ``dp.run(batches, optimizer)`` is the
+    same for a stream of batches, with the next one sent while this one trains.
 
     ``workers == 1`` runs in this process (no processes, no shared memory).
     """
@@ -95,13 +127,18 @@ class DataParallel:
         self._procs: list = []
         self._conns: list[Connection] = []
         self._ready: list = []  # a select.poll per worker's socket
-        self._rows: dict[int, list[tuple[int, int]]] = {}  # split_rows(n, workers) by n
+        # each worker's seconds per row of a batch, a moving average of what they report:
+        # a worker that is slower (its core shared, preempted) gets fewer rows, so the two
+        # halves of a step reach the barrier together
+        self._row_seconds: list[float] | None = None
         self._finalizer = None
         self._session: Optimizer | None = None
         self._hyper: dict | None = None  # the optimizer's hyperparameters the workers hold
+        self._sent = 0  # steps sent; step k (from 1) has its batch in slot k % IN_FLIGHT
+        self._in_flight: deque[tuple[int, int, list]] = deque()  # (slot, batch size, rows) of steps sent
         if self.workers == 1:
             return
-        self.layout = Layout(net, self.workers, max_batch)
+        self.layout = Layout(net, self.workers, max_batch, IN_FLIGHT)
         self._shm = self._shm_handle = SharedMemory(create=True, size=self.layout.nbytes)
         self._v = self.layout.views(self._shm.buf)
         barrier = [os.eventfd(0, os.EFD_SEMAPHORE | os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -129,7 +166,8 @@ class DataParallel:
         ours, theirs = socket.socketpair()
         args = {"index": i, "fd": theirs.fileno(), "barrier": barrier, "shm": self._shm.name,
                 "spec": self.net.spec, "input_shape": list(self.net.input_shape),
-                "workers": self.workers, "max_batch": self.max_batch, "parent": os.getpid()}
+                "workers": self.workers, "max_batch": self.max_batch, "slots": IN_FLIGHT,
+                "parent": os.getpid()}
         env = dict(os.environ)
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
@@ -206,13 +244,24 @@ class DataParallel:
         try:
             yield self
         finally:
-            self._session = None
-            if self._v is not None:  # not closed meanwhile
-                for name, p in flat(v["params"]).items():
-                    self.net.params()[name][...] = p
-                for k, moments in enumerate(optimizer.state.values()):
-                    for name, arr in flat(v["moments"][k]).items():
-                        moments[name][...] = arr
+            try:
+                if self._finalizer.alive:
+                    self._finish()
+            finally:
+                self._session = None
+                self._in_flight.clear()
+                self._copy_back(optimizer)
+
+    def _copy_back(self, optimizer: Optimizer) -> None:
+        """The block's parameters and moments into the net and the optimizer."""
+        v, flat = self._v, self.layout.unflatten
+        if v is None:  # closed meanwhile
+            return
+        for name, p in flat(v["params"]).items():
+            self.net.params()[name][...] = p
+        for k, moments in enumerate(optimizer.state.values()):
+            for name, arr in flat(v["moments"][k]).items():
+                moments[name][...] = arr
 
     def _check_alive(self) -> None:
         if self._finalizer is None or not self._finalizer.alive:
@@ -226,28 +275,77 @@ class DataParallel:
             loss, logits = self.net.loss_and_grads(x, y)
             optimizer.step(self.net.grads())
             return loss, logits
+        self._submit(x, y, seed, step, optimizer)
+        return self._collect()
+
+    def run(self, batches: Iterable[tuple[np.ndarray, np.ndarray, int, int]],
+            optimizer: Optimizer) -> Iterator[tuple[float, np.ndarray]]:
+        """``step`` for each (x, y, seed, step) of ``batches``, yielding each one's (loss,
+        logits) in order. The next batch is taken from ``batches`` and sent before this
+        one's result is awaited, so the workers go from one step to the next without
+        waiting for this process: what ``batches`` sets on ``optimizer`` (its learning
+        rate) before it yields a batch applies to that batch."""
+        if self.workers == 1:
+            for x, y, seed, step in batches:
+                yield self.step(x, y, seed, step, optimizer)
+            return
+        for x, y, seed, step in batches:
+            self._submit(x, y, seed, step, optimizer)
+            if len(self._in_flight) == IN_FLIGHT:
+                yield self._collect()
+        while self._in_flight:
+            yield self._collect()
+
+    def _submit(self, x: np.ndarray, y: np.ndarray, seed: int, step: int, optimizer: Optimizer) -> None:
+        """Write the batch into a free slot of the block and send every worker its rows."""
         self._check_alive()
         if self._session is not optimizer:
             raise RuntimeError("DataParallel.step runs inside `with dp.session(optimizer):`")
+        if len(self._in_flight) >= IN_FLIGHT:
+            raise RuntimeError(f"at most {IN_FLIGHT} steps in flight: collect one first")
         self.net.check_input(x)
         n = len(x)
         if n > self.max_batch:
             raise UserError(f"batch of {n} is larger than the {self.max_batch} the workers were sized for")
+        slot = self._sent % IN_FLIGHT
         v = self._v
-        v["x"][:n] = x
-        v["y"][:n] = y
-        rows = self._rows.get(n) or self._rows.setdefault(n, split_rows(n, self.workers))
+        v["x"][slot, :n] = x
+        v["y"][slot, :n] = y
+        rows = split_rows(n, self.workers, self._row_seconds and [1.0 / t for t in self._row_seconds])
         hyper, moments = optimizer.hyperparams(), list(optimizer.state)
         changed = hyper if hyper != self._hyper else None  # the workers keep the last ones
+        optimizer.t += 1
         for i in range(self.workers):
             a, b = rows[i] if i < len(rows) else (0, 0)
-            self._send(i, (n, len(rows), a, b, seed, step, optimizer.t + 1, changed, moments))
+            self._send(i, (slot, n, len(rows), a, b, seed, step, optimizer.t, changed, moments))
         self._hyper = hyper
-        for i in range(self.workers):
-            self._recv(i)
-        optimizer.t += 1
-        loss = float(v["loss"][: len(rows)].sum()) / n
-        return loss, v["logits"][:n].copy()
+        self._sent += 1
+        self._in_flight.append((slot, n, rows))
+
+    def _collect(self) -> tuple[float, np.ndarray]:
+        """The oldest step in flight, once every worker has updated its slice: its mean
+        loss and (a copy of) its logits."""
+        slot, n, rows = self._in_flight[0]
+        self._recv(0)  # worker 0 reports once every worker is past the step's last barrier
+        self._in_flight.popleft()
+        v = self._v
+        self._learn_speeds(rows, v["busy"][slot])
+        return float(v["loss"][slot, : len(rows)].sum()) / n, v["logits"][slot, :n].copy()
+
+    def _finish(self) -> None:
+        """Wait out the steps still in flight (a caller stopped reading ``run``)."""
+        while self._in_flight:
+            self._collect()
+
+    def _learn_speeds(self, rows: list[tuple[int, int]], busy: np.ndarray) -> None:
+        """Fold one step's compute seconds per worker into the seconds-per-row averages."""
+        if len(rows) < self.workers:
+            return  # a batch smaller than the worker count: some had no rows to time
+        per_row = [float(busy[i]) / (b - a) for i, (a, b) in enumerate(rows)]
+        if self._row_seconds is None:
+            self._row_seconds = per_row
+        else:
+            self._row_seconds = [t + SPEED_SMOOTHING * (p - t) for t, p in zip(self._row_seconds, per_row)]
 
     def close(self) -> None:
         """Stop the workers and release the shared memory (idempotent)."""

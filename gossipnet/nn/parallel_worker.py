@@ -2,7 +2,7 @@
 
 ``nn/parallel.py`` (the parent side) describes the step; this is the other side: map the
 shared block, compute on it in place (``bind``), meet the other workers at a barrier,
-update this worker's slice of the parameters. Started as
+update this worker's slice of the parameters, meet them again. Started as
 ``python -m gossipnet.nn.parallel_worker <json args>``, a fresh interpreter.
 """
 
@@ -13,6 +13,7 @@ import os
 import select
 import sys
 import time
+from collections import deque
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
@@ -25,14 +26,17 @@ from gossipnet.nn.optim import Optimizer, decays, from_hyperparams
 
 POLL_SECONDS = 1.0  # how often a waiting side checks that the other is still alive
 MAX_MOMENTS = 2  # optimizer state arrays per parameter the block holds (Adam's m and v)
+IN_FLIGHT = 2  # steps the parent may have sent and not yet collected: batch slots in the block
+SPIN_SECONDS = 0.0002  # how long a worker first at a barrier spins before it sleeps (_Barrier)
 ALIGN = 16  # float32s per cache line: workers' parameter slices never share one
 
 
 class Layout:
     """Where each array lives in the one shared block (offsets in bytes), and which slice
-    of the flat parameter vector each worker updates."""
+    of the flat parameter vector each worker updates. Batches, logits and losses have
+    ``slots`` copies: one per step the parent may have in flight."""
 
-    def __init__(self, net: Net, workers: int, max_batch: int):
+    def __init__(self, net: Net, workers: int, max_batch: int, slots: int):
         self.names = list(net.params())
         self.shapes = [net.params()[k].shape for k in self.names]
         self.sizes = [net.params()[k].size for k in self.names]
@@ -44,10 +48,11 @@ class Layout:
             "params": (np.float32, (self.total,)),
             "moments": (np.float32, (MAX_MOMENTS, self.total)),
             "grads": (np.float32, (workers, self.total)),
-            "x": (np.float32, (max_batch, c, h, w)),
-            "y": (np.int64, (max_batch,)),
-            "logits": (np.float32, (max_batch, self.classes)),
-            "loss": (np.float64, (workers,)),
+            "x": (np.float32, (slots, max_batch, c, h, w)),
+            "y": (np.int64, (slots, max_batch)),
+            "logits": (np.float32, (slots, max_batch, self.classes)),
+            "loss": (np.float64, (slots, workers)),
+            "busy": (np.float64, (slots, workers)),  # each worker's seconds on its rows
             "cpu": (np.float64, (workers,)),  # each worker's process CPU seconds so far
         }
         self.slots, offset = {}, 0
@@ -102,17 +107,53 @@ def _bind(net: Net, params: dict[str, np.ndarray], grads: dict[str, np.ndarray])
     net.grads().update(grads)
 
 
-class _Barrier:
-    """Every worker's gradient row is written: each worker posts to every other worker's
-    eventfd (semaphore mode) and takes one post from each of them off its own."""
+class _Commands:
+    """The parent's commands to this worker, in order. A worker waiting at a barrier may
+    find the next step's command already sent (the parent keeps steps in flight): the
+    barrier reads it off the socket (to notice a stop there) and keeps it here."""
 
-    def __init__(self, fds: list[int], index: int, conn: Connection, parent_pid: int):
+    def __init__(self, conn: Connection, parent_pid: int):
+        self.conn, self.parent_pid = conn, parent_pid
+        self.early: deque = deque()
+        self.ready = select.poll()  # made once: Connection.poll builds a selector per call
+        self.ready.register(conn.fileno(), select.POLLIN)
+
+    def next(self):
+        """The next step's command, or None once the parent said stop or is gone."""
+        if self.early:
+            return self.early.popleft()
+        while not self.ready.poll(POLL_SECONDS * 1000):
+            if os.getppid() != self.parent_pid:
+                return None  # the parent is gone (its socket end may live on in a grandchild)
+        return self.conn.recv()
+
+    def take(self) -> bool:
+        """Read a command that arrived early; False if it is the parent's stop."""
+        msg = self.conn.recv()
+        if msg is None:
+            return False
+        self.early.append(msg)
+        return True
+
+
+class _Barrier:
+    """Every worker has arrived: each worker posts to every other worker's eventfd
+    (semaphore mode) and takes one post from each of them off its own. The posts count
+    up, so a fast worker's post for the next meeting only ever lands after everyone has
+    arrived at this one, and two meetings a step share the eventfds.
+
+    A worker that arrives first spins for ``SPIN_SECONDS`` before it sleeps: the other
+    usually arrives within that, and waking a sleeping process costs tens of
+    microseconds on a VM's idle core."""
+
+    def __init__(self, fds: list[int], index: int, commands: _Commands):
         self.mine = fds[index]
         self.others = [fd for j, fd in enumerate(fds) if j != index]
-        self.conn, self.parent_pid = conn, parent_pid
+        self.commands = commands
+        self.conn_fd = commands.conn.fileno()
         self.poller = select.poll()
         self.poller.register(self.mine, select.POLLIN)
-        self.poller.register(conn.fileno(), select.POLLIN)
+        self.poller.register(self.conn_fd, select.POLLIN)
 
     def wait(self) -> bool:
         """True once every other worker has arrived; False if the parent stopped us or died
@@ -120,6 +161,7 @@ class _Barrier:
         for fd in self.others:
             os.eventfd_write(fd, 1)
         need = len(self.others)
+        spin_until = time.perf_counter() + SPIN_SECONDS
         while need:
             try:
                 os.eventfd_read(self.mine)
@@ -127,56 +169,56 @@ class _Barrier:
                 continue
             except BlockingIOError:
                 pass
+            if time.perf_counter() < spin_until:
+                continue
             ready = self.poller.poll(POLL_SECONDS * 1000)
-            if any(fd == self.conn.fileno() for fd, _ in ready):
-                return False  # the parent closed the socket or sent stop: no step is coming
-            if not ready and os.getppid() != self.parent_pid:
+            if any(fd == self.conn_fd for fd, _ in ready) and not self.commands.take():
+                return False  # the parent sent stop: no step is coming
+            if not ready and os.getppid() != self.commands.parent_pid:
                 return False
         return True
 
 
 def _worker(index: int, fd: int, barrier_fds: list[int], shm_name: str, spec, input_shape,
-            workers: int, max_batch: int, parent_pid: int) -> None:
+            workers: int, max_batch: int, slots: int, parent_pid: int) -> None:
     """A worker's life: attach, then one step (forward, backward, barrier, update of its
-    slice) per command until told to stop."""
+    slice, barrier) per command until told to stop."""
     from gossipnet.nn import blas, heap
 
     blas.set_threads(1)
     heap.keep_freed_memory()  # a fresh process faulted every step's temporaries in (nn/heap.py)
     conn = Connection(fd)
     net = Net(spec, input_shape)
-    layout = Layout(net, workers, max_batch)
+    layout = Layout(net, workers, max_batch, slots)
     shm = _attach(shm_name)
     v = layout.views(shm.buf)
     _bind(net, layout.unflatten(v["params"]), layout.unflatten(v["grads"][index]))
-    barrier = _Barrier(barrier_fds, index, conn, parent_pid)
+    commands = _Commands(conn, parent_pid)
+    barrier = _Barrier(barrier_fds, index, commands)
     lo, hi = layout.slices[index]
     # weight decay applies to the weights' parts of our slice, not to biases
     decayed = [(a - lo, b - lo) for name, a, b in layout.segments(index) if decays(name)]
     gsum, t1, t2 = (np.empty(hi - lo, np.float32) for _ in range(3))
     opt: Optimizer | None = None
     rows = params = moments = None
-    ready = select.poll()  # made once: Connection.poll builds a selector per call
-    ready.register(conn.fileno(), select.POLLIN)
     conn.send("ready")
     try:
         while True:
-            while not ready.poll(POLL_SECONDS * 1000):
-                if os.getppid() != parent_pid:
-                    return  # the parent is gone (its socket end may live on in a grandchild)
-            msg = conn.recv()
+            msg = commands.next()
             if msg is None:
                 return
-            n, active, start, stop, seed, step, t, hyper, moment_names = msg
+            slot, n, active, start, stop, seed, step, t, hyper, moment_names = msg
             if index < active:
+                began = time.perf_counter()
                 net.set_rng(seed, step, rows=(start, stop, n))
-                logits = net.forward(v["x"][start:stop], train=True)
-                loss, dlogits = softmax_cross_entropy(logits, v["y"][start:stop])
+                logits = net.forward(v["x"][slot, start:stop], train=True)
+                loss, dlogits = softmax_cross_entropy(logits, v["y"][slot, start:stop])
                 dlogits *= np.float32((stop - start) / n)  # d(mean over the whole batch)
                 net.backward(dlogits)  # into our row of the block
-                v["logits"][start:stop] = logits
-                v["loss"][index] = loss * (stop - start)
-            if not barrier.wait():
+                v["logits"][slot, start:stop] = logits
+                v["loss"][slot, index] = loss * (stop - start)
+                v["busy"][slot, index] = time.perf_counter() - began
+            if not barrier.wait():  # every gradient row is written
                 return
             if hyper is not None:  # sent when they change (the learning rate may, every step)
                 opt = from_hyperparams(hyper, {})
@@ -194,7 +236,10 @@ def _worker(index: int, fd: int, barrier_fds: list[int], shm_name: str, spec, in
             moments = {m: v["moments"][k, lo:hi] for k, m in enumerate(moment_names)}
             opt.update(params, gsum, moments, False, (t1, t2))
             v["cpu"][index] = time.process_time()
-            conn.send(index)
+            if not barrier.wait():  # every slice is updated: the next forward reads them all
+                return
+            if index == 0:  # one message a step, so the parent wakes once: the step is done
+                conn.send(step)
     except (EOFError, OSError, KeyboardInterrupt):
         return  # the parent closed the socket or died
     finally:
@@ -209,7 +254,7 @@ def _main() -> None:
     """Entry point of ``python -m gossipnet.nn.parallel_worker <json args>``."""
     a = json.loads(sys.argv[1])
     _worker(a["index"], a["fd"], a["barrier"], a["shm"], a["spec"], tuple(a["input_shape"]),
-            a["workers"], a["max_batch"], a["parent"])
+            a["workers"], a["max_batch"], a["slots"], a["parent"])
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -48,7 +49,7 @@ class Trainer:
         self.lr_schedule = lr_schedule
         # a nn.parallel.DataParallel over this net: each batch split over its worker
         # processes, which also update the parameters, the same step to float32
-        # rounding; None computes in this process
+        # rounding; None computes in this thread
         self.parallel = parallel
         self.step = 0  # optimizer steps taken
         self.epoch = 0  # completed passes over the data
@@ -72,11 +73,19 @@ class Trainer:
         self._n = n
         loss_sum = correct = seen = 0.0
         t0 = time.perf_counter()
-        # with workers, the weights and moments live in their shared memory for the chunk
-        session = contextlib.nullcontext() if self.parallel is None else self.parallel.session(self.optimizer)
+        labels: deque[np.ndarray] = deque()  # of the batches handed out and not yet scored
+        batches = self._batches(x, y, n, steps, labels)
+        if self.parallel is None:
+            results = self._local(batches)
+            session = contextlib.nullcontext()
+        else:
+            # the workers take each batch while the one before it trains; the weights and
+            # moments live in their shared memory for the chunk
+            results = self.parallel.run(batches, self.optimizer)
+            session = self.parallel.session(self.optimizer)
         with session:
-            for _ in range(steps):
-                loss, logits, yb = self._step(x, y, n)
+            for loss, logits in results:
+                yb = labels.popleft()
                 loss_sum += loss * len(yb)
                 correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
                 seen += len(yb)
@@ -93,25 +102,32 @@ class Trainer:
             "epoch": self.epoch + self.position / n,
         }
 
-    def _step(self, x: np.ndarray, y: np.ndarray, n: int) -> tuple[float, np.ndarray, np.ndarray]:
-        """The next batch's step: its mean loss, logits and labels."""
-        perm = self._permutation(n)
-        idx = perm[self.position : self.position + self.batch_size]
-        xb, yb = x[idx], y[idx]
-        if self.lr_schedule is not None:
-            self.optimizer.lr = self.lr_schedule(self.step)
-        if self.parallel is not None:
-            loss, logits = self.parallel.step(xb, yb, self.seed, self.step, self.optimizer)
-        else:
-            self.net.set_rng(self.seed, self.step)
+    def _batches(self, x: np.ndarray, y: np.ndarray, n: int, steps: int,
+                 labels: deque) -> Iterator[tuple[np.ndarray, np.ndarray, int, int]]:
+        """The next ``steps`` batches as (x, y, seed, step), each with the learning rate of
+        its step set on the optimizer; the position in the epoch moves on as the next one is
+        asked for, so the schedule sees every batch before it counted."""
+        for _ in range(steps):
+            perm = self._permutation(n)
+            idx = perm[self.position : self.position + self.batch_size]
+            xb, yb = x[idx], y[idx]
+            if self.lr_schedule is not None:
+                self.optimizer.lr = self.lr_schedule(self.step)
+            labels.append(yb)
+            yield xb, yb, self.seed, self.step
+            self.step += 1
+            self.images += len(idx)
+            self.position += len(idx)
+            if self.position >= n:
+                self.epoch, self.position, self._perm = self.epoch + 1, 0, None
+
+    def _local(self, batches) -> Iterator[tuple[float, np.ndarray]]:
+        """Each batch's step in this thread: its mean loss and logits."""
+        for xb, yb, seed, step in batches:
+            self.net.set_rng(seed, step)
             loss, logits = self.net.loss_and_grads(xb, yb)
             self.optimizer.step(self.net.grads())
-        self.step += 1
-        self.images += len(idx)
-        self.position += len(idx)
-        if self.position >= n:
-            self.epoch, self.position, self._perm = self.epoch + 1, 0, None
-        return loss, logits, yb
+            yield loss, logits
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Counters as int64 scalars under ``trainer.*`` (merge with net and optimizer state)."""
