@@ -154,9 +154,11 @@ def data_parallel_trainer(workers: int):
     count = [0]
 
     def step() -> float:
+        """A chunk of 8 steps, as Trainer.train drives them: one session, two in flight."""
         with dp.session(opt):  # the workers update the weights
-            loss, _ = dp.step(x, y, 0, count[0], opt)
-        count[0] += 1
+            for loss, _ in dp.run(((x, y, 0, count[0] + i) for i in range(8)), opt):
+                pass
+        count[0] += 8
         return float(loss)
 
     step()

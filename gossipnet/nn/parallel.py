@@ -121,9 +121,11 @@ class DataParallel:
     ``workers == 1`` runs in this process (no processes, no shared memory).
     """
 
-    def __init__(self, net: Net, workers: int, max_batch: int):
+    def __init__(self, net: Net, workers: int, max_batch: int, balance: bool = True):
+        """``balance``: split each batch by the workers' measured speeds; False splits it
+        evenly (the control in benchmarks/data_parallel.py)."""
         self.net, self.workers = net, check_cores(workers)
-        self.max_batch = max_batch
+        self.max_batch, self.balance = max_batch, balance
         self._procs: list = []
         self._conns: list[Connection] = []
         self._ready: list = []  # a select.poll per worker's socket
@@ -339,9 +341,9 @@ class DataParallel:
 
     def _learn_speeds(self, rows: list[tuple[int, int]], busy: np.ndarray) -> None:
         """Fold one step's compute seconds per worker into the seconds-per-row averages."""
-        if len(rows) < self.workers:
+        if len(rows) < self.workers or not self.balance:
             return  # a batch smaller than the worker count: some had no rows to time
-        per_row = [float(busy[i]) / (b - a) for i, (a, b) in enumerate(rows)]
+        per_row = [max(float(busy[i]) / (b - a), 1e-9) for i, (a, b) in enumerate(rows)]
         if self._row_seconds is None:
             self._row_seconds = per_row
         else:

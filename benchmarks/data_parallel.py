@@ -1,0 +1,135 @@
+"""How a data-parallel step is driven, side by side: what each choice of
+``nn.parallel.DataParallel`` is worth on this machine.
+
+In one process, interleaved in short windows: the one-core step, and the all-cores step
+driven three ways, each with its own workers:
+
+* ``run``: ``DataParallel.run`` (two steps in flight), the batch split by the workers'
+  measured speeds: what ``Trainer.train`` does;
+* ``run, even split``: the same with ``balance=False``;
+* ``step``: one ``DataParallel.step`` call per batch, the parent waiting for each.
+
+Each all-cores window is divided by the mean of the one-core windows just before and after
+it, so a host that speeds up or slows down over the run moves both sides of the ratio; the
+medians of these ratios are printed (the machine may be shared: only they mean anything).
+
+    python benchmarks/data_parallel.py                      # CIFAR net, batch 32, every core
+    python benchmarks/data_parallel.py --rounds 50 --json   # final line: JSON with the medians
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"  # before numpy loads: one BLAS thread per process, as a node runs
+
+import numpy as np  # noqa: E402
+
+from gossipnet.nn import SGD, Net, blas, get_preset, heap  # noqa: E402
+from gossipnet.nn.parallel import DataParallel, available_cores  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--net", default="convnetjs-cifar10")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--cores", type=int, default=None, help="workers (default: every core available)")
+    p.add_argument("--rounds", type=int, default=30, help="interleaved rounds; medians reported")
+    p.add_argument("--seconds", type=float, default=0.4, help="timed work per window")
+    p.add_argument("--json", action="store_true", help="final line: JSON with every median")
+    return p.parse_args(argv)
+
+
+def images_per_s(steps, batch: int, seconds: float) -> float:
+    """Images/s of ``steps(n)`` (n steps), timed over about ``seconds`` after two warm-up steps."""
+    steps(2)
+    t0 = time.perf_counter()
+    steps(2)
+    n = max(4, int(seconds / max((time.perf_counter() - t0) / 2, 1e-6)))
+    t0 = time.perf_counter()
+    steps(n)
+    return n * batch / (time.perf_counter() - t0)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.batch < 2 or args.rounds < 1 or args.seconds <= 0:
+        print("--batch must be >= 2, --rounds >= 1 and --seconds > 0", file=sys.stderr)
+        return 2
+    cores = args.cores or available_cores()
+    blas.set_threads(1)
+    heap.keep_freed_memory()  # as Trainer does for every training process (nn/heap.py)
+    preset = get_preset(args.net)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((args.batch, *preset.input_shape)).astype(np.float32)
+    y = rng.integers(0, preset.spec[-1]["classes"], args.batch).astype(np.int64)
+
+    net = Net(preset.spec, preset.input_shape, seed=0)
+    opt = SGD(net.params(), lr=0.001, momentum=0.9)
+
+    def one_core(n):
+        for _ in range(n):
+            net.loss_and_grads(x, y)
+            opt.step(net.grads())
+
+    counter = itertools.count()
+    drivers, sessions = {}, []
+    for name, balance, pipelined in (("run", True, True), ("run, even split", False, True),
+                                     ("step", True, False)):
+        dnet = Net(preset.spec, preset.input_shape, seed=0)
+        dopt = SGD(dnet.params(), lr=0.001, momentum=0.9)
+        dp = DataParallel(dnet, cores, args.batch, balance=balance)
+        session = dp.session(dopt)
+        session.__enter__()
+        sessions.append((dp, session))
+
+        def steps(n, dp=dp, dopt=dopt, pipelined=pipelined):
+            if pipelined:
+                for _ in dp.run(((x, y, 0, next(counter)) for _ in range(n)), dopt):
+                    pass
+            else:
+                for _ in range(n):
+                    dp.step(x, y, 0, next(counter), dopt)
+
+        drivers[name] = steps
+    ratios = {name: [] for name in drivers}
+    one = []
+    print(f"{preset.name}, batch {args.batch}, {cores} cores, {args.rounds} rounds of "
+          f"{args.seconds} s windows, load average {os.getloadavg()[0]:.1f}", flush=True)
+    try:
+        before = images_per_s(one_core, args.batch, args.seconds)
+        for r in range(args.rounds):
+            order = list(drivers) if r % 2 == 0 else list(reversed(drivers))
+            for name in order:
+                rate = images_per_s(drivers[name], args.batch, args.seconds)
+                after = images_per_s(one_core, args.batch, args.seconds)
+                ratios[name].append(rate / ((before + after) / 2))
+                one.append(after)
+                before = after
+    finally:
+        for dp, session in sessions:
+            session.__exit__(None, None, None)
+            dp.close()
+    out = {"net": preset.name, "batch": args.batch, "cores": cores, "rounds": args.rounds,
+           "one_core_images_per_s": round(float(np.median(one)), 1),
+           "over_one_core": {name: round(float(np.median(v)), 3) for name, v in ratios.items()},
+           "quartiles": {name: [round(float(np.percentile(v, q)), 3) for q in (25, 75)]
+                         for name, v in ratios.items()},
+           "load_average": round(os.getloadavg()[0], 2)}
+    print(f"  one core: {out['one_core_images_per_s']:.0f} images/s (median)")
+    for name, med in out["over_one_core"].items():
+        q1, q3 = out["quartiles"][name]
+        print(f"  {name:<16} {med:.3f}x one core   (quartiles {q1:.3f} {q3:.3f})")
+    if args.json:
+        print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
