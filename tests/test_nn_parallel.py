@@ -141,6 +141,27 @@ def test_leaving_run_early_applies_every_step_it_sent():
         dp.close()
 
 
+def test_step_reports_never_pile_up_in_the_workers_sockets():
+    """Any worker may tell the parent a step is done (the first at the next barrier, or
+    one with no next command), so two may report the same step: the parent reads them
+    all, or a socket would fill up and block its worker mid-run."""
+    tr = _trainer("sgd", 3, batch=6)
+    tr.lr_schedule = None  # _trainer's schedule reaches 0 at step 6
+    x, y = _data(60)
+    dp = tr.parallel
+    try:
+        tr.train(x, y, 300)
+        assert dp._done == dp._sent == 300
+        left = 0
+        while dp._any.poll(0):
+            left += len(dp._reports(dp._any, dp._by_fd, wait=False))
+        assert left <= 2 * dp.workers  # at most the last step's few duplicates
+        tr.train(x, y, 5)  # and the next chunk goes on from there
+        assert dp._done == 305
+    finally:
+        dp.close()
+
+
 def test_dropout_masks_are_the_rows_of_the_whole_batch_mask():
     net = Net(SPEC, SHAPE, seed=0)
     x, _ = _data(10)

@@ -118,6 +118,10 @@ class _Commands:
         self.ready = select.poll()  # made once: Connection.poll builds a selector per call
         self.ready.register(conn.fileno(), select.POLLIN)
 
+    def pending(self) -> bool:
+        """Whether the next command is already here."""
+        return bool(self.early) or bool(self.ready.poll(0))
+
     def next(self):
         """The next step's command, or None once the parent said stop or is gone."""
         if self.early:
@@ -155,9 +159,10 @@ class _Barrier:
         self.poller.register(self.mine, select.POLLIN)
         self.poller.register(self.conn_fd, select.POLLIN)
 
-    def wait(self) -> bool:
+    def wait(self, early=None) -> bool:
         """True once every other worker has arrived; False if the parent stopped us or died
-        meanwhile (a sibling died mid-step: the parent notices and stops everyone)."""
+        meanwhile (a sibling died mid-step: the parent notices and stops everyone).
+        ``early()`` is called if this worker has to wait: work for time it would idle."""
         for fd in self.others:
             os.eventfd_write(fd, 1)
         need = len(self.others)
@@ -169,6 +174,10 @@ class _Barrier:
                 continue
             except BlockingIOError:
                 pass
+            if early is not None:
+                early()
+                early, spin_until = None, time.perf_counter() + SPIN_SECONDS
+                continue
             if time.perf_counter() < spin_until:
                 continue
             ready = self.poller.poll(POLL_SECONDS * 1000)
@@ -201,13 +210,22 @@ def _worker(index: int, fd: int, barrier_fds: list[int], shm_name: str, spec, in
     gsum, t1, t2 = (np.empty(hi - lo, np.float32) for _ in range(3))
     opt: Optimizer | None = None
     rows = params = moments = None
+    done = told = 0  # the last step this worker is past its second barrier in; told the parent
+
+    def tell() -> None:
+        """Tell the parent that every step up to ``done`` is done (everyone is past it)."""
+        nonlocal told
+        if done > told:
+            conn.send(done)
+            told = done
+
     conn.send("ready")
     try:
         while True:
             msg = commands.next()
             if msg is None:
                 return
-            slot, n, active, start, stop, seed, step, t, hyper, moment_names = msg
+            number, slot, n, active, start, stop, seed, step, t, hyper, moment_names = msg
             if index < active:
                 began = time.perf_counter()
                 net.set_rng(seed, step, rows=(start, stop, n))
@@ -218,7 +236,9 @@ def _worker(index: int, fd: int, barrier_fds: list[int], shm_name: str, spec, in
                 v["logits"][slot, start:stop] = logits
                 v["loss"][slot, index] = loss * (stop - start)
                 v["busy"][slot, index] = time.perf_counter() - began
-            if not barrier.wait():  # every gradient row is written
+            # every gradient row is written; the first here tells the parent the last step
+            # is done (the message wakes it, which costs the sender: here it costs nothing)
+            if not barrier.wait(early=tell):
                 return
             if hyper is not None:  # sent when they change (the learning rate may, every step)
                 opt = from_hyperparams(hyper, {})
@@ -238,8 +258,9 @@ def _worker(index: int, fd: int, barrier_fds: list[int], shm_name: str, spec, in
             v["cpu"][index] = time.process_time()
             if not barrier.wait():  # every slice is updated: the next forward reads them all
                 return
-            if index == 0:  # one message a step, so the parent wakes once: the step is done
-                conn.send(step)
+            done = number
+            if not commands.pending():  # the parent may be waiting for this very step
+                tell()
     except (EOFError, OSError, KeyboardInterrupt):
         return  # the parent closed the socket or died
     finally:
