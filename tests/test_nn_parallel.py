@@ -240,6 +240,20 @@ def test_a_killed_worker_is_a_clear_error_not_a_hang():
     assert not tr.parallel.alive()
 
 
+def test_a_rate_the_workers_would_refuse_is_a_clear_error_and_they_live_on():
+    tr = _trainer("sgd", 2)  # its schedule reaches a rate of 0 at step 6
+    x, y = _data()
+    try:
+        with pytest.raises(UserError, match="learning rate must be a positive number"):
+            tr.train(x, y, 7)
+        assert tr.parallel.alive()
+        tr.lr_schedule = None
+        tr.optimizer.lr = 0.01
+        assert np.isfinite(tr.train(x, y, 1)["loss"])
+    finally:
+        tr.parallel.close()
+
+
 def test_close_stops_every_worker():
     tr = _trainer("adam", 2)
     x, y = _data()
