@@ -153,8 +153,8 @@ def test_step_reports_never_pile_up_in_the_workers_sockets():
         tr.train(x, y, 300)
         assert dp._done == dp._sent == 300
         left = 0
-        while dp._any.poll(0):
-            left += len(dp._reports(dp._any, dp._by_fd, wait=False))
+        while dp._ready.poll(0):
+            left += len(dp._reports(wait=False))
         assert left <= 2 * dp.workers  # at most the last step's few duplicates
         tr.train(x, y, 5)  # and the next chunk goes on from there
         assert dp._done == 305

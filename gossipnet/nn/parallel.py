@@ -130,8 +130,7 @@ class DataParallel:
         self.max_batch, self.balance = max_batch, balance
         self._procs: list = []
         self._conns: list[Connection] = []
-        self._ready: list = []  # a select.poll per worker's socket
-        self._any = select.poll()  # every worker's socket: any of them may report a step done
+        self._ready = select.poll()  # every worker's socket: any of them may report a step done
         self._by_fd: dict[int, int] = {}  # socket fd -> worker index
         # each worker's seconds per row of a batch, a moving average of what they report:
         # a worker that is slower (its core shared, preempted) gets fewer rows, so the two
@@ -154,8 +153,9 @@ class DataParallel:
         try:
             for i in range(self.workers):
                 self._start(i, barrier)
-            for i in range(self.workers):
-                self._recv(i)  # "ready": the worker has mapped the block
+            started = 0
+            while started < self.workers:  # each sends one "ready" once it has mapped the block
+                started += len(self._reports())
         except BaseException:
             self.close()
             raise
@@ -186,27 +186,21 @@ class DataParallel:
             theirs.close()
         self._procs.append(proc)
         self._conns.append(Connection(ours.detach()))
-        self._ready.append(select.poll())
-        self._ready[-1].register(self._conns[-1].fileno(), select.POLLIN)
-        self._any.register(self._conns[-1].fileno(), select.POLLIN)
+        self._ready.register(self._conns[-1].fileno(), select.POLLIN)
         self._by_fd[self._conns[-1].fileno()] = i
 
-    def _recv(self, i: int):
-        """Worker ``i``'s next message (see ``_reports``)."""
-        return self._reports(self._ready[i], {self._conns[i].fileno(): i})[0]
-
-    def _reports(self, poller, workers: dict[int, int], wait: bool = True) -> list:
-        """A message from each worker ``poller`` watches (fd -> index) that has one, once
-        one has (or at once, without ``wait``); WorkerDied (after stopping every worker)
-        if any worker is gone: the others would wait for it at the barrier forever."""
+    def _reports(self, wait: bool = True) -> list:
+        """A message from each worker that has one, once one has (or at once, without
+        ``wait``); WorkerDied (after stopping every worker) if any worker is gone: the
+        others would wait for it at the barrier forever."""
         while True:
             # a poll object made once: Connection.poll builds a selector per call, which
             # was a third of the parent's time per step
-            ready = poller.poll(POLL_SECONDS * 1000 if wait else 0)
+            ready = self._ready.poll(POLL_SECONDS * 1000 if wait else 0)
             if ready or not wait:
                 out = []
                 for fd, _ in ready:
-                    i = workers[fd]
+                    i = self._by_fd[fd]
                     try:
                         out.append(self._conns[i].recv())
                     except (EOFError, OSError):
@@ -351,7 +345,7 @@ class DataParallel:
         # same step, and a socket nobody reads would fill up and block its worker
         wait = False
         while True:
-            self._done = max(self._done, *self._reports(self._any, self._by_fd, wait), 0)
+            self._done = max(self._done, *self._reports(wait), 0)
             if self._done >= seq:
                 break
             wait = True
