@@ -72,6 +72,7 @@ from gossipnet.errors import UserError
 from gossipnet.nn.net import Net
 from gossipnet.nn.optim import Optimizer, from_hyperparams
 from gossipnet.nn.parallel_worker import IN_FLIGHT, MAX_MOMENTS, POLL_SECONDS, Layout
+from gossipnet.nn.train import one_core_step
 
 # weight of the newest step in each worker's seconds-per-row average (0.1-1.0 measured:
 # 0.5 to 1.0 balanced best, docs/RESULTS.md)
@@ -284,10 +285,7 @@ class DataParallel:
              optimizer: Optimizer) -> tuple[float, np.ndarray]:
         """One training step on the batch: the mean loss and the logits."""
         if self.workers == 1:
-            self.net.set_rng(seed, step)
-            loss, logits = self.net.loss_and_grads(x, y)
-            optimizer.step(self.net.grads())
-            return loss, logits
+            return one_core_step(self.net, optimizer, x, y, seed, step)
         self._submit(x, y, seed, step, optimizer)
         return self._collect()
 

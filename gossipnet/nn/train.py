@@ -36,6 +36,16 @@ def _check_data(net: Net, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return check_labels(y, len(x), net.num_classes)
 
 
+def one_core_step(net: Net, optimizer: Optimizer, x: np.ndarray, y: np.ndarray,
+                  seed: int, step: int) -> tuple[float, np.ndarray]:
+    """One training step in this thread, with the (seed, step) dropout masks: the mean
+    loss and the logits. What the data-parallel workers' step must equal."""
+    net.set_rng(seed, step)
+    loss, logits = net.loss_and_grads(x, y)
+    optimizer.step(net.grads())
+    return loss, logits
+
+
 class Trainer:
     """Trains one net with one optimizer on in-memory arrays (x float32 NCHW, y int64)."""
 
@@ -124,10 +134,7 @@ class Trainer:
     def _local(self, batches) -> Iterator[tuple[float, np.ndarray]]:
         """Each batch's step in this thread: its mean loss and logits."""
         for xb, yb, seed, step in batches:
-            self.net.set_rng(seed, step)
-            loss, logits = self.net.loss_and_grads(xb, yb)
-            self.optimizer.step(self.net.grads())
-            yield loss, logits
+            yield one_core_step(self.net, self.optimizer, xb, yb, seed, step)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Counters as int64 scalars under ``trainer.*`` (merge with net and optimizer state)."""
