@@ -149,6 +149,31 @@ def test_maxpool_2x2_matches_reshape_max_and_routes_each_gradient_once():
     np.testing.assert_allclose(dx.reshape(3, 4, 2, 3, 2, 5).sum(axis=(2, 4)), g)
 
 
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 3), h=st.integers(2, 7), w=st.integers(2, 7), c=st.integers(1, 5),
+       levels=st.integers(1, 4), seed=st.integers(0, 2**16))
+def test_maxpool_2x2_routes_to_the_first_maximum_in_reading_order(n, h, w, c, levels, seed):
+    """Forward and backward equal a plain argmax over each window (first maximum in
+    row-major order, as PyTorch picks), exactly, with many ties and odd sizes."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, levels, (n, h, w, c)).astype(np.float32)  # few levels: ties everywhere
+    layer = L.MaxPool2D("p", 2, 2)
+    out = layer.forward(x, train=True)
+    g = rng.standard_normal(out.shape).astype(np.float32)
+    dx = layer.backward(g)
+    oh, ow = h // 2, w // 2
+    win = x[:, : 2 * oh, : 2 * ow].reshape(n, oh, 2, ow, 2, c).transpose(0, 1, 3, 2, 4, 5)
+    win = win.reshape(n, oh, ow, 4, c)
+    first = win.argmax(axis=3)  # argmax returns the first of equal maxima
+    np.testing.assert_array_equal(out, np.take_along_axis(win, first[:, :, :, None], 3)[:, :, :, 0])
+    ref = np.zeros((n, oh, ow, 4, c), np.float32)
+    np.put_along_axis(ref, first[:, :, :, None], g[:, :, :, None], 3)
+    ref = ref.reshape(n, oh, ow, 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * oh, 2 * ow, c)
+    expected = np.zeros_like(x)
+    expected[:, : 2 * oh, : 2 * ow] = ref
+    np.testing.assert_array_equal(dx, expected)
+
+
 def test_relu_dense_flatten_gradients_match_finite_differences():
     rng = np.random.default_rng(6)
     check_layer(L.ReLU("r"), rng.standard_normal((3, 4, 5, 2)))
