@@ -4,7 +4,7 @@
 In one process, interleaved in short windows: the one-core step, and the all-cores step
 driven three ways, each with its own workers:
 
-* ``run``: ``DataParallel.run`` (two steps in flight), the batch split by the workers'
+* ``run``: ``DataParallel.run`` (three steps in flight), the batch split by the workers'
   measured speeds: what ``Trainer.train`` does;
 * ``run, even split``: the same with ``balance=False``;
 * ``step``: one ``DataParallel.step`` call per batch, the parent waiting for each.

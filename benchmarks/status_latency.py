@@ -154,7 +154,7 @@ def data_parallel_trainer(workers: int):
     count = [0]
 
     def step() -> float:
-        """A chunk of 8 steps, as Trainer.train drives them: one session, two in flight."""
+        """A chunk of 8 steps, as Trainer.train drives them: one session, three in flight."""
         with dp.session(opt):  # the workers update the weights
             for loss, _ in dp.run(((x, y, 0, count[0] + i) for i in range(8)), opt):
                 pass

@@ -235,6 +235,9 @@ def test_a_killed_worker_is_a_clear_error_not_a_hang():
         os.kill(victim, signal.SIGKILL)
         with pytest.raises(WorkerDied, match=f"pid {victim}"):
             tr.train(x, y, 1)
+        # the survivor was waiting for the victim at a barrier: it left on its own when the
+        # parent hung up (0), it was not killed after the parent's grace period (-9)
+        assert tr.parallel._procs[0].returncode == 0
     finally:
         tr.parallel.close()
     assert not tr.parallel.alive()

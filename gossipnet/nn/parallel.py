@@ -27,13 +27,16 @@ serial time per step.
 
 Three things keep the cores busy between steps (issue 17, measured in docs/RESULTS.md):
 
-* ``run`` keeps two steps in flight (two batch slots in the block): the next step's
-  batch is written and sent while this one trains, so a worker goes from its update
+* ``run`` keeps three steps in flight (three batch slots in the block): the batches
+  after this one are written and sent while it trains, so a worker goes from its update
   straight to the next forward pass, and the parent's wake-up, its copy of the logits
   and the caller's next batch are off the workers' path. The worker that reaches the
   next step's first barrier first (it would wait there anyway) tells the parent the
   step before is done; a worker with no next command tells it at once. Waking the parent
-  cost the sender 0.15-0.4 ms, which lands there on time it would have waited.
+  cost the sender 0.15-0.4 ms, which lands there on time it would have waited. Since
+  the parent hears of step k only near the end of step k + 1, two in flight left it the
+  last update of k + 1 to send k + 2: the workers often found no command and slept, and
+  each send that woke one cost the parent ~85 us instead of ~15 (measured per send).
 * The batch is split in proportion to each worker's measured speed (a moving average
   of its seconds per row): a core that is shared, preempted by the parent or simply
   slower on a VM gets fewer rows, so both halves reach the barrier together. The rows
@@ -390,16 +393,17 @@ class DataParallel:
 
 
 def _shutdown(procs, conns) -> None:
+    """Stop every worker: a worker waiting for its next command reads the None; one
+    waiting at a barrier wakes only for its socket hanging up, so close them too."""
     for conn in conns:
         try:
             conn.send(None)
         except (OSError, ValueError):
             pass
+        conn.close()
     for p in procs:
         try:
             p.wait(2.0)
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait(2.0)
-    for conn in conns:
-        conn.close()

@@ -13,7 +13,6 @@ import os
 import select
 import sys
 import time
-from collections import deque
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
@@ -26,7 +25,7 @@ from gossipnet.nn.optim import Optimizer, decays, from_hyperparams
 
 POLL_SECONDS = 1.0  # how often a waiting side checks that the other is still alive
 MAX_MOMENTS = 2  # optimizer state arrays per parameter the block holds (Adam's m and v)
-IN_FLIGHT = 2  # steps the parent may have sent and not yet collected: batch slots in the block
+IN_FLIGHT = 3  # steps the parent may have sent and not yet collected: batch slots in the block
 SPIN_SECONDS = 0.0002  # how long a worker first at a barrier spins before it sleeps (_Barrier)
 ALIGN = 16  # float32s per cache line: workers' parameter slices never share one
 
@@ -108,36 +107,23 @@ def _bind(net: Net, params: dict[str, np.ndarray], grads: dict[str, np.ndarray])
 
 
 class _Commands:
-    """The parent's commands to this worker, in order. A worker waiting at a barrier may
-    find the next step's command already sent (the parent keeps steps in flight): the
-    barrier reads it off the socket (to notice a stop there) and keeps it here."""
+    """The parent's commands to this worker, in order; None (or the socket closing) is stop."""
 
     def __init__(self, conn: Connection, parent_pid: int):
         self.conn, self.parent_pid = conn, parent_pid
-        self.early: deque = deque()
         self.ready = select.poll()  # made once: Connection.poll builds a selector per call
         self.ready.register(conn.fileno(), select.POLLIN)
 
     def pending(self) -> bool:
         """Whether the next command is already here."""
-        return bool(self.early) or bool(self.ready.poll(0))
+        return bool(self.ready.poll(0))
 
     def next(self):
         """The next step's command, or None once the parent said stop or is gone."""
-        if self.early:
-            return self.early.popleft()
         while not self.ready.poll(POLL_SECONDS * 1000):
             if os.getppid() != self.parent_pid:
                 return None  # the parent is gone (its socket end may live on in a grandchild)
         return self.conn.recv()
-
-    def take(self) -> bool:
-        """Read a command that arrived early; False if it is the parent's stop."""
-        msg = self.conn.recv()
-        if msg is None:
-            return False
-        self.early.append(msg)
-        return True
 
 
 class _Barrier:
@@ -148,16 +134,21 @@ class _Barrier:
 
     A worker that arrives first spins for ``SPIN_SECONDS`` before it sleeps: the other
     usually arrives within that, and a sleeping worker woke late enough on this VM that
-    two cores did 1.63x one core without the spin and 1.71-1.80x with it (docs/RESULTS.md)."""
+    two cores did 1.63x one core without the spin and 1.71-1.80x with it (docs/RESULTS.md).
+
+    A sleeping worker wakes for its eventfd or for the parent hanging up (``POLLRDHUP``:
+    the parent stops workers by closing their sockets, after a sibling died for one), never
+    for a command arriving: the parent sends the next step's while this one trains, and
+    waking a worker for it cost the parent ~80 us per send and the worker a wake-up."""
 
     def __init__(self, fds: list[int], index: int, commands: _Commands):
         self.mine = fds[index]
         self.others = [fd for j, fd in enumerate(fds) if j != index]
-        self.commands = commands
+        self.parent_pid = commands.parent_pid
         self.conn_fd = commands.conn.fileno()
         self.poller = select.poll()
         self.poller.register(self.mine, select.POLLIN)
-        self.poller.register(self.conn_fd, select.POLLIN)
+        self.poller.register(self.conn_fd, select.POLLRDHUP)
 
     def wait(self, early=None) -> bool:
         """True once every other worker has arrived; False if the parent stopped us or died
@@ -181,9 +172,9 @@ class _Barrier:
             if time.perf_counter() < spin_until:
                 continue
             ready = self.poller.poll(POLL_SECONDS * 1000)
-            if any(fd == self.conn_fd for fd, _ in ready) and not self.commands.take():
-                return False  # the parent sent stop: no step is coming
-            if not ready and os.getppid() != self.commands.parent_pid:
+            if any(fd == self.conn_fd for fd, _ in ready):
+                return False  # the parent hung up: no step is coming
+            if not ready and os.getppid() != self.parent_pid:
                 return False
         return True
 
