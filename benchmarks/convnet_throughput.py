@@ -30,6 +30,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 
 def parse_args(argv=None):
@@ -54,6 +55,8 @@ for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = str(ARGS.threads)
 
 import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's gossipnet
 
 from gossipnet.nn import SGD, Net, get_preset  # noqa: E402
 from gossipnet.nn import blas, heap  # noqa: E402

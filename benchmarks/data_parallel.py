@@ -25,11 +25,14 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"  # before numpy loads: one BLAS thread per process, as a node runs
 
 import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's gossipnet
 
 from gossipnet.nn import SGD, Net, blas, get_preset, heap  # noqa: E402
 from gossipnet.nn.parallel import DataParallel, available_cores  # noqa: E402

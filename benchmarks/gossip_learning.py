@@ -45,13 +45,15 @@ from pathlib import Path
 
 import numpy as np
 
-from gossipnet import exchange
-from gossipnet.data import Dataset, load_dataset, partition
-from gossipnet.errors import UserError
-from gossipnet.learners.base import Snapshot
-from gossipnet.learners.convnet import ConvnetConfig, ConvnetLearner
-from gossipnet.nn import blas, cosine_lr, get_preset
-from gossipnet.rejections import Rejection, Rejections
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's gossipnet
+
+from gossipnet import exchange  # noqa: E402
+from gossipnet.data import Dataset, load_dataset, partition  # noqa: E402
+from gossipnet.errors import UserError  # noqa: E402
+from gossipnet.learners.base import Snapshot  # noqa: E402
+from gossipnet.learners.convnet import ConvnetConfig, ConvnetLearner  # noqa: E402
+from gossipnet.nn import blas, cosine_lr, get_preset  # noqa: E402
+from gossipnet.rejections import Rejection, Rejections  # noqa: E402
 
 FASHION_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "fashion-mnist"
 ARMS = ("alone", "gossip", "central", "central-wide")

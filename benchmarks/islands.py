@@ -28,12 +28,15 @@ import json
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-from gossipnet.config import NodeConfig
-from gossipnet.evo.rollout import Evaluator
-from gossipnet.learners.evolution import EvolutionConfig, EvolutionLearner
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's gossipnet
+
+from gossipnet.config import NodeConfig  # noqa: E402
+from gossipnet.evo.rollout import Evaluator  # noqa: E402
+from gossipnet.learners.evolution import EvolutionConfig, EvolutionLearner  # noqa: E402
 
 CONFIRM_EPISODES = 10
 

@@ -34,13 +34,15 @@ from pathlib import Path
 
 import numpy as np
 
-from gossipnet.data import load_dataset, partition
-from gossipnet.nn import Net, Trainer, blas, evaluate, get_preset, make_optimizer
-from gossipnet.nn.state import load_state, save_state
-from gossipnet.rebasin import (
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's gossipnet
+
+from gossipnet.data import load_dataset, partition  # noqa: E402
+from gossipnet.nn import Net, Trainer, blas, evaluate, get_preset, make_optimizer  # noqa: E402
+from gossipnet.nn.state import load_state, save_state  # noqa: E402
+from gossipnet.rebasin import (  # noqa: E402
     align, apply_permutation, match_many, merge_aligned, permutation_spec, repair, unit_statistics,
 )
-from gossipnet.rebasin.permutations import random_permutations
+from gossipnet.rebasin.permutations import random_permutations  # noqa: E402
 
 DATA_CANDIDATES = [Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "fashion-mnist",
                    Path("/work/shared/datasets/fashion-mnist")]

@@ -25,12 +25,15 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 # one BLAS thread per trainer, as a node runs it: the cores are shared out explicitly below
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's gossipnet
 
 TARGET_P99_MS = 100.0
 

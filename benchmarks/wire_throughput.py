@@ -15,16 +15,22 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gossipnet.trust.credentials import load_credentials
-from gossipnet.trust.identity import Identity
-from gossipnet.trust.swarm import Swarm
-from gossipnet.wire import Accepted, MsgType, Receiver, ReceiverConfig, Sealer
-from gossipnet.wire.blobs import BlobGate, encode_blob, spec_of
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's gossipnet
+
+from gossipnet.trust.credentials import load_credentials  # noqa: E402
+from gossipnet.trust.identity import Identity  # noqa: E402
+from gossipnet.trust.swarm import Swarm  # noqa: E402
+from gossipnet.wire import Accepted, MsgType, Receiver, ReceiverConfig, Sealer  # noqa: E402
+from gossipnet.exchange import Download, Gate, publish  # noqa: E402
+from gossipnet.learners.base import LearnerWire, Snapshot  # noqa: E402
+from gossipnet.wire.blobs import spec_of  # noqa: E402
 
 PAYLOAD = 1170  # + 6 bytes of msgpack framing = a 1,176-byte body, just under MAX_UDP_BODY (1,182)
 
@@ -96,6 +102,8 @@ def bench_datagrams(n: int, repeats: int) -> dict[str, float]:
 
 
 def bench_blobs(repeats: int) -> list[dict]:
+    """Encode (``exchange.publish``) and check + decode (``Download.whole`` then
+    ``Gate.open``) a model of 1 and 10 MB: the daemon's exchange path, both ends."""
     rows = []
     rng = np.random.default_rng(0)
     for mb in (1, 10):
@@ -103,20 +111,22 @@ def bench_blobs(repeats: int) -> list[dict]:
         model = {"conv.w": rng.standard_normal(n // 2, dtype=np.float32).reshape(-1, 10),
                  "fc.w": rng.standard_normal(n - n // 2, dtype=np.float32) * 0.01}
         raw_mb = sum(a.nbytes for a in model.values()) / 1e6
-        gate = BlobGate(spec_of(model))
+        snapshot = Snapshot("weights", "bench", 1.0, model)
+        gate = Gate("weights", spec_of(model))
         for dtype in ("float32", "float16"):
+            wire = LearnerWire(blob_kind="weights", dtype=dtype, default_chunk=1, merge_event="merge")
             for compress in (False, True):
                 enc, dec, size = [], [], 0
                 for _ in range(repeats):
                     t0 = time.perf_counter()
-                    data, manifest = encode_blob(model, dtype=dtype, compress=compress, age=1.0)
+                    offer = publish(snapshot, wire, 1, compress=compress)
                     t1 = time.perf_counter()
-                    result = gate.open(data, manifest)
+                    result = gate.open(Download.whole(offer.manifest, offer.data))
                     t2 = time.perf_counter()
-                    assert isinstance(result, dict), result
+                    assert isinstance(result, Snapshot), result
                     enc.append(t1 - t0)
                     dec.append(t2 - t1)
-                    size = len(data)
+                    size = len(offer.data)
                 rows.append({"model_mb": raw_mb, "dtype": dtype, "codec": "zlib" if compress else "raw",
                              "wire_mb": size / 1e6,
                              "encode_mb_s": raw_mb / statistics.median(enc),
