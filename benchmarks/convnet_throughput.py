@@ -18,7 +18,9 @@ JSON line holds ``core_scaling`` (numpy all cores / one core), ``single_core_rat
 PyTorch at its best thread count). ``--cores N`` sets "all cores". It also runs the same
 one-core step in that many processes that share nothing, at once: ``independent_scaling``
 is what the machine itself allows (cores busy together may each run slower), and
-``split_efficiency`` (core_scaling / that) what splitting one batch keeps of it.
+``split_efficiency`` (all cores over that) what splitting one batch keeps of it. Each
+ratio is the median over rounds of the ratio within a round (windows seconds apart);
+``of_medians`` has the ratios of the whole run's medians as well.
 """
 
 from __future__ import annotations
@@ -282,6 +284,14 @@ def machine(preset, batch: int = 32) -> dict:
     one, full = med["numpy 1 core"], med[f"numpy {cores} cores"]
     torch_med = {n: v for n, v in med.items() if n.startswith("torch")}
     best = max(torch_med, key=torch_med.get) if torch_med else None
+
+    def paired(a: list[float], b: list[float]) -> float:
+        """Median over rounds of a / b, each from the same round: windows seconds apart, so
+        a host whose speed drifts over the run (this VM's did, by up to 30% within minutes)
+        moves both sides of each ratio, which the ratio of whole-run medians does not undo."""
+        return round(float(np.median(np.array(a) / np.array(b))), 3)
+
+    one_runs, full_runs = runs["numpy 1 core"], runs[f"numpy {cores} cores"]
     for name, v in med.items():
         print(f"  {name:<18} {v:8.0f} img/s {cpu_med[name]:8.0f} img/CPU-s"
               + ("   <- PyTorch's best" if name == best else ""))
@@ -290,14 +300,23 @@ def machine(preset, batch: int = 32) -> dict:
            # all cores' images per CPU-second over one core's: 1.0 means splitting the batch
            # wastes no CPU, so on an idle machine core_scaling approaches the core count
            "cpu_efficiency": round(cpu_med[f"numpy {cores} cores"] / cpu_med["numpy 1 core"], 3),
-           "core_scaling": round(full / one, 3),
-           "single_core_ratio": round(one / torch_med["torch 1 thread"], 3) if torch_med else None,
-           "whole_machine_ratio": round(full / torch_med[best], 3) if best else None,
+           # every ratio: the median over rounds of the two windows of the same round
+           "core_scaling": paired(full_runs, one_runs),
+           "single_core_ratio": paired(one_runs, runs["torch 1 thread"]) if torch_med else None,
+           "whole_machine_ratio": paired(full_runs, runs[best]) if best else None,
            "parent_cpu_ms_per_step": round(float(np.median(parent_ms)), 3),
            # the same step in `cores` processes that share nothing, over one: what the machine
            # itself allows; core_scaling over it is what splitting one batch keeps of that
-           "independent_scaling": round(float(np.median(alone)) / one, 3),
-           "split_efficiency": round(full / float(np.median(alone)), 3),
+           "independent_scaling": paired(alone, one_runs),
+           "split_efficiency": paired(full_runs, alone),
+           # the ratios of the whole run's medians, as sessions 5-7 reported them
+           "of_medians": {"core_scaling": round(full / one, 3),
+                          "single_core_ratio": round(one / torch_med["torch 1 thread"], 3) if torch_med else None,
+                          "whole_machine_ratio": round(full / torch_med[best], 3) if best else None,
+                          "independent_scaling": round(float(np.median(alone)) / one, 3),
+                          "split_efficiency": round(full / float(np.median(alone)), 3)},
+           "per_round": {"core_scaling": [round(a / b, 3) for a, b in zip(full_runs, one_runs)],
+                         "independent_scaling": [round(a / b, 3) for a, b in zip(alone, one_runs)]},
            "torch_best": best, "load_average": round(os.getloadavg()[0], 2)}
     print(f"  core_scaling (numpy {cores} cores / 1 core): {out['core_scaling']:.2f}   target >= 1.8 on 2 cores")
     print(f"  independent_scaling ({cores} one-core processes sharing nothing / 1): "
