@@ -243,18 +243,24 @@ def test_a_killed_worker_is_a_clear_error_not_a_hang():
     assert not tr.parallel.alive()
 
 
-def test_a_rate_the_workers_would_refuse_is_a_clear_error_and_they_live_on():
-    tr = _trainer("sgd", 2)  # its schedule reaches a rate of 0 at step 6
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_rate_of_zero_is_a_clear_error_on_one_core_and_on_several(workers):
+    """The optimizer refuses the rate when the schedule sets it, before any step takes it:
+    the steps before it count, and on several cores the workers live on."""
+    tr = _trainer("sgd", workers)  # its schedule reaches a rate of 0 at step 6
     x, y = _data()
     try:
-        with pytest.raises(UserError, match="learning rate must be a positive number"):
+        with pytest.raises(UserError, match="learning rate must be a positive number, got 0.0"):
             tr.train(x, y, 7)
-        assert tr.parallel.alive()
+        assert tr.step == 6 and tr.optimizer.t == 6 and tr.optimizer.lr > 0
+        if workers > 1:
+            assert tr.parallel.alive()
         tr.lr_schedule = None
         tr.optimizer.lr = 0.01
         assert np.isfinite(tr.train(x, y, 1)["loss"])
     finally:
-        tr.parallel.close()
+        if tr.parallel is not None:
+            tr.parallel.close()
 
 
 def test_close_stops_every_worker():

@@ -20,16 +20,27 @@ class Optimizer:
     _moments: tuple[str, ...] = ()
 
     def __init__(self, params: dict[str, np.ndarray], lr: float, weight_decay: float):
-        if not (lr > 0 and math.isfinite(lr)):
-            raise UserError(f"learning rate must be a positive number, got {lr!r}")
         if not (weight_decay >= 0 and math.isfinite(weight_decay)):
             raise UserError(f"weight decay must be >= 0, got {weight_decay!r}")
         self.params = params
-        self.lr = float(lr)
+        self.lr = lr
         self.weight_decay = float(weight_decay)
         self.t = 0
         self.state = {m: {k: np.zeros_like(v) for k, v in params.items()} for m in self._moments}
         self._scratch: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    @property
+    def lr(self) -> float:
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        """Checked on every change, not only at construction: a schedule sets the rate
+        before each step, and a rate of 0 or below would train nothing or climb the loss
+        without a word, on one core as on several (whose workers get it from here)."""
+        if not (value > 0 and math.isfinite(value)):
+            raise UserError(f"learning rate must be a positive number, got {value!r}")
+        self._lr = float(value)
 
     def _tmp(self, name: str, like: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Two scratch arrays shaped like ``like``, kept per parameter: an update then

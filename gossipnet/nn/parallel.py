@@ -73,7 +73,7 @@ import numpy as np
 
 from gossipnet.errors import UserError
 from gossipnet.nn.net import Net
-from gossipnet.nn.optim import Optimizer, from_hyperparams
+from gossipnet.nn.optim import Optimizer
 from gossipnet.nn.parallel_worker import IN_FLIGHT, MAX_MOMENTS, POLL_SECONDS, Layout
 from gossipnet.nn.train import one_core_step
 
@@ -328,8 +328,6 @@ class DataParallel:
         rows = split_rows(n, self.workers, self._row_seconds and [1.0 / t for t in self._row_seconds])
         hyper, moments = optimizer.hyperparams(), list(optimizer.state)
         changed = hyper if hyper != self._hyper else None  # the workers keep the last ones
-        if changed is not None:
-            from_hyperparams(changed, {})  # a rate the workers would refuse: a UserError here, not a dead worker
         optimizer.t += 1
         for i in range(self.workers):
             a, b = rows[i] if i < len(rows) else (0, 0)
