@@ -138,8 +138,9 @@ class _Barrier:
 
     A sleeping worker wakes for its eventfd or for the parent hanging up (``POLLRDHUP``:
     the parent stops workers by closing their sockets, after a sibling died for one), never
-    for a command arriving: the parent sends the next step's while this one trains, and
-    waking a worker for it cost the parent ~80 us per send and the worker a wake-up."""
+    for a command arriving: the parent sends the next steps' while workers wait here, and
+    a send that wakes a sleeping process costs the sender ~95 us instead of ~10 (a socket
+    pair on this VM), besides the wake-up itself."""
 
     def __init__(self, fds: list[int], index: int, commands: _Commands):
         self.mine = fds[index]
