@@ -60,6 +60,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's gossipnet
 
+from benchmarks.timing import images_per_s  # noqa: E402
 from gossipnet.nn import SGD, Net, get_preset  # noqa: E402
 from gossipnet.nn import blas, heap  # noqa: E402
 from gossipnet.nn.parallel import DataParallel, available_cores  # noqa: E402
@@ -124,19 +125,6 @@ def torch_model(net: Net):
         opt.step()
 
     return model, step
-
-
-def rate(steps, x, y, seconds: float) -> float:
-    """Images/s of ``steps(x, y, n)`` (n steps on one batch), timed over about ``seconds``
-    after one warm-up step."""
-    steps(x, y, 1)
-    t0 = time.perf_counter()
-    steps(x, y, 1)
-    one = max(time.perf_counter() - t0, 1e-6)
-    n = max(2, int(seconds / one))
-    t0 = time.perf_counter()
-    steps(x, y, n)
-    return n * len(x) / (time.perf_counter() - t0)
 
 
 def each(step):
@@ -267,7 +255,7 @@ def machine(preset, batch: int = 32) -> dict:
                     steps, a, b = impls[name]
                     if name.startswith("torch"):
                         torch.set_num_threads(int(name.split()[1]))
-                    runs[name].append(rate(steps, a, b, ARGS.seconds))
+                    runs[name].append(images_per_s(lambda n: steps(a, b, n), len(a), ARGS.seconds))
                     p0, w0 = time.process_time(), dp.cpu_seconds()
                     n = max(2, int(runs[name][-1] * ARGS.seconds / batch / 2))
                     steps(a, b, n)
@@ -360,7 +348,8 @@ def main() -> int:
         for b in batch_sizes:
             order = list(impls) if r % 2 == 0 else list(reversed(impls))  # A/B then B/A
             for name in order:
-                results[name][b].append(rate(each(impls[name]), *data[b][name], ARGS.seconds))
+                x, y = data[b][name]
+                results[name][b].append(images_per_s(lambda n: each(impls[name])(x, y, n), b, ARGS.seconds))
     med = {name: {b: float(np.median(v)) for b, v in per.items()} for name, per in results.items()}
     print(f"\n{'batch':>6} {'numpy img/s':>12} {'torch img/s':>12} {'ratio':>7}")
     ratios = {}

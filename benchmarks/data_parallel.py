@@ -24,7 +24,6 @@ import itertools
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -34,6 +33,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's gossipnet
 
+from benchmarks.timing import images_per_s  # noqa: E402
 from gossipnet.nn import SGD, Net, blas, get_preset, heap  # noqa: E402
 from gossipnet.nn.parallel import DataParallel, available_cores  # noqa: E402
 
@@ -47,17 +47,6 @@ def parse_args(argv=None):
     p.add_argument("--seconds", type=float, default=0.4, help="timed work per window")
     p.add_argument("--json", action="store_true", help="final line: JSON with every median")
     return p.parse_args(argv)
-
-
-def images_per_s(steps, batch: int, seconds: float) -> float:
-    """Images/s of ``steps(n)`` (n steps), timed over about ``seconds`` after two warm-up steps."""
-    steps(2)
-    t0 = time.perf_counter()
-    steps(2)
-    n = max(4, int(seconds / max((time.perf_counter() - t0) / 2, 1e-6)))
-    t0 = time.perf_counter()
-    steps(n)
-    return n * batch / (time.perf_counter() - t0)
 
 
 def main(argv=None) -> int:
