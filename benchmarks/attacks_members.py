@@ -36,7 +36,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.daemon_box import (HTTP_PORT, UDP_PORT, new_swarm_token, peer_states,  # noqa: E402
+from tests.daemon_box import (UDP_PORT, new_swarm_token, peer_states,  # noqa: E402
                               start_daemon, statuses, wait_until)
 from tests.lanbox import LanBox, lanbox_available  # noqa: E402
 

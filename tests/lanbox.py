@@ -314,7 +314,7 @@ class LanBox:
         # numgen ... mod 10000 gives 0.01% steps; DESIGN.md's example is mod 100.
         rule = f"numgen random mod 10000 < {round(percent * 100)} counter drop"
         for i in self._hosts(hosts):
-            script = f"flush chain inet lanbox loss\n"
+            script = "flush chain inet lanbox loss\n"
             if percent > 0:
                 script += f"add rule inet lanbox loss {rule}\n"
             self._nft(i, script)
