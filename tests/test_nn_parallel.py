@@ -210,6 +210,18 @@ def test_cores_settings_are_checked_and_divided():
         build_config({}, {"cores": 0})
 
 
+def test_without_linux_the_default_is_one_core_and_more_is_a_clear_error(monkeypatch):
+    """The workers need eventfd and POLLRDHUP: elsewhere (macOS) a node trains on one core
+    by default, and asking for more says why not instead of failing in the training thread."""
+    monkeypatch.delattr(os, "eventfd")
+    assert available_cores() == 1
+    assert check_cores(1) == 1
+    with pytest.raises(UserError, match="--cores 2: training on several cores needs Linux"):
+        check_cores(2)
+    with pytest.raises(UserError, match="needs Linux"):
+        DataParallel(Net(SPEC, SHAPE), 2, 8)
+
+
 def test_cores_flag_reaches_the_learner(tmp_path):
     from gossipnet.cli import build_parser
     from gossipnet.commands.run import config_from_args

@@ -86,18 +86,27 @@ class WorkerDied(RuntimeError):
     """A training worker process exited mid-run (killed, out of memory, crashed)."""
 
 
+def several_cores_supported() -> bool:
+    """Whether workers can run here: they meet at eventfd barriers and notice their parent
+    hanging up by ``POLLRDHUP``, both Linux's alone."""
+    return hasattr(os, "eventfd") and hasattr(select, "POLLRDHUP")
+
+
 def available_cores() -> int:
-    """Cores this process may run on (its affinity mask, which containers and taskset set)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+    """Cores this process may run on (its affinity mask, which containers and taskset set);
+    1 where workers cannot run (not Linux), so the default never asks for them."""
+    if not several_cores_supported():
+        return 1
+    return max(1, len(os.sched_getaffinity(0)))
 
 
 def check_cores(cores: object) -> int:
     """``cores`` as a positive int, or a UserError saying what to pass."""
     if isinstance(cores, bool) or not isinstance(cores, int) or cores < 1:
         raise UserError(f"--cores must be a whole number >= 1, got {cores!r}")
+    if cores > 1 and not several_cores_supported():
+        raise UserError(f"--cores {cores}: training on several cores needs Linux (the workers meet "
+                        f"at eventfd barriers), and this is {sys.platform}; use --cores 1")
     return cores
 
 
