@@ -75,7 +75,7 @@ from gossipnet.errors import UserError
 from gossipnet.nn.net import Net
 from gossipnet.nn.optim import Optimizer
 from gossipnet.nn.parallel_worker import IN_FLIGHT, MAX_MOMENTS, POLL_SECONDS, Layout
-from gossipnet.nn.train import one_core_step
+from gossipnet.nn.train import one_core_step, one_core_steps
 
 # weight of the newest step in each worker's seconds-per-row average (0.1-1.0 measured:
 # 0.5 to 1.0 balanced best, docs/RESULTS.md)
@@ -309,8 +309,7 @@ class DataParallel:
         waiting for this process: what ``batches`` sets on ``optimizer`` (its learning
         rate) before it yields a batch applies to that batch."""
         if self.workers == 1:
-            for x, y, seed, step in batches:
-                yield self.step(x, y, seed, step, optimizer)
+            yield from one_core_steps(self.net, optimizer, batches)
             return
         for x, y, seed, step in batches:
             self._submit(x, y, seed, step, optimizer)

@@ -142,11 +142,10 @@ class _Barrier:
     a send that wakes a sleeping process costs the sender ~95 us instead of ~10 (a socket
     pair on this VM), besides the wake-up itself."""
 
-    def __init__(self, fds: list[int], index: int, commands: _Commands):
+    def __init__(self, fds: list[int], index: int, conn_fd: int, parent_pid: int):
         self.mine = fds[index]
         self.others = [fd for j, fd in enumerate(fds) if j != index]
-        self.parent_pid = commands.parent_pid
-        self.conn_fd = commands.conn.fileno()
+        self.conn_fd, self.parent_pid = conn_fd, parent_pid
         self.poller = select.poll()
         self.poller.register(self.mine, select.POLLIN)
         self.poller.register(self.conn_fd, select.POLLRDHUP)
@@ -195,7 +194,7 @@ def _worker(index: int, fd: int, barrier_fds: list[int], shm_name: str, spec, in
     v = layout.views(shm.buf)
     _bind(net, layout.unflatten(v["params"]), layout.unflatten(v["grads"][index]))
     commands = _Commands(conn, parent_pid)
-    barrier = _Barrier(barrier_fds, index, commands)
+    barrier = _Barrier(barrier_fds, index, conn.fileno(), parent_pid)
     lo, hi = layout.slices[index]
     # weight decay applies to the weights' parts of our slice, not to biases
     decayed = [(a - lo, b - lo) for name, a, b in layout.segments(index) if decays(name)]

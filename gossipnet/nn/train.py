@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -44,6 +44,13 @@ def one_core_step(net: Net, optimizer: Optimizer, x: np.ndarray, y: np.ndarray,
     loss, logits = net.loss_and_grads(x, y)
     optimizer.step(net.grads())
     return loss, logits
+
+
+def one_core_steps(net: Net, optimizer: Optimizer,
+                   batches: Iterable[tuple[np.ndarray, np.ndarray, int, int]]) -> Iterator[tuple[float, np.ndarray]]:
+    """``one_core_step`` for each (x, y, seed, step) of ``batches``, yielding (loss, logits)."""
+    for x, y, seed, step in batches:
+        yield one_core_step(net, optimizer, x, y, seed, step)
 
 
 class Trainer:
@@ -86,7 +93,7 @@ class Trainer:
         labels: deque[np.ndarray] = deque()  # of the batches handed out and not yet scored
         batches = self._batches(x, y, n, steps, labels)
         if self.parallel is None:
-            results = self._local(batches)
+            results = one_core_steps(self.net, self.optimizer, batches)
             session = contextlib.nullcontext()
         else:
             # the workers take each batch while the one before it trains; the weights and
@@ -130,11 +137,6 @@ class Trainer:
             self.position += len(idx)
             if self.position >= n:
                 self.epoch, self.position, self._perm = self.epoch + 1, 0, None
-
-    def _local(self, batches) -> Iterator[tuple[float, np.ndarray]]:
-        """Each batch's step in this thread: its mean loss and logits."""
-        for xb, yb, seed, step in batches:
-            yield one_core_step(self.net, self.optimizer, xb, yb, seed, step)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Counters as int64 scalars under ``trainer.*`` (merge with net and optimizer state)."""
