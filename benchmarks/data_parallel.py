@@ -20,6 +20,7 @@ medians of these ratios are printed (the machine may be shared: only they mean a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -71,30 +72,30 @@ def main(argv=None) -> int:
             opt.step(net.grads())
 
     counter = itertools.count()
-    drivers, sessions = {}, []
-    for name, balance, pipelined in (("run", True, True), ("run, even split", False, True),
-                                     ("step", True, False)):
-        dnet = Net(preset.spec, preset.input_shape, seed=0)
-        dopt = SGD(dnet.params(), lr=0.001, momentum=0.9)
-        dp = DataParallel(dnet, cores, args.batch, balance=balance)
-        session = dp.session(dopt)
-        session.__enter__()
-        sessions.append((dp, session))
+    drivers = {}
+    ratios, one = {}, []
+    # on the way out, also after an error: each session's end, then its workers'
+    with contextlib.ExitStack() as workers:
+        for name, balance, pipelined in (("run", True, True), ("run, even split", False, True),
+                                         ("step", True, False)):
+            dnet = Net(preset.spec, preset.input_shape, seed=0)
+            dopt = SGD(dnet.params(), lr=0.001, momentum=0.9)
+            dp = DataParallel(dnet, cores, args.batch, balance=balance)
+            workers.callback(dp.close)
+            workers.enter_context(dp.session(dopt))
 
-        def steps(n, dp=dp, dopt=dopt, pipelined=pipelined):
-            if pipelined:
-                for _ in dp.run(((x, y, 0, next(counter)) for _ in range(n)), dopt):
-                    pass
-            else:
-                for _ in range(n):
-                    dp.step(x, y, 0, next(counter), dopt)
+            def steps(n, dp=dp, dopt=dopt, pipelined=pipelined):
+                if pipelined:
+                    for _ in dp.run(((x, y, 0, next(counter)) for _ in range(n)), dopt):
+                        pass
+                else:
+                    for _ in range(n):
+                        dp.step(x, y, 0, next(counter), dopt)
 
-        drivers[name] = steps
-    ratios = {name: [] for name in drivers}
-    one = []
-    print(f"{preset.name}, batch {args.batch}, {cores} cores, {args.rounds} rounds of "
-          f"{args.seconds} s windows, load average {os.getloadavg()[0]:.1f}", flush=True)
-    try:
+            drivers[name] = steps
+            ratios[name] = []
+        print(f"{preset.name}, batch {args.batch}, {cores} cores, {args.rounds} rounds of "
+              f"{args.seconds} s windows, load average {os.getloadavg()[0]:.1f}", flush=True)
         before = images_per_s(one_core, args.batch, args.seconds)
         for r in range(args.rounds):
             order = list(drivers) if r % 2 == 0 else list(reversed(drivers))
@@ -104,10 +105,6 @@ def main(argv=None) -> int:
                 ratios[name].append(rate / ((before + after) / 2))
                 one.append(after)
                 before = after
-    finally:
-        for dp, session in sessions:
-            session.__exit__(None, None, None)
-            dp.close()
     out = {"net": preset.name, "batch": args.batch, "cores": cores, "rounds": args.rounds,
            "one_core_images_per_s": round(float(np.median(one)), 1),
            "over_one_core": {name: round(float(np.median(v)), 3) for name, v in ratios.items()},
