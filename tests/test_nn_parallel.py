@@ -19,8 +19,8 @@ from gossipnet.commands.demo import cores_per_node
 from gossipnet.config import build_config
 from gossipnet.errors import UserError
 from gossipnet.nn import Net, Trainer, make_optimizer
-from gossipnet.nn.parallel import (SPEED_SMOOTHING, DataParallel, WorkerDied, available_cores, check_cores,
-                                   split_rows)
+from gossipnet.nn.parallel import DataParallel, WorkerDied, available_cores, check_cores
+from gossipnet.nn.parallel_worker import SPEED_SMOOTHING, learn_row_seconds, speeds_of, split_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 # conv, pool, fc, dropout: every layer kind whose step could differ between one and many cores
@@ -38,7 +38,7 @@ def _data(n=40, seed=0):
     return rng.standard_normal((n, *SHAPE)).astype(np.float32), rng.integers(0, 5, n)
 
 
-def _trainer(kind: str, workers: int, batch: int = 13):
+def _trainer(kind: str, workers: int, batch: int = 13, balance: bool = True):
     net = Net(SPEC, SHAPE, seed=3)
     # weight decay on: the workers' slices of the update must decay weights, not biases
     lr = 0.05 if kind == "sgd" else 0.01
@@ -46,7 +46,7 @@ def _trainer(kind: str, workers: int, batch: int = 13):
     # a rate that changes every step: the workers must see each step's
     tr = Trainer(net, opt, batch_size=batch, seed=7, lr_schedule=lambda step: lr * (6 - step) / 6)
     if workers > 1:
-        tr.parallel = DataParallel(net, workers, batch)
+        tr.parallel = DataParallel(net, workers, batch, balance=balance)
     return tr
 
 
@@ -77,13 +77,13 @@ def test_an_uneven_split_is_still_the_one_core_step():
     """The rows each worker takes follow its measured speed; whatever they are, the step is
     the same. A worker timed 5x slower than the other gets a sixth of each batch here."""
     x, y = _data()
-    one, two = _trainer("adam", 1), _trainer("adam", 2)
+    one, two = _trainer("adam", 1), _trainer("adam", 2, balance=False)  # keeps the skew below
     try:
-        two.parallel._learn_speeds = lambda rows, busy: None  # keep the skew below
-        two.parallel._row_seconds = [1.0, 5.0]
+        two.parallel._v["row_seconds"][:] = [1.0, 5.0]
         assert split_rows(13, 2, [1.0, 0.2]) == [(0, 11), (11, 13)]
         one.train(x, y, 6)
         two.train(x, y, 6)
+        assert two.parallel.last_split == ((0, 11), (11, 13))
         for name, w in one.net.params().items():
             np.testing.assert_allclose(two.net.params()[name], w, rtol=1e-4, atol=1e-5, err_msg=name)
     finally:
@@ -96,21 +96,27 @@ def test_the_split_follows_the_workers_measured_speeds():
     dp = tr.parallel
     try:
         tr.train(x, y, 2)  # the workers' own timings
-        assert dp._row_seconds is not None and all(t > 0 for t in dp._row_seconds)
-        dp._row_seconds = None
-        dp._learn_speeds([(0, 10), (10, 20)], np.array([0.010, 0.030]))  # 1 and 3 ms a row
-        assert dp._row_seconds == pytest.approx([0.001, 0.003])
-        dp._learn_speeds([(0, 15), (15, 20)], np.array([0.030, 0.005]))  # 2 and 1 ms a row now
-        a = SPEED_SMOOTHING
-        assert dp._row_seconds == pytest.approx([0.001 + a * 0.001, 0.003 - a * 0.002])
-        taken = []
-        dp._learn_speeds = lambda rows, busy: taken.append(rows)
+        seconds = dp.row_seconds()
+        assert seconds is not None and all(t > 0 for t in seconds)
+        # the next step is split by them: the faster worker takes its share
         tr.train(x, y, 1)
-        speeds = [1 / t for t in dp._row_seconds]
-        assert taken == [split_rows(20, 2, speeds)]
-        assert taken[0][0][1] == round(20 * speeds[0] / sum(speeds))  # the faster one's share
+        speeds = speeds_of(np.array(seconds))
+        assert dp.last_split == tuple(split_rows(20, 2, speeds))
+        assert dp.last_split[0][1] == round(20 * speeds[0] / sum(speeds))
+        assert dp.row_seconds() != seconds  # and that step was timed in turn
     finally:
         dp.close()
+
+
+def test_the_seconds_per_row_are_a_moving_average_of_each_step():
+    row_seconds = np.zeros(2)
+    assert speeds_of(row_seconds) is None  # untimed: an even split
+    learn_row_seconds(row_seconds, [(0, 10), (10, 20)], np.array([0.010, 0.030]))  # 1 and 3 ms a row
+    assert row_seconds == pytest.approx([0.001, 0.003])
+    learn_row_seconds(row_seconds, [(0, 15), (15, 20)], np.array([0.030, 0.005]))  # 2 and 1 ms a row now
+    a = SPEED_SMOOTHING
+    assert row_seconds == pytest.approx([0.001 + a * 0.001, 0.003 - a * 0.002])
+    assert speeds_of(row_seconds) == pytest.approx([1 / t for t in row_seconds])
 
 
 def test_leaving_run_early_applies_every_step_it_sent():

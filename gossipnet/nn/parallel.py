@@ -12,8 +12,8 @@ event loop shares that GIL; a worker process holds none of it.
 One step (a reduce-scatter, so nothing in it is serial): during a ``session`` the
 parameters and the optimizer's moments live in one shared-memory block
 (``multiprocessing.shared_memory``), which the workers' nets use in place. The parent
-writes the batch and sends each worker its rows; each worker runs forward + backward on
-them with the gradient of the *whole* batch's mean loss (so the parts add up to it) and
+writes the batch and sends every worker the step; each worker takes its rows of it and
+runs forward + backward on them with the gradient of the *whole* batch's mean loss (so the parts add up to it) and
 writes its gradients into its own row of the block. The workers then meet at a barrier
 (eventfds, worker to worker: no round trip through the parent), and each sums the
 gradient rows of its own slice of the parameters in a fixed order and applies the
@@ -38,10 +38,13 @@ Three things keep the cores busy between steps (issue 17, measured in docs/RESUL
   last update of k + 1 to send k + 2: the workers often found no command and slept, and
   each send that woke one cost the parent ~85 us instead of ~15 (measured per send).
 * The batch is split in proportion to each worker's measured speed (a moving average
-  of its seconds per row): a core that is shared, preempted by the parent or simply
-  slower on a VM gets fewer rows, so both halves reach the barrier together. The rows
-  only decide who computes what, never the arithmetic; the split can change every
-  step, so two multi-core runs agree to float32 rounding, not bit for bit.
+  of its seconds per row, in the block): a core that is shared, preempted by the parent
+  or simply slower on a VM gets fewer rows, so both halves reach the barrier together.
+  The workers split each step themselves when they start it, after the step before was
+  timed: here one core's speed against the other's drifts over seconds, and a split
+  made when the step was sent, three steps earlier, waited longer. The rows only decide
+  who computes what, never the arithmetic; the split can change every step, so two
+  multi-core runs agree to float32 rounding, not bit for bit.
 * A worker that reaches a barrier first spins for 0.2 ms before it sleeps: the other
   usually arrives within that, and a sleeping process woke up late enough here to cost
   a tenth of the speed-up (measured with and without).
@@ -74,13 +77,8 @@ import numpy as np
 from gossipnet.errors import UserError
 from gossipnet.nn.net import Net
 from gossipnet.nn.optim import Optimizer
-from gossipnet.nn.parallel_worker import IN_FLIGHT, MAX_MOMENTS, POLL_SECONDS, Layout
+from gossipnet.nn.parallel_worker import IN_FLIGHT, MAX_MOMENTS, POLL_SECONDS, Layout, speeds_of
 from gossipnet.nn.train import one_core_step, one_core_steps
-
-# weight of the newest step in each worker's seconds-per-row average (0.1-1.0 measured:
-# 0.5 to 1.0 balanced best, docs/RESULTS.md)
-SPEED_SMOOTHING = 0.5
-
 
 class WorkerDied(RuntimeError):
     """A training worker process exited mid-run (killed, out of memory, crashed)."""
@@ -110,22 +108,6 @@ def check_cores(cores: object) -> int:
     return cores
 
 
-def split_rows(n: int, parts: int, speeds: list[float] | None = None) -> list[tuple[int, int]]:
-    """Contiguous (start, stop) row ranges of a batch of ``n``: in proportion to ``speeds``
-    (rows per second of each part), else as even as possible. Every part gets a row when
-    there are enough; with fewer rows than parts, the empty ranges are dropped."""
-    if speeds is None or n < parts:
-        bounds = np.linspace(0, n, parts + 1).round().astype(int).tolist()
-        return [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-    total, acc, bounds = sum(speeds), 0.0, [0]
-    for i, s in enumerate(speeds[:-1], 1):
-        acc += s
-        # at least one row for this part and for each part after it
-        bounds.append(min(max(round(n * acc / total), bounds[-1] + 1), n - (parts - i)))
-    bounds.append(n)
-    return list(zip(bounds[:-1], bounds[1:]))
-
-
 class DataParallel:
     """Trains a net on ``workers`` processes: inside ``with dp.session(optimizer):``,
     ``dp.step(x, y, seed, step, optimizer)`` is the batch's forward, backward and
@@ -137,25 +119,23 @@ class DataParallel:
     """
 
     def __init__(self, net: Net, workers: int, max_batch: int, balance: bool = True):
-        """``balance``: split each batch by the workers' measured speeds; False splits it
-        evenly (the control in benchmarks/data_parallel.py)."""
+        """``balance``: the workers split each batch by their measured speeds; False keeps
+        the split even (the control in benchmarks/data_parallel.py)."""
         self.net, self.workers = net, check_cores(workers)
         self.max_batch, self.balance = max_batch, balance
         self._procs: list = []
         self._conns: list[Connection] = []
         self._ready = select.poll()  # every worker's socket: any of them may report a step done
         self._by_fd: dict[int, int] = {}  # socket fd -> worker index
-        # each worker's seconds per row of a batch, a moving average of what they report:
-        # a worker that is slower (its core shared, preempted) gets fewer rows, so the two
-        # halves of a step reach the barrier together
-        self._row_seconds: list[float] | None = None
         self._finalizer = None
         self._session: Optimizer | None = None
         self._hyper: dict | None = None  # the optimizer's hyperparameters the workers hold
         self._sent = 0  # steps sent, numbered from 1 (step k's batch is in slot k % IN_FLIGHT)
         self._done = 0  # the last step every worker is past (the highest step any reported)
-        # (slot, batch size, rows, number) of the steps sent and not yet collected
-        self._in_flight: deque[tuple[int, int, list, int]] = deque()
+        # (slot, batch size, number) of the steps sent and not yet collected
+        self._in_flight: deque[tuple[int, int, int]] = deque()
+        # each worker's (start, stop) rows of the last step collected; () when none has been
+        self.last_split: tuple[tuple[int, int], ...] = ()
         if self.workers == 1:
             return
         self.layout = Layout(net, self.workers, max_batch, IN_FLIGHT)
@@ -188,7 +168,7 @@ class DataParallel:
         args = {"index": i, "fd": theirs.fileno(), "barrier": barrier, "shm": self._shm.name,
                 "spec": self.net.spec, "input_shape": list(self.net.input_shape),
                 "workers": self.workers, "max_batch": self.max_batch, "slots": IN_FLIGHT,
-                "parent": os.getpid()}
+                "parent": os.getpid(), "balance": self.balance}
         env = dict(os.environ)
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
@@ -333,21 +313,20 @@ class DataParallel:
         v = self._v
         v["x"][slot, :n] = x
         v["y"][slot, :n] = y
-        rows = split_rows(n, self.workers, self._row_seconds and [1.0 / t for t in self._row_seconds])
         hyper, moments = optimizer.hyperparams(), list(optimizer.state)
         changed = hyper if hyper != self._hyper else None  # the workers keep the last ones
         optimizer.t += 1
-        for i in range(self.workers):
-            a, b = rows[i] if i < len(rows) else (0, 0)
-            self._send(i, (self._sent + 1, slot, n, len(rows), a, b, seed, step, optimizer.t, changed, moments))
+        command = (self._sent + 1, slot, n, seed, step, optimizer.t, changed, moments)
+        for i in range(self.workers):  # each takes its rows (parallel_worker._worker)
+            self._send(i, command)
         self._hyper = hyper
         self._sent += 1
-        self._in_flight.append((slot, n, rows, self._sent))
+        self._in_flight.append((slot, n, self._sent))
 
     def _collect(self) -> tuple[float, np.ndarray]:
         """The oldest step in flight, once every worker has updated its slice: its mean
         loss and (a copy of) its logits."""
-        slot, n, rows, seq = self._in_flight[0]
+        slot, n, seq = self._in_flight[0]
         # read what is there even when the step is known done: two workers may report the
         # same step, and a socket nobody reads would fill up and block its worker
         wait = False
@@ -358,23 +337,20 @@ class DataParallel:
             wait = True
         self._in_flight.popleft()
         v = self._v
-        self._learn_speeds(rows, v["busy"][slot])
-        return float(v["loss"][slot, : len(rows)].sum()) / n, v["logits"][slot, :n].copy()
+        self.last_split = tuple((int(a), int(b)) for a, b in v["rows"][slot] if b > a)
+        return float(v["loss"][slot].sum()) / n, v["logits"][slot, :n].copy()
 
     def _finish(self) -> None:
         """Wait out the steps still in flight (a caller stopped reading ``run``)."""
         while self._in_flight:
             self._collect()
 
-    def _learn_speeds(self, rows: list[tuple[int, int]], busy: np.ndarray) -> None:
-        """Fold one step's compute seconds per worker into the seconds-per-row averages."""
-        if len(rows) < self.workers or not self.balance:
-            return  # a batch smaller than the worker count: some had no rows to time
-        per_row = [max(float(busy[i]) / (b - a), 1e-9) for i, (a, b) in enumerate(rows)]
-        if self._row_seconds is None:
-            self._row_seconds = per_row
-        else:
-            self._row_seconds = [t + SPEED_SMOOTHING * (p - t) for t, p in zip(self._row_seconds, per_row)]
+    def row_seconds(self) -> list[float] | None:
+        """Each worker's seconds per row, the moving average the next split follows; None
+        until every worker has been timed (or with one worker)."""
+        if self.workers == 1 or self._v is None or speeds_of(self._v["row_seconds"]) is None:
+            return None
+        return [float(t) for t in self._v["row_seconds"]]
 
     def close(self) -> None:
         """Stop the workers and release the shared memory (idempotent)."""

@@ -28,6 +28,42 @@ MAX_MOMENTS = 2  # optimizer state arrays per parameter the block holds (Adam's 
 IN_FLIGHT = 3  # steps the parent may have sent and not yet collected: batch slots in the block
 SPIN_SECONDS = 0.0002  # how long a worker first at a barrier spins before it sleeps (_Barrier)
 ALIGN = 16  # float32s per cache line: workers' parameter slices never share one
+# weight of the newest step in each worker's seconds-per-row average (0.1-1.0 replayed
+# against 1,500 recorded steps: 0.5-0.8 left the least waiting, docs/RESULTS.md)
+SPEED_SMOOTHING = 0.5
+
+
+def split_rows(n: int, parts: int, speeds: list[float] | None = None) -> list[tuple[int, int]]:
+    """Contiguous (start, stop) row ranges of a batch of ``n``: in proportion to ``speeds``
+    (rows per second of each part), else as even as possible. Every part gets a row when
+    there are enough; with fewer rows than parts, the empty ranges are dropped."""
+    if speeds is None or n < parts:
+        bounds = np.linspace(0, n, parts + 1).round().astype(int).tolist()
+        return [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    total, acc, bounds = sum(speeds), 0.0, [0]
+    for i, s in enumerate(speeds[:-1], 1):
+        acc += s
+        # at least one row for this part and for each part after it
+        bounds.append(min(max(round(n * acc / total), bounds[-1] + 1), n - (parts - i)))
+    bounds.append(n)
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def speeds_of(row_seconds: np.ndarray) -> list[float] | None:
+    """Rows per second of each worker from the block's seconds-per-row averages; None (an
+    even split) until every worker has been timed."""
+    if not (row_seconds > 0).all():
+        return None
+    return [1.0 / float(t) for t in row_seconds]
+
+
+def learn_row_seconds(row_seconds: np.ndarray, rows: list[tuple[int, int]], busy: np.ndarray) -> None:
+    """Fold one step's compute seconds per worker (``busy``, on ``rows``) into the
+    seconds-per-row averages, in place; 0 means not timed yet."""
+    for i, (a, b) in enumerate(rows):
+        t = max(float(busy[i]) / (b - a), 1e-9)
+        old = float(row_seconds[i])
+        row_seconds[i] = t if old <= 0 else old + SPEED_SMOOTHING * (t - old)
 
 
 class Layout:
@@ -52,6 +88,9 @@ class Layout:
             "logits": (np.float32, (slots, max_batch, self.classes)),
             "loss": (np.float64, (slots, workers)),
             "busy": (np.float64, (slots, workers)),  # each worker's seconds on its rows
+            "rows": (np.int64, (slots, workers, 2)),  # each worker's (start, stop); (0, 0): none
+            # each worker's seconds per row, a moving average (0: not yet timed): the next split
+            "row_seconds": (np.float64, (workers,)),
             "cpu": (np.float64, (workers,)),  # each worker's process CPU seconds so far
         }
         self.slots, offset = {}, 0
@@ -180,9 +219,18 @@ class _Barrier:
 
 
 def _worker(index: int, fd: int, barrier_fds: list[int], shm_name: str, spec, input_shape,
-            workers: int, max_batch: int, slots: int, parent_pid: int) -> None:
-    """A worker's life: attach, then one step (forward, backward, barrier, update of its
-    slice, barrier) per command until told to stop."""
+            workers: int, max_batch: int, slots: int, parent_pid: int, balance: bool = True) -> None:
+    """A worker's life: attach, then one step (its rows, forward, backward, barrier, update
+    of its slice, barrier) per command until told to stop.
+
+    Every worker splits each batch alike, from the seconds per row in the block, and takes
+    its own part; worker 0 folds each step's timings in between the two barriers, so the
+    next step's split already follows them (``balance``; otherwise the averages stay as
+    they are: even unless set). The parent used to split the batch when it sent the step,
+    three steps before it ran. One core's speed against the other's drifts over seconds
+    here (their ratio's autocorrelation from one step to the next: 0.9), so the latest
+    step predicts best: the mean wait at the first barrier fell from 1.59 to 1.26 ms a
+    step (medians of 15 alternating runs of 250 steps, docs/RESULTS.md)."""
     from gossipnet.nn import blas, heap
 
     blas.set_threads(1)
@@ -216,8 +264,14 @@ def _worker(index: int, fd: int, barrier_fds: list[int], shm_name: str, spec, in
             msg = commands.next()
             if msg is None:
                 return
-            number, slot, n, active, start, stop, seed, step, t, hyper, moment_names = msg
-            if index < active:
+            number, slot, n, seed, step, t, hyper, moment_names = msg
+            split = split_rows(n, workers, speeds_of(v["row_seconds"]))
+            active = len(split)
+            start, stop = split[index] if index < active else (0, 0)
+            v["rows"][slot, index] = start, stop
+            if index >= active:  # fewer rows than workers
+                v["loss"][slot, index] = v["busy"][slot, index] = 0.0
+            else:
                 began = time.perf_counter()
                 net.set_rng(seed, step, rows=(start, stop, n))
                 logits = net.forward(v["x"][slot, start:stop], train=True)
@@ -231,6 +285,8 @@ def _worker(index: int, fd: int, barrier_fds: list[int], shm_name: str, spec, in
             # is done (the message wakes it, which costs the sender: here it costs nothing)
             if not barrier.wait(early=tell):
                 return
+            if index == 0 and balance and active == workers:  # every worker's timing is in
+                learn_row_seconds(v["row_seconds"], split, v["busy"][slot])
             if hyper is not None:  # sent when they change (the learning rate may, every step)
                 opt = from_hyperparams(hyper, {})
             opt.t = t
@@ -266,7 +322,7 @@ def _main() -> None:
     """Entry point of ``python -m gossipnet.nn.parallel_worker <json args>``."""
     a = json.loads(sys.argv[1])
     _worker(a["index"], a["fd"], a["barrier"], a["shm"], a["spec"], tuple(a["input_shape"]),
-            a["workers"], a["max_batch"], a["slots"], a["parent"])
+            a["workers"], a["max_batch"], a["slots"], a["parent"], a["balance"])
 
 
 if __name__ == "__main__":
