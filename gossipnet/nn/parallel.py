@@ -70,6 +70,7 @@ import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
 from multiprocessing.shared_memory import SharedMemory
 
 import numpy as np
@@ -134,8 +135,7 @@ class DataParallel:
         self._done = 0  # the last step every worker is past (the highest step any reported)
         # (slot, batch size, number) of the steps sent and not yet collected
         self._in_flight: deque[tuple[int, int, int]] = deque()
-        # each worker's (start, stop) rows of the last step collected; () when none has been
-        self.last_split: tuple[tuple[int, int], ...] = ()
+        self._last_rows: np.ndarray | None = None  # each worker's (start, stop) in the last step collected
         if self.workers == 1:
             return
         self.layout = Layout(net, self.workers, max_batch, IN_FLIGHT)
@@ -204,8 +204,12 @@ class DataParallel:
                 raise self._died(dead)
 
     def _send(self, i: int, msg) -> None:
+        """``msg`` to worker ``i``: an object, or bytes already pickled (one command for all)."""
         try:
-            self._conns[i].send(msg)
+            if isinstance(msg, bytes):
+                self._conns[i].send_bytes(msg)  # what Connection.send would write; recv() reads it
+            else:
+                self._conns[i].send(msg)
         except OSError:
             raise self._died(i) from None
 
@@ -316,7 +320,7 @@ class DataParallel:
         hyper, moments = optimizer.hyperparams(), list(optimizer.state)
         changed = hyper if hyper != self._hyper else None  # the workers keep the last ones
         optimizer.t += 1
-        command = (self._sent + 1, slot, n, seed, step, optimizer.t, changed, moments)
+        command = bytes(ForkingPickler.dumps((self._sent + 1, slot, n, seed, step, optimizer.t, changed, moments)))
         for i in range(self.workers):  # each takes its rows (parallel_worker._worker)
             self._send(i, command)
         self._hyper = hyper
@@ -337,13 +341,21 @@ class DataParallel:
             wait = True
         self._in_flight.popleft()
         v = self._v
-        self.last_split = tuple((int(a), int(b)) for a, b in v["rows"][slot] if b > a)
-        return float(v["loss"][slot].sum()) / n, v["logits"][slot, :n].copy()
+        self._last_rows = v["rows"][slot].copy()
+        return sum(v["loss"][slot].tolist()) / n, v["logits"][slot, :n].copy()
 
     def _finish(self) -> None:
         """Wait out the steps still in flight (a caller stopped reading ``run``)."""
         while self._in_flight:
             self._collect()
+
+    @property
+    def last_split(self) -> tuple[tuple[int, int], ...]:
+        """Each worker's (start, stop) rows of the last step collected, workers without rows
+        left out; () before the first."""
+        if self._last_rows is None:
+            return ()
+        return tuple((int(a), int(b)) for a, b in self._last_rows if b > a)
 
     def row_seconds(self) -> list[float] | None:
         """Each worker's seconds per row, the moving average the next split follows; None
