@@ -370,3 +370,19 @@ def test_training_steps_do_not_fault_their_temporaries_back_in():
     tr.train(x, y, 3)
     faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 3
     assert faults < 200, f"{faults:.0f} page faults per step (about 2,000 without nn/heap.py)"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_empty_batch_is_a_clear_error_and_the_workers_live_on(workers):
+    x, y = _data(13)
+    net = Net(SPEC, SHAPE, seed=3)
+    opt = make_optimizer("sgd", net.params(), lr=0.05)
+    dp = DataParallel(net, workers, 13)
+    try:
+        with dp.session(opt):
+            with pytest.raises(UserError, match="empty batch"):
+                dp.step(x[:0], y[:0], 0, 0, opt)
+            loss, logits = dp.step(x, y, 0, 0, opt)  # the next step trains
+        assert np.isfinite(loss) and logits.shape == (13, 5) and opt.t == 1
+    finally:
+        dp.close()

@@ -178,6 +178,8 @@ class Net:
 
     def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """One training forward + backward: the mean loss and the logits."""
+        if len(x) == 0:
+            raise UserError("an empty batch: a training step needs at least one image")
         logits = self.forward(x, train=True)
         loss, dlogits = softmax_cross_entropy(logits, y)
         self.backward(dlogits)

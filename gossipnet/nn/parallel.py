@@ -13,8 +13,8 @@ One step (a reduce-scatter, so nothing in it is serial): during a ``session`` th
 parameters and the optimizer's moments live in one shared-memory block
 (``multiprocessing.shared_memory``), which the workers' nets use in place. The parent
 writes the batch and sends every worker the step; each worker takes its rows of it and
-runs forward + backward on them with the gradient of the *whole* batch's mean loss (so the parts add up to it) and
-writes its gradients into its own row of the block. The workers then meet at a barrier
+runs forward + backward on them with the gradient of the *whole* batch's mean loss (so
+the parts add up to it) and writes its gradients into its own row of the block. The workers then meet at a barrier
 (eventfds, worker to worker: no round trip through the parent), and each sums the
 gradient rows of its own slice of the parameters in a fixed order and applies the
 optimizer's elementwise update (``Optimizer.update``) to that slice; a second barrier
@@ -203,13 +203,11 @@ class DataParallel:
             if dead is not None:
                 raise self._died(dead)
 
-    def _send(self, i: int, msg) -> None:
-        """``msg`` to worker ``i``: an object, or bytes already pickled (one command for all)."""
+    def _send(self, i: int, pickled: bytes) -> None:
+        """A command, pickled once for every worker, to worker ``i``: what Connection.send
+        would write, so the worker's recv() reads it."""
         try:
-            if isinstance(msg, bytes):
-                self._conns[i].send_bytes(msg)  # what Connection.send would write; recv() reads it
-            else:
-                self._conns[i].send(msg)
+            self._conns[i].send_bytes(pickled)
         except OSError:
             raise self._died(i) from None
 
@@ -311,6 +309,8 @@ class DataParallel:
             raise RuntimeError(f"at most {IN_FLIGHT} steps in flight: collect one first")
         self.net.check_input(x)
         n = len(x)
+        if n == 0:
+            raise UserError("an empty batch: a training step needs at least one image")
         if n > self.max_batch:
             raise UserError(f"batch of {n} is larger than the {self.max_batch} the workers were sized for")
         slot = self._sent % IN_FLIGHT
