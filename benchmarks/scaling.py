@@ -55,6 +55,18 @@ def lr_for(base: float, k: int, rule: str) -> float:
     return base * {"none": 1.0, "sqrt": math.sqrt(k), "linear": float(k)}[rule]
 
 
+def scale_adam_betas(optimizer, scale: float) -> None:
+    """Adam's 1 - beta1 and 1 - beta2 times ``scale``: the square-root rule's other half
+    (Malladi et al. 2022 scale them with the batch, as the rate by its square root)."""
+    if scale == 1.0 or optimizer.kind != "adam":
+        return
+    b1, b2 = 1 - (1 - optimizer.b1) * scale, 1 - (1 - optimizer.b2) * scale
+    if not (0 <= b1 < 1 and 0 <= b2 < 1):
+        raise SystemExit(f"--adam-beta-scale {scale} makes Adam's betas {b1:.4g}, {b2:.4g}; "
+                         "each must stay in [0, 1): use a smaller scale")
+    optimizer.b1, optimizer.b2 = b1, b2
+
+
 def run_k(data, k: int, args, log, progress=lambda partial: None) -> dict:
     """One swarm of ``k`` nodes until every target is reached or the image cap;
     ``progress`` gets the run so far at every checkpoint (to save it)."""
@@ -69,6 +81,7 @@ def run_k(data, k: int, args, log, progress=lambda partial: None) -> dict:
                             lr_half_life_images=args.lr_half_life, lr_decay_power=args.lr_decay_power,
                             shared_moments=tuple(args.shared_moments.split(",")) if args.shared_moments else None)
         learners.append(ConvnetLearner(data, part, cfg))
+        scale_adam_betas(learners[-1].optimizer, args.adam_beta_scale)
     links = [WireLink(learner) for learner in learners]
     rng = np.random.default_rng((args.seed, k, 7))
     fanout = min(args.fanout, k - 1)
@@ -91,6 +104,7 @@ def run_k(data, k: int, args, log, progress=lambda partial: None) -> dict:
             "k": k, "split": args.split, "lr": lr, "chunk": args.chunk, "fanout": fanout,
             "lr_schedule": args.lr_schedule, "lr_half_life": args.lr_half_life,
             "lr_decay_power": args.lr_decay_power, "shared_moments": args.shared_moments,
+            "adam_beta_scale": args.adam_beta_scale,
             "shard_sizes": [len(p) for p in parts], "node_images_to": dict(reached), "finished": finished,
             "node_images": node_images, "capped": node_images >= node_cap and None in reached.values(),
             "curve": list(curve), "merges": merges, "rejected": sum(l.rejected for l in links),
@@ -219,7 +233,8 @@ def same_setting(a: dict, b: dict) -> bool:
     """Two runs of one swarm: same split, K, rate, schedule and cadence (seeds are fixed)."""
     keys = ("split", "k", "lr", "chunk", "fanout", "shared_moments")
     return all(a.get(k) == b.get(k) for k in keys) and \
-        a.get("lr_schedule", "constant") == b.get("lr_schedule", "constant")
+        a.get("lr_schedule", "constant") == b.get("lr_schedule", "constant") and \
+        a.get("adam_beta_scale", 1.0) == b.get("adam_beta_scale", 1.0)
 
 
 def merge_curves(a: dict, b: dict) -> dict:
@@ -270,6 +285,9 @@ def main(argv=None) -> int:
                    help="age schedule: 0.5 is 1/sqrt(age), 1 inverse-time")
     p.add_argument("--shared-moments", default=None,
                    help="optimiser moments that travel with the weights, e.g. 'v' or 'm,v' (default: the learner's)")
+    p.add_argument("--adam-beta-scale", type=float, default=1.0,
+                   help="Adam's 1 - beta1 and 1 - beta2 times this (e.g. K: the square-root rule's "
+                        "other half; no gain at K = 8, docs/RESULTS.md)")
     p.add_argument("--targets", type=float, nargs="+", default=[0.90, 0.91])
     p.add_argument("--eval-images", type=int, default=5000, help="fixed test subset per checkpoint")
     p.add_argument("--eval-every-total", type=int, default=15000,
@@ -303,7 +321,7 @@ def main(argv=None) -> int:
     log(f"{data.name}: {len(data.y_train)} train; split {args.split}; K {args.ks}; chunk {args.chunk}, "
         f"fanout {args.fanout}, lr scale {args.lr_scale}, "
         f"schedule {args.lr_schedule} (half-life {args.lr_half_life:g}, power {args.lr_decay_power:g}), "
-        f"shared moments {args.shared_moments or 'default'}; load average {os.getloadavg()[0]:.1f}")
+        f"shared moments {args.shared_moments or 'default'}, Adam beta scale {args.adam_beta_scale:g}; load average {os.getloadavg()[0]:.1f}")
     runs: list[dict] = []
 
     def save(extra: list[dict]) -> None:

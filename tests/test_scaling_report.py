@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import json
 
-from benchmarks.scaling import first_reached, load_runs, table
+import numpy as np
+import pytest
+
+from benchmarks.scaling import first_reached, load_runs, same_setting, scale_adam_betas, table
+from gossipnet.nn import make_optimizer
 
 
 def run(k: int, curve, lr: float = 1e-3, split: str = "iid", **kw) -> dict:
@@ -48,3 +52,17 @@ def test_a_dense_run_refines_a_long_run_of_the_same_setting_and_other_settings_s
     assert runs[8]["speedup_below"]["0.85"] == round(10000 / 6000, 2)  # it needs > 6000: < 1.67x
     text = table(list(runs.values()))
     assert "not reached by 6,000" in text and "< 1.67" in text
+
+
+def test_adam_beta_scaling_scales_one_minus_each_beta_and_refuses_a_beta_of_one_or_more():
+    params = {"w": np.zeros(3, np.float32)}
+    adam = make_optimizer("adam", params, lr=1e-3)
+    scale_adam_betas(adam, 8)
+    assert (adam.b1, adam.b2) == pytest.approx((0.2, 0.992))
+    sgd = make_optimizer("sgd", params, lr=1e-3)
+    scale_adam_betas(sgd, 8)  # no betas: nothing to scale
+    with pytest.raises(SystemExit, match="must stay in"):
+        scale_adam_betas(make_optimizer("adam", params, lr=1e-3), 11)  # beta1 -0.1
+    # and a run with scaled betas is another setting, never merged with the plain one
+    assert not same_setting(run(8, [(1, 0.5)], adam_beta_scale=8.0), run(8, [(1, 0.5)]))
+    assert same_setting(run(8, [(1, 0.5)], adam_beta_scale=1.0), run(8, [(1, 0.5)]))
