@@ -12,6 +12,8 @@ driven three ways, each with its own workers:
 Each all-cores window is divided by the mean of the one-core windows just before and after
 it, so a host that speeds up or slows down over the run moves both sides of the ratio; the
 medians of these ratios are printed (the machine may be shared: only they mean anything).
+Beside them, each driver's mean spread of the workers' compute times per step: what the
+first worker at the first barrier waited, which the split exists to shrink.
 
     python benchmarks/data_parallel.py                      # CIFAR net, batch 32, every core
     python benchmarks/data_parallel.py --rounds 50 --json   # final line: JSON with the medians
@@ -74,6 +76,7 @@ def main(argv=None) -> int:
     counter = itertools.count()
     drivers = {}
     ratios, one = {}, []
+    spreads: dict[str, list[float]] = {}  # per step: slowest worker's compute seconds - fastest's
     # on the way out, also after an error: each session's end, then its workers'
     with contextlib.ExitStack() as workers:
         for name, balance, pipelined in (("run", True, True), ("run, even split", False, True),
@@ -84,13 +87,14 @@ def main(argv=None) -> int:
             workers.callback(dp.close)
             workers.enter_context(dp.session(dopt))
 
-            def steps(n, dp=dp, dopt=dopt, pipelined=pipelined):
+            def steps(n, dp=dp, dopt=dopt, pipelined=pipelined, spread=spreads.setdefault(name, [])):
                 if pipelined:
                     for _ in dp.run(((x, y, 0, next(counter)) for _ in range(n)), dopt):
-                        pass
+                        spread.append(max(dp.last_busy) - min(dp.last_busy))
                 else:
                     for _ in range(n):
                         dp.step(x, y, 0, next(counter), dopt)
+                        spread.append(max(dp.last_busy) - min(dp.last_busy))
 
             drivers[name] = steps
             ratios[name] = []
@@ -110,11 +114,15 @@ def main(argv=None) -> int:
            "over_one_core": {name: round(float(np.median(v)), 3) for name, v in ratios.items()},
            "quartiles": {name: [round(float(np.percentile(v, q)), 3) for q in (25, 75)]
                          for name, v in ratios.items()},
+           # the mean over every step of the slowest worker's compute time less the fastest's
+           "barrier_wait_ms": {name: round(float(np.mean(v)) * 1e3, 3) if v else None
+                               for name, v in spreads.items()},
            "load_average": round(os.getloadavg()[0], 2)}
     print(f"  one core: {out['one_core_images_per_s']:.0f} images/s (median)")
     for name, med in out["over_one_core"].items():
         q1, q3 = out["quartiles"][name]
-        print(f"  {name:<16} {med:.3f}x one core   (quartiles {q1:.3f} {q3:.3f})")
+        print(f"  {name:<16} {med:.3f}x one core   (quartiles {q1:.3f} {q3:.3f}); "
+              f"first barrier's wait {out['barrier_wait_ms'][name]} ms a step")
     if args.json:
         print(json.dumps(out))
     return 0

@@ -104,6 +104,7 @@ def test_the_split_follows_the_workers_measured_speeds():
         assert dp.last_split == tuple(split_rows(20, 2, speeds))
         assert dp.last_split[0][1] == round(20 * speeds[0] / sum(speeds))
         assert dp.row_seconds() != seconds  # and that step was timed in turn
+        assert len(dp.last_busy) == 2 and all(t > 0 for t in dp.last_busy)
     finally:
         dp.close()
 

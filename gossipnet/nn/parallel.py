@@ -135,7 +135,9 @@ class DataParallel:
         self._done = 0  # the last step every worker is past (the highest step any reported)
         # (slot, batch size, number) of the steps sent and not yet collected
         self._in_flight: deque[tuple[int, int, int]] = deque()
-        self._last_rows: np.ndarray | None = None  # each worker's (start, stop) in the last step collected
+        # each worker's (start, stop) and compute seconds in the last step collected
+        self._last_rows: np.ndarray | None = None
+        self._last_busy: np.ndarray | None = None
         if self.workers == 1:
             return
         self.layout = Layout(net, self.workers, max_batch, IN_FLIGHT)
@@ -341,7 +343,7 @@ class DataParallel:
             wait = True
         self._in_flight.popleft()
         v = self._v
-        self._last_rows = v["rows"][slot].copy()
+        self._last_rows, self._last_busy = v["rows"][slot].copy(), v["busy"][slot].copy()
         return sum(v["loss"][slot].tolist()) / n, v["logits"][slot, :n].copy()
 
     def _finish(self) -> None:
@@ -356,6 +358,12 @@ class DataParallel:
         if self._last_rows is None:
             return ()
         return tuple((int(a), int(b)) for a, b in self._last_rows if b > a)
+
+    @property
+    def last_busy(self) -> tuple[float, ...]:
+        """Seconds each worker spent on its rows in the last step collected (0.0 for a worker
+        without rows); () before the first. The spread is what the first barrier waited."""
+        return () if self._last_busy is None else tuple(float(t) for t in self._last_busy)
 
     def row_seconds(self) -> list[float] | None:
         """Each worker's seconds per row, the moving average the next split follows; None
