@@ -41,6 +41,19 @@ from gossipnet.nn import SGD, Net, blas, get_preset, heap  # noqa: E402
 from gossipnet.nn.parallel import DataParallel, available_cores  # noqa: E402
 
 
+def barrier_wait(dp: DataParallel) -> float | None:
+    """The last step's slowest worker's compute seconds less the fastest's: what the first
+    to reach the first barrier waited there. None with fewer than two workers computing."""
+    busy = [t for t in dp.last_busy if t > 0]
+    return max(busy) - min(busy) if len(busy) > 1 else None
+
+
+def mean_ms(waits: list[float | None]) -> float | None:
+    """The mean of the steps' waits in ms, None if no step had two workers computing."""
+    known = [w for w in waits if w is not None]
+    return round(float(np.mean(known)) * 1e3, 3) if known else None
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--net", default="convnetjs-cifar10")
@@ -90,11 +103,11 @@ def main(argv=None) -> int:
             def steps(n, dp=dp, dopt=dopt, pipelined=pipelined, spread=spreads.setdefault(name, [])):
                 if pipelined:
                     for _ in dp.run(((x, y, 0, next(counter)) for _ in range(n)), dopt):
-                        spread.append(max(dp.last_busy) - min(dp.last_busy))
+                        spread.append(barrier_wait(dp))
                 else:
                     for _ in range(n):
                         dp.step(x, y, 0, next(counter), dopt)
-                        spread.append(max(dp.last_busy) - min(dp.last_busy))
+                        spread.append(barrier_wait(dp))
 
             drivers[name] = steps
             ratios[name] = []
@@ -115,14 +128,15 @@ def main(argv=None) -> int:
            "quartiles": {name: [round(float(np.percentile(v, q)), 3) for q in (25, 75)]
                          for name, v in ratios.items()},
            # the mean over every step of the slowest worker's compute time less the fastest's
-           "barrier_wait_ms": {name: round(float(np.mean(v)) * 1e3, 3) if v else None
-                               for name, v in spreads.items()},
+           # (None with one worker: no barrier)
+           "barrier_wait_ms": {name: mean_ms(v) for name, v in spreads.items()},
            "load_average": round(os.getloadavg()[0], 2)}
     print(f"  one core: {out['one_core_images_per_s']:.0f} images/s (median)")
     for name, med in out["over_one_core"].items():
         q1, q3 = out["quartiles"][name]
+        wait = out["barrier_wait_ms"][name]
         print(f"  {name:<16} {med:.3f}x one core   (quartiles {q1:.3f} {q3:.3f}); "
-              f"first barrier's wait {out['barrier_wait_ms'][name]} ms a step")
+              + ("one worker, no barrier" if wait is None else f"first barrier's wait {wait:.3f} ms a step"))
     if args.json:
         print(json.dumps(out))
     return 0
