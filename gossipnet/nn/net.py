@@ -160,6 +160,13 @@ class Net:
             c, h, w = self.input_shape
             raise UserError(f"this net takes images of shape (N, {c}, {h}, {w}) (NCHW), got {got}")
 
+    def check_batch(self, x: np.ndarray) -> None:
+        """``check_input``, and at least one image: what a training step needs (one core's
+        here, or the workers' before the batch is sent to them)."""
+        self.check_input(x)
+        if len(x) == 0:
+            raise UserError("an empty batch: a training step needs at least one image")
+
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
         """Logits (N, classes) for NCHW images; ``train`` keeps what backward needs."""
         self.check_input(x)
@@ -178,8 +185,7 @@ class Net:
 
     def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """One training forward + backward: the mean loss and the logits."""
-        if len(x) == 0:
-            raise UserError("an empty batch: a training step needs at least one image")
+        self.check_batch(x)
         logits = self.forward(x, train=True)
         loss, dlogits = softmax_cross_entropy(logits, y)
         self.backward(dlogits)

@@ -14,11 +14,11 @@ parameters and the optimizer's moments live in one shared-memory block
 (``multiprocessing.shared_memory``), which the workers' nets use in place. The parent
 writes the batch and sends every worker the step; each worker takes its rows of it and
 runs forward + backward on them with the gradient of the *whole* batch's mean loss (so
-the parts add up to it) and writes its gradients into its own row of the block. The workers then meet at a barrier
-(eventfds, worker to worker: no round trip through the parent), and each sums the
-gradient rows of its own slice of the parameters in a fixed order and applies the
-optimizer's elementwise update (``Optimizer.update``) to that slice; a second barrier
-and the step is whole. The sum and the update are the one-core step's arithmetic, and
+the parts add up to it) and writes its gradients into its own row of the block. The
+workers then meet at a barrier (eventfds, worker to worker: no round trip through the
+parent), and each sums the gradient rows of its own slice of the parameters in a fixed
+order and applies the optimizer's elementwise update (``Optimizer.update``) to that
+slice; a second barrier and the step is whole. The sum and the update are the one-core step's arithmetic, and
 dropout masks are drawn for the whole batch from the net's (seed, step, layer)
 generator (each worker keeps its rows), so a step equals the one-core step to float32
 rounding (tests/test_nn_parallel.py). The previous design summed the rows and stepped
@@ -80,6 +80,7 @@ from gossipnet.nn.net import Net
 from gossipnet.nn.optim import Optimizer
 from gossipnet.nn.parallel_worker import IN_FLIGHT, MAX_MOMENTS, POLL_SECONDS, Layout, speeds_of
 from gossipnet.nn.train import one_core_step, one_core_steps
+
 
 class WorkerDied(RuntimeError):
     """A training worker process exited mid-run (killed, out of memory, crashed)."""
@@ -309,10 +310,8 @@ class DataParallel:
             raise RuntimeError("DataParallel.step runs inside `with dp.session(optimizer):`")
         if len(self._in_flight) >= IN_FLIGHT:
             raise RuntimeError(f"at most {IN_FLIGHT} steps in flight: collect one first")
-        self.net.check_input(x)
+        self.net.check_batch(x)
         n = len(x)
-        if n == 0:
-            raise UserError("an empty batch: a training step needs at least one image")
         if n > self.max_batch:
             raise UserError(f"batch of {n} is larger than the {self.max_batch} the workers were sized for")
         slot = self._sent % IN_FLIGHT
@@ -322,7 +321,8 @@ class DataParallel:
         hyper, moments = optimizer.hyperparams(), list(optimizer.state)
         changed = hyper if hyper != self._hyper else None  # the workers keep the last ones
         optimizer.t += 1
-        command = bytes(ForkingPickler.dumps((self._sent + 1, slot, n, seed, step, optimizer.t, changed, moments)))
+        command = bytes(ForkingPickler.dumps(
+            (self._sent + 1, slot, n, seed, step, optimizer.t, changed, moments)))
         for i in range(self.workers):  # each takes its rows (parallel_worker._worker)
             self._send(i, command)
         self._hyper = hyper
