@@ -217,6 +217,17 @@ def test_cores_settings_are_checked_and_divided():
         build_config({}, {"cores": 0})
 
 
+def test_a_demo_given_more_cores_than_it_may_use_is_warned_of(monkeypatch, caplog):
+    import gossipnet.nn.parallel as parallel
+
+    monkeypatch.setattr(parallel, "available_cores", lambda: 2)
+    assert cores_per_node(2, 3) == 1 and not caplog.records
+    assert cores_per_node(8, 3) == 2  # as asked: 6 workers on 2 cores, but said so
+    assert [r.getMessage() for r in caplog.records] == [
+        "--cores 8: this process may run on only 2, so the nodes' training workers will take "
+        "turns on them and train slower than on --cores 2"]
+
+
 def test_without_linux_the_default_is_one_core_and_more_is_a_clear_error(monkeypatch):
     """The workers need eventfd and POLLRDHUP: elsewhere (macOS) a node trains on one core
     by default, and asking for more says why not instead of failing in the training thread."""
@@ -280,6 +291,20 @@ def test_a_rate_of_zero_is_a_clear_error_on_one_core_and_on_several(workers):
     finally:
         if tr.parallel is not None:
             tr.parallel.close()
+
+
+@pytest.mark.parametrize("cores", [1, 2])
+def test_more_workers_than_cores_is_warned_of(monkeypatch, caplog, cores):
+    import gossipnet.nn.parallel as parallel
+
+    monkeypatch.setattr(parallel, "available_cores", lambda: cores)
+    dp = DataParallel(Net(SPEC, SHAPE), 2, 4)
+    dp.close()
+    warned = [r.getMessage() for r in caplog.records if r.name == "gossipnet.nn.parallel"]
+    if cores >= 2:
+        assert warned == []
+    else:
+        assert len(warned) == 1 and "on only 1 core:" in warned[0] and "--cores 1" in warned[0]
 
 
 def test_close_stops_every_worker():

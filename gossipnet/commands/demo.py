@@ -53,7 +53,12 @@ def cores_per_node(cores: int | None, nodes: int) -> int:
     """The machine's cores (or ``cores``) shared out among the demo's nodes, at least one each."""
     from gossipnet.nn.parallel import available_cores, check_cores
 
-    total = available_cores() if cores is None else check_cores(cores)
+    available = available_cores()
+    total = available if cores is None else check_cores(cores)
+    if total > available:
+        log.warning("--cores %d: this process may run on only %d, so the nodes' training workers "
+                    "will take turns on them and train slower than on --cores %d", total, available,
+                    available)
     return max(1, total // nodes)
 
 

@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import select
 import socket
@@ -80,6 +81,8 @@ from gossipnet.nn.net import Net
 from gossipnet.nn.optim import Optimizer
 from gossipnet.nn.parallel_worker import IN_FLIGHT, MAX_MOMENTS, POLL_SECONDS, Layout, speeds_of
 from gossipnet.nn.train import one_core_step, one_core_steps
+
+log = logging.getLogger(__name__)
 
 
 class WorkerDied(RuntimeError):
@@ -141,6 +144,14 @@ class DataParallel:
         self._last_busy: np.ndarray | None = None
         if self.workers == 1:
             return
+        cores = available_cores()
+        if self.workers > cores:
+            # Allowed (the tests run 3 workers on 2 cores), but slow: workers take turns on
+            # a core, and one that spins at a barrier holds a core that another one needs.
+            log.warning("training on %d worker processes, but this process may run on only %d "
+                        "core%s: the workers will take turns and wait for each other at every step "
+                        "(3 workers on 2 cores took 1.3x as long per step as 2). Use --cores %d",
+                        self.workers, cores, "" if cores == 1 else "s", cores)
         self.layout = Layout(net, self.workers, max_batch, IN_FLIGHT)
         self._shm = self._shm_handle = SharedMemory(create=True, size=self.layout.nbytes)
         self._v = self.layout.views(self._shm.buf)
