@@ -224,8 +224,8 @@ def test_a_demo_given_more_cores_than_it_may_use_is_warned_of(monkeypatch, caplo
     assert cores_per_node(2, 3) == 1 and not caplog.records
     assert cores_per_node(8, 3) == 2  # as asked: 6 workers on 2 cores, but said so
     assert [r.getMessage() for r in caplog.records] == [
-        "--cores 8: this process may run on only 2, so the nodes' training workers will take "
-        "turns on them and train slower than on --cores 2"]
+        "--cores 8: this process may run on only 2 cores, so the nodes' training workers will "
+        "take turns on them and train slower than on --cores 2"]
 
 
 def test_without_linux_the_default_is_one_core_and_more_is_a_clear_error(monkeypatch):

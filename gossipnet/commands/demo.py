@@ -56,9 +56,9 @@ def cores_per_node(cores: int | None, nodes: int) -> int:
     available = available_cores()
     total = available if cores is None else check_cores(cores)
     if total > available:
-        log.warning("--cores %d: this process may run on only %d, so the nodes' training workers "
-                    "will take turns on them and train slower than on --cores %d", total, available,
-                    available)
+        log.warning("--cores %d: this process may run on only %d cores, so the nodes' training "
+                    "workers will take turns on them and train slower than on --cores %d",
+                    total, available, available)
     return max(1, total // nodes)
 
 
