@@ -277,29 +277,17 @@ WIRE_CHECKS = {
 }
 
 
-def kernel_udp_drops(sw: Swarm, host: int) -> int:
-    """Datagrams the kernel dropped in ``host``'s namespace because a socket's buffer was full
-    (``Udp: RcvbufErrors`` of its /proc/net/snmp): what a flood faster than the daemon reads
-    loses before any counter of the daemon's can see it."""
-    rows = [line.split() for line in sw.lan.run(host, ["cat", "/proc/net/snmp"]).stdout.splitlines()
-            if line.startswith("Udp:")]
-    return int(rows[1][rows[0].index("RcvbufErrors")])
-
-
-def _judge_wire(name: str, out: Outcome, before: dict, after: dict, seconds: float,
-                kernel_dropped: int = 0) -> None:
+def _judge_wire(name: str, out: Outcome, before: dict, after: dict, seconds: float) -> None:
     if name not in WIRE_CHECKS:
         return
     verified_counter, _ = WIRE_CHECKS[name]
     d = delta(after, before, "wire", "rejections")
     out.counted.update(d)
     # Dropped before the daemon read them (its receive queue full, or the kernel's socket
-    # buffer) is refused too: the attacker gained nothing from those. Honest datagrams dropped
-    # in the same burst count here as well and hide as many accepted ones; a handful, next to
-    # the 5 a second allowed below.
+    # buffer: rejections.udp) is refused too: the attacker gained nothing from those. Honest
+    # datagrams dropped in the same burst count here as well and hide as many accepted ones;
+    # a handful, next to the 5 a second allowed below.
     dropped = {f"udp_{k}": v for k, v in delta(after, before, "udp", "rejections").items()}
-    if kernel_dropped:
-        dropped["kernel_rcvbuf"] = kernel_dropped
     out.counted.update(dropped)
     verified = d.get(verified_counter, 0)
     # Budgets: certificates 100/s + burst 200 (global); failed signatures 0.2/s + 5 per (key, IP).
@@ -330,7 +318,6 @@ def run_one(sw: Swarm, a: Attack, scale: float) -> dict[str, Any]:
     probe_s = max(5.0, 30 * scale)
     probe = sw.lan.spawn(HONEST[1], [sys.executable, "-c", _LATENCY_PROBE,
                                      f"http://{sw.lan.address(VICTIM)}:{HTTP_PORT}/api/status", probe_s])
-    kernel_before = kernel_udp_drops(sw, VICTIM) if a.name in WIRE_CHECKS else 0
     t0 = time.monotonic()
     try:
         out = a.run(sw, scale)
@@ -339,8 +326,7 @@ def run_one(sw: Swarm, a: Attack, scale: float) -> dict[str, Any]:
     seconds = time.monotonic() - t0
     latency = last_json(probe, probe_s + 60)
     after = sw.status()
-    kernel_dropped = kernel_udp_drops(sw, VICTIM) - kernel_before if a.name in WIRE_CHECKS else 0
-    _judge_wire(a.name, out, before, after, seconds, kernel_dropped)
+    _judge_wire(a.name, out, before, after, seconds)
     # Merging continues: the victim absorbed something since the attack began (waiting a little).
     absorbed = lambda: delta(sw.status(), before, "exchange").get("absorbed", 0)  # noqa: E731
     try:

@@ -17,6 +17,7 @@ from gossipnet.net.udp import (
     UdpClosed,
     UdpConfig,
     UdpEndpoint,
+    kernel_drops,
 )
 
 LOCAL = ("127.0.0.1", 0)
@@ -68,6 +69,40 @@ async def test_receive_queue_overflow_drops_newest_and_counts():
         await tx.send(b"late", rx.local_address)
         async with asyncio.timeout(2):
             assert (await rx.recv())[0] == b"late"
+
+
+async def test_datagrams_the_kernel_dropped_for_a_full_buffer_are_counted():
+    """A flood faster than the node reads is lost in the kernel, before the endpoint sees it:
+    every datagram sent is then either delivered or counted as dropped by the kernel."""
+    sent = 60
+    async with await UdpEndpoint.bind(LOCAL) as rx:
+        rx._stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a few datagrams
+        raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for i in range(sent):  # no await: the endpoint's reader cannot run meanwhile
+                raw.sendto(b"%04d" % i + b"x" * 996, rx.local_address)
+        finally:
+            raw.close()
+        await wait_until(lambda: rx.stats().datagrams_in + rx.stats().dropped[DropReason.KERNEL] == sent)
+        assert rx.stats().dropped[DropReason.KERNEL] > 0
+        assert rx.stats().datagrams_in > 0  # what fitted in the buffer is delivered
+    assert rx.stats().dropped[DropReason.KERNEL] == sent - rx.stats().datagrams_in  # kept after close
+
+
+def test_kernel_drops_reads_the_drops_column_of_this_sockets_line():
+    text = (
+        "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout "
+        "inode ref pointer drops\n"
+        " 1234: 0100007F:A1B2 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 "
+        "55501 2 0000000000000000 0\n"
+        " 1235: 0100007F:A1B3 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 "
+        "55502 2 0000000000000000 41\n"
+        " garbage line\n"
+    )
+    assert kernel_drops(text, 55502) == 41
+    assert kernel_drops(text, 55501) == 0
+    assert kernel_drops(text, 99999) is None
+    assert kernel_drops("", 1) is None
 
 
 async def test_oversize_and_empty_datagrams_are_dropped_and_counted():

@@ -26,6 +26,7 @@ import enum
 import errno
 import ipaddress
 import logging
+import os
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -54,6 +55,9 @@ class DropReason(enum.Enum):
     QUEUE_FULL = "queue_full"  # the consumer fell behind; newest datagram dropped
     PRIORITY_QUEUE_FULL = "priority_queue_full"  # even known members' datagrams piled up
     FAULT = "fault"  # dropped on purpose by the fault layer
+    # dropped by the kernel before this process read it: the socket's receive buffer was full
+    # (a flood faster than the node reads); Linux only, from /proc/net/udp (kernel_drops)
+    KERNEL = "kernel"
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,18 @@ class UdpStats:
             self.socket_errors,
             dict(self.dropped),
         )
+
+
+def kernel_drops(proc_net_udp: str, inode: int) -> int | None:
+    """The ``drops`` column of the line for the socket with this inode in the text of
+    /proc/net/udp or /proc/net/udp6 (Linux's own count for that socket: receive buffer full,
+    or a bad checksum), or None if no line is that socket's."""
+    for line in proc_net_udp.splitlines()[1:]:
+        fields = line.split()
+        # sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
+        if len(fields) >= 13 and fields[9] == str(inode):
+            return int(fields[12])
+    return None
 
 
 def check_address(addr: object) -> tuple:
@@ -188,8 +204,25 @@ class UdpEndpoint:
         return len(self._timers)
 
     def stats(self) -> UdpStats:
-        """A snapshot of the counters."""
+        """A snapshot of the counters, with the kernel's drops for this socket as of now."""
+        if not self._shut:
+            self._read_kernel_drops()
         return self._stats.copy()
+
+    def _read_kernel_drops(self) -> None:
+        """Take the kernel's count of datagrams it dropped for this socket (a total since the
+        socket opened, like every counter here). A flood that fills the receive buffer is lost
+        there, before ``_accept`` could count it. Where /proc/net is not Linux's, the count
+        stays 0."""
+        path = "/proc/net/udp6" if self._family == socket.AF_INET6 else "/proc/net/udp"
+        try:
+            inode = os.fstat(self._stream.socket.fileno()).st_ino
+            with open(path) as f:
+                drops = kernel_drops(f.read(), inode)
+        except (OSError, ValueError):
+            return
+        if drops is not None:
+            self._stats.dropped[DropReason.KERNEL] = drops
 
     async def send(self, data: bytes, addr: tuple) -> None:
         """Send one datagram; socket errors are counted, not raised (UDP promises nothing anyway).
@@ -257,6 +290,7 @@ class UdpEndpoint:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        self._read_kernel_drops()  # the last count, kept for stats() after the socket is gone
         self._stream.close()
 
     async def __aenter__(self) -> UdpEndpoint:
