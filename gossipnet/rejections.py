@@ -31,7 +31,8 @@ from gossipnet.wire.receiver import Reason as WireReason
 
 # stage -> the reasons it reports from the start. A new stage is a new line here.
 KNOWN_REASONS: dict[str, tuple[str, ...]] = {
-    "udp": ("oversize", "empty", "queue_full", "priority_queue_full", "fault", "kernel"),  # net.udp.DropReason (a test syncs)
+    # net.udp.DropReason (a test syncs)
+    "udp": ("oversize", "empty", "queue_full", "priority_queue_full", "fault", "kernel"),
     "wire": tuple(r.value for r in WireReason),
     "membership": tuple(r.value for r in MembershipReject),
     "gate": ("malformed", "not_a_member", "too_large", "bad_shape", "bad_dtype", "not_finite",
