@@ -71,13 +71,27 @@ async def test_receive_queue_overflow_drops_newest_and_counts():
             assert (await rx.recv())[0] == b"late"
 
 
-async def test_datagrams_the_kernel_dropped_for_a_full_buffer_are_counted():
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("host, family", [
+    ("127.0.0.1", socket.AF_INET),
+    pytest.param("::1", socket.AF_INET6, marks=pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")),
+])
+async def test_datagrams_the_kernel_dropped_for_a_full_buffer_are_counted(host, family):
     """A flood faster than the node reads is lost in the kernel, before the endpoint sees it:
-    every datagram sent is then either delivered or counted as dropped by the kernel."""
+    every datagram sent is then either delivered or counted as dropped by the kernel (read
+    from /proc/net/udp, or udp6 for an IPv6 socket)."""
     sent = 60
-    async with await UdpEndpoint.bind(LOCAL) as rx:
+    async with await UdpEndpoint.bind((host, 0)) as rx:
         rx._stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a few datagrams
-        raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        raw = socket.socket(family, socket.SOCK_DGRAM)
         try:
             for i in range(sent):  # no await: the endpoint's reader cannot run meanwhile
                 raw.sendto(b"%04d" % i + b"x" * 996, rx.local_address)
