@@ -384,7 +384,7 @@ s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
 s.settimeout(5)
 print("READY", flush=True)
 data, addr = s.recvfrom(100)
-print("GOT", data.decode(), addr[0], flush=True)
+print(f"GOT {data.decode()} {addr[0]} END", flush=True)  # one string: " END" ends the address
 """
 
 _MULTICAST_PROBE_SEND = """
@@ -414,7 +414,9 @@ def lanbox_available(need_nft: bool = False) -> tuple[bool, str]:
             rx = lan.spawn_python(1, _MULTICAST_PROBE_RECV, lan.address(1))
             rx.wait_for_output("READY", timeout=10)
             lan.spawn_python(0, _MULTICAST_PROBE_SEND, lan.address(0))
-            out = rx.wait_for_output("GOT", timeout=10)
+            # the whole line: waiting for "GOT" alone once read it before the address was
+            # written (unbuffered output comes in pieces), and failed every test in the box
+            out = rx.wait_for_output(" END", timeout=10)
             if lan.address(0) not in out:
                 return False, f"multicast probe answered from the wrong address: {out!r}"
             if need_nft:

@@ -106,7 +106,7 @@ s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
 s.settimeout(10)
 print("READY", flush=True)
 data, addr = s.recvfrom(100)
-print("GOT", addr[0], flush=True)
+print(f"GOT {addr[0]} END", flush=True)  # one string: " END" ends the address
 """
 
 MCAST_SEND = """
@@ -126,7 +126,7 @@ def test_mdns_multicast_reaches_every_other_host(need_lanbox):
             r.wait_for_output("READY")
         lan.spawn_python(0, MCAST_SEND, lan.address(0))
         for r in receivers:
-            assert f"GOT {lan.address(0)}" in r.wait_for_output("GOT")
+            assert f"GOT {lan.address(0)} END" in r.wait_for_output(" END")  # the whole line
 
 
 def test_hosts_see_only_the_box_network(need_lanbox):
