@@ -321,7 +321,8 @@ def main(argv=None) -> int:
     log(f"{data.name}: {len(data.y_train)} train; split {args.split}; K {args.ks}; chunk {args.chunk}, "
         f"fanout {args.fanout}, lr scale {args.lr_scale}, "
         f"schedule {args.lr_schedule} (half-life {args.lr_half_life:g}, power {args.lr_decay_power:g}), "
-        f"shared moments {args.shared_moments or 'default'}, Adam beta scale {args.adam_beta_scale:g}; load average {os.getloadavg()[0]:.1f}")
+        f"shared moments {args.shared_moments or 'default'}, Adam beta scale {args.adam_beta_scale:g}; "
+        f"load average {os.getloadavg()[0]:.1f}")
     runs: list[dict] = []
 
     def save(extra: list[dict]) -> None:

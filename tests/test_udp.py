@@ -82,7 +82,8 @@ def _ipv6_loopback() -> bool:
 
 @pytest.mark.parametrize("host, family", [
     ("127.0.0.1", socket.AF_INET),
-    pytest.param("::1", socket.AF_INET6, marks=pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")),
+    pytest.param("::1", socket.AF_INET6,
+                 marks=pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")),
 ])
 async def test_datagrams_the_kernel_dropped_for_a_full_buffer_are_counted(host, family):
     """A flood faster than the node reads is lost in the kernel, before the endpoint sees it:
