@@ -25,6 +25,7 @@ from typing import Any, Mapping
 from gossipnet.checkpoint import CheckpointStore
 from gossipnet.config import NodeConfig, parse_hostport
 from gossipnet.core import NodeCore, Output
+from gossipnet.errors import UserError
 from gossipnet.gossip import GossipConfig, Pull
 from gossipnet.learner_host import LearnerHost
 from gossipnet.learners.base import AbsorbResult, Learner
@@ -52,6 +53,12 @@ PROTOCOL_VERSION = 3
 
 class _Stopping(Exception):
     """Raised inside the task group to cancel every task on stop()."""
+
+
+def _first_leaf(group: BaseExceptionGroup) -> BaseException:
+    """The first exception of ``group`` that is not itself a group."""
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _wall() -> float:
@@ -165,6 +172,11 @@ class Node:
                 self.ready.set()
         except* _Stopping:
             pass
+        except* UserError as group:
+            # a setting the node cannot run with, found in a task (the first training chunk
+            # starts the training workers): one line for the user, as at startup, not a
+            # traceback of the task group
+            raise _first_leaf(group) from None
         finally:
             await self._shutdown()
 

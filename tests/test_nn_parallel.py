@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from gossipnet.errors import UserError
 from gossipnet.nn import Net, Trainer, make_optimizer
 from gossipnet.nn.parallel import DataParallel, WorkerDied, available_cores, check_cores
 from gossipnet.nn.parallel_worker import SPEED_SMOOTHING, learn_row_seconds, speeds_of, split_rows
+from tests.conftest import skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[1]
 # conv, pool, fc, dropout: every layer kind whose step could differ between one and many cores
@@ -316,6 +318,52 @@ def test_close_stops_every_worker():
     assert all(p.poll() is not None for p in procs)
     with pytest.raises(WorkerDied, match="shut down"):
         tr.train(x, y, 1)
+
+
+# In a private mount namespace whose /dev/shm is a 4 MB tmpfs: workers sized for batches of
+# argv[1] CIFAR images (128 need 5 MB of shared memory, 16 need 1 MB) train two steps.
+SMALL_SHM = textwrap.dedent(f"""
+    import os, sys
+    sys.path.insert(0, {str(ROOT)!r})
+    import numpy as np
+    from gossipnet.errors import UserError
+    from gossipnet.nn import SGD, Net, get_preset
+    from gossipnet.nn.parallel import DataParallel
+    batch = int(sys.argv[1])
+    p = get_preset("convnetjs-cifar10")
+    net = Net(p.spec, p.input_shape, seed=0)
+    opt = SGD(net.params(), lr=0.01)
+    try:
+        dp = DataParallel(net, 2, batch)
+    except UserError as exc:
+        print("REFUSED", exc, "LEFT", os.listdir("/dev/shm"))
+        sys.exit(0)
+    x = np.zeros((batch, *p.input_shape), np.float32)
+    with dp.session(opt):
+        for _ in dp.run(((x, np.zeros(batch, np.int64), 0, s) for s in range(2)), opt):
+            pass
+    dp.close()
+    print("TRAINED", "LEFT", os.listdir("/dev/shm"))
+""")
+
+
+@pytest.mark.parametrize("batch, outcome", [(128, "REFUSED"), (16, "TRAINED")])
+def test_a_shared_memory_too_small_for_the_workers_is_a_clear_error_not_a_crash(batch, outcome):
+    """/dev/shm hands out pages on first write: a block larger than the room left in it used
+    to be created without complaint and kill the node with SIGBUS at its first batch."""
+    if sys.platform != "linux" or os.geteuid() != 0 or not shutil.which("unshare"):
+        skip_or_fail("mounting a small /dev/shm needs Linux, root and unshare(1)")
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         'mount -t tmpfs -o size=4m tmpfs /dev/shm && exec "$0" -c "$1" "$2"',
+         sys.executable, SMALL_SHM, str(batch)],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-2000:]}"
+    assert done.stdout.startswith(outcome), done.stdout
+    assert done.stdout.rstrip().endswith("LEFT []")  # nothing left behind in /dev/shm
+    if outcome == "REFUSED":
+        assert "needs 5 MB of shared memory (/dev/shm)" in done.stdout
+        assert "4 MB free" in done.stdout and "--cores 1" in done.stdout
 
 
 def _gone(pid: int) -> bool:

@@ -13,6 +13,7 @@ import pytest
 from gossipnet import merge
 from gossipnet.config import build_config
 from gossipnet.data import load_dataset
+from gossipnet.errors import UserError
 from gossipnet.learners.base import Snapshot
 from gossipnet.learners.convnet import ConvnetConfig, ConvnetLearner
 from gossipnet.node import Node
@@ -227,3 +228,20 @@ async def test_queue_full_udp_drops_reach_the_status_json_and_metrics(tmp_path, 
     line = next(x for x in metrics.splitlines()
                 if x.startswith("gossipnet_rejections_total{") and 'stage="udp"' in x and 'reason="queue_full"' in x)
     assert float(line.split()[-1]) == drops
+
+
+class UnrunnableLearner(ConvnetLearner):
+    """A learner whose first chunk finds a setting it cannot train with (as DataParallel does
+    when /dev/shm has no room for its workers)."""
+
+    def train(self, budget):
+        raise UserError("training on 2 cores needs 9 MB of shared memory (/dev/shm)")
+
+
+async def test_a_setting_found_unrunnable_by_a_task_ends_the_node_with_that_error(tmp_path, data):
+    """The user sees the one-line error the CLI prints for a UserError, not an ExceptionGroup
+    traceback, and the node still shuts down in order: its final checkpoint is written."""
+    node = _node(tmp_path, "a", _learner(data, cls=UnrunnableLearner), new_swarm_token())
+    with pytest.raises(UserError, match="shared memory"):
+        await asyncio.wait_for(node.run(), 60)
+    assert (tmp_path / "a" / "checkpoint.safetensors").exists()

@@ -52,16 +52,20 @@ Three things keep the cores busy between steps (issue 17, measured in docs/RESUL
 This module is the parent's side; ``nn/parallel_worker.py`` is what runs on each core.
 Lifecycle: workers are fresh interpreters (never forked: the node has threads), pin one
 BLAS thread, and exit when their socket to the parent closes or their parent changes: a parent
-killed with SIGKILL leaves no orphans. The shared memory is unlinked as soon as every
-worker has mapped it, so nothing is left in /dev/shm whatever happens. A worker that
-dies makes the step raise ``WorkerDied`` naming it, never hang, and stops the others.
+killed with SIGKILL leaves no orphans. The shared memory's pages are reserved when it is
+made, so a /dev/shm without room for them is a UserError saying so, not a SIGBUS at the
+first batch; it is unlinked as soon as every worker has mapped it, so nothing is left in
+/dev/shm whatever happens. A worker that dies makes the step raise ``WorkerDied`` naming
+it, never hang, and stops the others.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
+import math
 import os
 import select
 import socket
@@ -153,7 +157,8 @@ class DataParallel:
                         "(3 workers on 2 cores took 1.3x as long per step as 2). Use --cores %d",
                         self.workers, cores, "" if cores == 1 else "s", cores)
         self.layout = Layout(net, self.workers, max_batch, IN_FLIGHT)
-        self._shm = self._shm_handle = SharedMemory(create=True, size=self.layout.nbytes)
+        self._shm = self._shm_handle = _shared_block(self.layout.nbytes, self.workers, max_batch,
+                                                     net.input_shape)
         self._v = self.layout.views(self._shm.buf)
         barrier = [os.eventfd(0, os.EFD_SEMAPHORE | os.EFD_NONBLOCK | os.EFD_CLOEXEC)
                    for _ in range(self.workers)]
@@ -403,6 +408,39 @@ class DataParallel:
 
     def pids(self) -> list[int]:
         return [p.pid for p in self._procs]
+
+
+def _shared_block(nbytes: int, workers: int, max_batch: int, input_shape) -> SharedMemory:
+    """A new shared-memory block of ``nbytes`` whose pages are all reserved now.
+
+    /dev/shm is a tmpfs that hands out pages only when they are first written: a block
+    larger than the room left in it (64 MB in a default Docker container) is created
+    without complaint, and the first write past the room kills the process with SIGBUS
+    mid-training. Reserving the pages here (``posix_fallocate``) turns that into a
+    UserError before any worker starts."""
+    shm = SharedMemory(create=True, size=nbytes)
+    fd = getattr(shm, "_fd", -1)  # the block's file descriptor (CPython's POSIX SharedMemory)
+    if fd < 0:
+        return shm
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
+            return shm  # this file system cannot reserve pages: go on as before
+        try:
+            st = os.fstatvfs(fd)
+            room = f", and it has {st.f_bavail * st.f_frsize / 2**20:.0f} MB free"
+        except OSError:
+            room = ""
+        shm.close()
+        shm.unlink()
+        need = nbytes / 2**20
+        raise UserError(
+            f"training on {workers} cores needs {need:.0f} MB of shared memory (/dev/shm) for "
+            f"batches of {max_batch} inputs of shape {tuple(input_shape)}{room} ({exc.strerror}). "
+            f"Give it more room (in Docker: --shm-size={(math.ceil(need / 64) + 1) * 64}m), "
+            "train on smaller images or batches, or use --cores 1") from None
+    return shm
 
 
 def _shutdown(procs, conns) -> None:
