@@ -228,6 +228,9 @@ def test_a_demo_given_more_cores_than_it_may_use_is_warned_of(monkeypatch, caplo
     assert [r.getMessage() for r in caplog.records] == [
         "--cores 8: this process may run on only 2 cores, so the nodes' training workers will "
         "take turns on them and train slower than on --cores 2"]
+    caplog.clear()
+    assert cores_per_node(3, 1) == 3  # one node: its own workers warn of it, not the demo too
+    assert not caplog.records
 
 
 def test_without_linux_the_default_is_one_core_and_more_is_a_clear_error(monkeypatch):

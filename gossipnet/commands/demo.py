@@ -55,11 +55,13 @@ def cores_per_node(cores: int | None, nodes: int) -> int:
 
     available = available_cores()
     total = available if cores is None else check_cores(cores)
-    if total > available:
+    per_node = max(1, total // nodes)
+    # a node given more workers than cores warns of its own (DataParallel): say it once
+    if total > available and per_node <= available:
         log.warning("--cores %d: this process may run on only %d cores, so the nodes' training "
                     "workers will take turns on them and train slower than on --cores %d",
                     total, available, available)
-    return max(1, total // nodes)
+    return per_node
 
 
 def run(args: argparse.Namespace) -> int:
