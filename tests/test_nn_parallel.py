@@ -278,6 +278,43 @@ def test_a_killed_worker_is_a_clear_error_not_a_hang():
     assert not tr.parallel.alive()
 
 
+def _cpu_ticks(pid: int) -> int:
+    """User + system CPU clock ticks a process has used (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+def test_gossipnet_train_says_a_worker_died_in_one_line_and_keeps_the_model(tmp_path):
+    ckpt = tmp_path / "model.safetensors"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gossipnet", "train", "--net", "tiny", "--epochs", "50", "--cores", "2",
+         "--checkpoint", str(ckpt), "--quiet"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        children: list[int] = []
+        deadline = time.monotonic() + 60
+        while len(children) < 2 or _cpu_ticks(children[1]) < 150:  # a worker has trained a while
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.05)
+            with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+                children = [int(c) for c in f.read().split()]
+        os.kill(children[1], signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 2, err
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err and lines[-1].startswith("gossipnet train: error: training worker ")
+    assert f"(pid {children[1]}) died with exit code -9" in lines[-1]
+    assert "the model as of step" in lines[-1]
+    assert ckpt.exists()
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_rate_of_zero_is_a_clear_error_on_one_core_and_on_several(workers):
     """The optimizer refuses the rate when the schedule sets it, before any step takes it:
@@ -427,6 +464,39 @@ def test_a_learner_on_two_cores_trains_and_reports_like_one():
     assert two.parallel is None
     two.train(1)  # trains again after close: new workers
     two.close()
+
+
+def test_a_node_restarts_workers_that_die_and_trains_on_one_core_if_they_keep_dying(caplog):
+    """The OOM killer or a stray kill takes a worker: the node loses the rest of that chunk,
+    not its life; new workers train the next chunk. Workers that keep dying are given up."""
+    from gossipnet.data import load_dataset
+    from gossipnet.learners import convnet
+
+    data = load_dataset("embedded")
+    learner = convnet.ConvnetLearner(data, np.arange(300), convnet.ConvnetConfig(
+        net="tiny", seed=1, cores=2, eval_images=50))
+    deaths = convnet.WORKER_DEATHS_TO_ONE_CORE
+    try:
+        learner.train(2)
+        for death in range(1, deaths + 1):
+            pids = learner.parallel.pids()
+            os.kill(pids[1], signal.SIGKILL)
+            assert learner.train(4) == {}  # the chunk it died in
+            assert learner.parallel is None and all(_gone(p) for p in pids)
+            out = learner.train(2)
+            assert np.isfinite(out["loss"])
+            if death < deaths:  # new workers, on as many cores
+                assert learner.parallel.alive() and set(pids).isdisjoint(learner.parallel.pids())
+        assert learner.cores == 1 and learner.parallel is None  # given up: one core from now on
+        assert all(np.isfinite(w).all() for w in learner.net.params().values())
+        m = learner.metrics()
+        assert m["worker_restarts"] == deaths - 1 and m["cores"] == 1
+        said = [r for r in caplog.records if r.name == "gossipnet.learners.convnet"]
+        assert [r.levelname for r in said] == ["WARNING"] * (deaths - 1) + ["ERROR"]
+        assert "died with exit code -9" in said[0].getMessage()
+        assert "training on one core from now on" in said[-1].getMessage()
+    finally:
+        learner.close()
 
 
 def test_training_steps_do_not_fault_their_temporaries_back_in():

@@ -17,7 +17,7 @@ from gossipnet.errors import UserError
 from gossipnet.learners.convnet import default_net_for
 from gossipnet.model import ModelCard
 from gossipnet.nn import PRESETS, Net, Trainer, cosine_lr, evaluate, fit_preset, get_preset, make_optimizer
-from gossipnet.nn.parallel import DataParallel, available_cores, check_cores
+from gossipnet.nn.parallel import DataParallel, WorkerDied, available_cores, check_cores
 from gossipnet.nn.state import save_state, with_prefix
 
 # Default preset per data set: the 28x28 grey sets get the stronger "fashion" net.
@@ -177,9 +177,9 @@ def run(args: argparse.Namespace) -> int:
     train_secs = 0.0
     images = 0
     loss_ema = None
-    if cores > 1:
-        trainer.parallel = DataParallel(net, cores, batch)
     try:
+        if cores > 1:
+            trainer.parallel = DataParallel(net, cores, batch)
         while trainer.step < total:
             todo = min(chunk, total - trainer.step, eval_every - trainer.step % eval_every)
             r = trainer.train(x_train, y_train, todo)
@@ -199,6 +199,11 @@ def run(args: argparse.Namespace) -> int:
         progress.close()
         checkpoint(test_acc)
         raise
+    except WorkerDied as exc:  # one line, as a UserError, with the model kept as far as it got
+        progress.close()
+        checkpoint(test_acc)
+        saved = f"; the model as of step {trainer.step} is in {args.checkpoint}" if args.checkpoint else ""
+        raise UserError(f"{exc}{saved}") from None
     finally:
         if trainer.parallel is not None:
             trainer.parallel.close()

@@ -33,7 +33,7 @@ from gossipnet.learners.base import AbsorbResult, Learner, LearnerWire, Scalar, 
 from gossipnet.learners.merge_guard import GuardConfig, MergeGuard
 from gossipnet.model import CARD_TENSOR, ModelCard, TrainedModel
 from gossipnet.nn import Net, Trainer, evaluate, fit_preset, get_preset, make_optimizer
-from gossipnet.nn.parallel import DataParallel, check_cores
+from gossipnet.nn.parallel import DataParallel, WorkerDied, check_cores
 from gossipnet.rebasin import apply_permutation, lineage
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,10 @@ MOMENTS = ("m", "v", "velocity")  # optimiser moments a swarm can share (Adam's,
 MOMENT_PREFIX = "moment."  # snapshot tensors "moment.<moment>.<param>"
 MERGES = ("guarded", "average", "clipped")
 GUARD_V_RATIO = 4.0  # guarded merge: a peer's root of Adam's v counts within x4 of ours
+# Training workers that die (the OOM killer, a stray kill) are restarted at the next chunk;
+# this many deaths within the window mean they will not stay up: train on one core instead.
+WORKER_DEATHS_TO_ONE_CORE = 3
+WORKER_DEATH_WINDOW_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -230,6 +234,9 @@ class ConvnetLearner(Learner):
         # node spends on anything else is its overhead (benchmarks/gossip_cost.py)
         self.cpu = {"train_cpu_s": 0.0, "eval_cpu_s": 0.0, "process_cpu_s": 0.0}
         self._worker_cpu_closed = 0.0  # CPU of workers already shut down
+        self.cores = cfg.cores  # what the workers are started with; 1 after they kept dying
+        self.worker_restarts = 0
+        self._worker_deaths: list[float] = []  # monotonic times, within the window
         if cfg.lr_schedule == "age":
             self.trainer.lr_schedule = self._scheduled_lr
             self.optimizer.lr = self.lr_at(self.age)
@@ -260,9 +267,28 @@ class ConvnetLearner(Learner):
     def _workers(self) -> None:
         """Start the data-parallel workers on first use (in the thread that trains, so a
         learner that is built and never trained, as in tests and tools, spawns nothing)."""
-        if self.config.cores > 1 and self.trainer.parallel is None:
-            self.parallel = DataParallel(self.net, self.config.cores, self.trainer.batch_size)
+        if self.cores > 1 and self.trainer.parallel is None:
+            self.parallel = DataParallel(self.net, self.cores, self.trainer.batch_size)
             self.trainer.parallel = self.parallel
+
+    def _worker_died(self, exc: WorkerDied) -> None:
+        """A training worker died mid-chunk: the steps it had applied stay (the session copied
+        the weights back), the rest of the chunk is skipped, and new workers start with the
+        next chunk, unless they keep dying: then the node trains on one core and says so."""
+        self.close()
+        now = time.monotonic()
+        self._worker_deaths = [t for t in self._worker_deaths if now - t < WORKER_DEATH_WINDOW_S]
+        self._worker_deaths.append(now)
+        if len(self._worker_deaths) >= WORKER_DEATHS_TO_ONE_CORE:
+            self.cores = 1
+            log.error("%s (killed, or out of memory?). Training workers died %d times in %.0f "
+                      "minutes: training on one core from now on (restart the node to try %d cores "
+                      "again)", exc.what, len(self._worker_deaths), WORKER_DEATH_WINDOW_S / 60,
+                      self.config.cores)
+        else:
+            self.worker_restarts += 1
+            log.warning("%s (killed, or out of memory?): starting new training workers for the "
+                        "next chunk", exc.what)
 
     def close(self) -> None:
         """Stop the training workers (they also stop by themselves when this process ends)."""
@@ -272,18 +298,25 @@ class ConvnetLearner(Learner):
             self.parallel = self.trainer.parallel = None
 
     def train(self, budget: int) -> dict[str, float]:
-        self._workers()
         before = self.trainer.images
         self._chunk_start = (self.age, before)
         cpu0 = time.thread_time()
-        out = self.trainer.train(self.x, self.y, budget)
+        try:
+            self._workers()
+            out = self.trainer.train(self.x, self.y, budget)
+        except WorkerDied as exc:
+            self._worker_died(exc)
+            out = None
         self.cpu["train_cpu_s"] += time.thread_time() - cpu0
         # the whole process's CPU (every thread) at the same instant, so a reader can
         # difference the two counters between chunk ends without racing a chunk
         self.cpu["process_cpu_s"] = time.process_time()
+        # the batches handed out (after a worker died, its last few may not have been applied)
         self.age += self.trainer.images - before
         if self.config.lr_schedule == "age":
             self.optimizer.lr = self.lr_at(self.age)  # the rate the next step takes, as reported
+        if out is None:
+            return {}
         self.last = {
             "loss": out["loss"], "train_accuracy": out["accuracy"],
             "images_per_s": out["images_per_s"], "epoch": out["epoch"],
@@ -490,6 +523,9 @@ class ConvnetLearner(Learner):
             out["realign_seconds"] = self.realigner.last_seconds
         out.update(self.last)
         out.update(self.last_eval)
+        if self.worker_restarts or self.cores != self.config.cores:
+            out["worker_restarts"] = self.worker_restarts
+            out["cores"] = self.cores
         workers = self._worker_cpu_closed + (self.parallel.cpu_seconds() if self.parallel else 0.0)
         out["train_cpu_s"] = round(self.cpu["train_cpu_s"] + workers, 3)
         out["eval_cpu_s"] = round(self.cpu["eval_cpu_s"], 3)

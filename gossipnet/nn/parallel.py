@@ -90,7 +90,13 @@ log = logging.getLogger(__name__)
 
 
 class WorkerDied(RuntimeError):
-    """A training worker process exited mid-run (killed, out of memory, crashed)."""
+    """A training worker process exited mid-run (killed, out of memory, crashed). ``what``
+    says which one and how, without the advice of the whole message (a node that restarts
+    its workers logs its own)."""
+
+    def __init__(self, message: str, what: str | None = None):
+        super().__init__(message)
+        self.what = what or message
 
 
 def several_cores_supported() -> bool:
@@ -236,9 +242,9 @@ class DataParallel:
             proc.wait(POLL_SECONDS)
         except subprocess.TimeoutExpired:
             pass
-        err = WorkerDied(f"training worker {i} (pid {proc.pid}) died with exit code "
-                         f"{proc.returncode}; the node cannot train on {self.workers} cores. "
-                         "Was it killed or out of memory? Restart, or use --cores 1")
+        what = f"training worker {i} (pid {proc.pid}) died with exit code {proc.returncode}"
+        err = WorkerDied(f"{what}; the node cannot train on {self.workers} cores. "
+                         "Was it killed or out of memory? Restart, or use --cores 1", what)
         self._stop_workers()
         return err
 
