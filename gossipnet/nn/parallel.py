@@ -424,7 +424,12 @@ def _shared_block(nbytes: int, workers: int, max_batch: int, input_shape) -> Sha
     without complaint, and the first write past the room kills the process with SIGBUS
     mid-training. Reserving the pages here (``posix_fallocate``) turns that into a
     UserError before any worker starts."""
-    shm = SharedMemory(create=True, size=nbytes)
+    try:
+        shm = SharedMemory(create=True, size=nbytes)
+    except OSError as exc:  # no /dev/shm in this container, out of file descriptors, ...
+        raise UserError(f"training on {workers} cores needs shared memory for its workers, and "
+                        f"making it failed: {exc}. Is /dev/shm mounted and writable? Otherwise "
+                        "use --cores 1") from None
     fd = getattr(shm, "_fd", -1)  # the block's file descriptor (CPython's POSIX SharedMemory)
     if fd < 0:
         return shm
