@@ -349,6 +349,17 @@ def test_more_workers_than_cores_is_warned_of(monkeypatch, caplog, cores):
         assert len(warned) == 1 and "on only 1 core:" in warned[0] and "--cores 1" in warned[0]
 
 
+def test_far_more_workers_than_cores_is_refused_before_any_starts(monkeypatch):
+    import gossipnet.nn.parallel as parallel
+
+    monkeypatch.setattr(parallel, "available_cores", lambda: 2)
+    started = []
+    monkeypatch.setattr(parallel.DataParallel, "_start", lambda self, *a: started.append(a))
+    with pytest.raises(UserError, match=r"--cores 9: this process may run on 2 cores.*use --cores 2"):
+        DataParallel(Net(SPEC, SHAPE), 2 * parallel.MAX_WORKERS_PER_CORE + 1, 8)
+    assert started == []
+
+
 def test_close_stops_every_worker():
     tr = _trainer("adam", 2)
     x, y = _data()

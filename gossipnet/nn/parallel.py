@@ -89,6 +89,11 @@ from gossipnet.nn.train import one_core_step, one_core_steps
 log = logging.getLogger(__name__)
 
 
+# Workers beyond the cores only take turns (3 on 2 cores: 1.3x the step time of 2); far
+# beyond them a mistyped --cores would start hundreds of processes. Refused past this.
+MAX_WORKERS_PER_CORE = 4
+
+
 class WorkerDied(RuntimeError):
     """A training worker process exited mid-run (killed, out of memory, crashed). ``what``
     says which one and how, without the advice of the whole message (a node that restarts
@@ -155,6 +160,11 @@ class DataParallel:
         if self.workers == 1:
             return
         cores = available_cores()
+        if self.workers > MAX_WORKERS_PER_CORE * cores:
+            raise UserError(f"--cores {self.workers}: this process may run on {cores} core"
+                            f"{'' if cores == 1 else 's'}, and more than {MAX_WORKERS_PER_CORE} "
+                            "training workers per core only take turns (each is a Python process "
+                            f"of its own, ~50 MB); use --cores {cores}")
         if self.workers > cores:
             # Allowed (the tests run 3 workers on 2 cores), but slow: workers take turns on
             # a core, and one that spins at a barrier holds a core that another one needs.
