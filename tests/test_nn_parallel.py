@@ -278,14 +278,20 @@ def test_a_killed_worker_is_a_clear_error_not_a_hang():
     assert not tr.parallel.alive()
 
 
-def _cpu_ticks(pid: int) -> int:
-    """User + system CPU clock ticks a process has used (0 if it is gone)."""
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first), or None once the
+    process is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
+            return f.read().rsplit(")", 1)[1].split()
     except FileNotFoundError:
-        return 0
-    return int(fields[11]) + int(fields[12])
+        return None
+
+
+def _cpu_ticks(pid: int) -> int:
+    """User + system CPU clock ticks a process has used (0 if it is gone)."""
+    fields = _proc_stat(pid)
+    return 0 if fields is None else int(fields[11]) + int(fields[12])
 
 
 def test_gossipnet_train_says_a_worker_died_in_one_line_and_keeps_the_model(tmp_path):
@@ -424,11 +430,8 @@ def test_a_shared_memory_the_workers_cannot_use_is_a_clear_error_not_a_crash(mou
 
 
 def _gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] == "Z"  # a zombie has exited
-    except FileNotFoundError:
-        return True
+    fields = _proc_stat(pid)
+    return fields is None or fields[0] == "Z"  # a zombie has exited
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
