@@ -116,10 +116,8 @@ async def _demo(args: argparse.Namespace) -> int:
     nodes = _build_nodes(args)
     from gossipnet.nn import blas
 
-    if not blas.user_chose_threads():
-        # One BLAS thread per process: a node shares its cores with its event loop (and,
-        # in the demo, with other nodes); two threads ran 5-8x slower under load (nn/blas.py).
-        blas.set_threads(1)
+    blas.use_one_thread()
+    log.info("BLAS: %s", blas.describe())
     loop = asyncio.get_running_loop()
 
     def stop_all() -> None:

@@ -111,10 +111,8 @@ def run(args: argparse.Namespace) -> int:
 
     from gossipnet.nn import blas
 
-    if not blas.user_chose_threads():
-        # One BLAS thread per process: a node shares its cores with its event loop (and,
-        # in the demo, with other nodes); two threads ran 5-8x slower under load (nn/blas.py).
-        blas.set_threads(1)
+    blas.use_one_thread()
+    log.info("BLAS: %s", blas.describe())
     from gossipnet.net.http_guard import raise_open_file_limit
 
     raise_open_file_limit()  # sockets, HTTP connections and checkpoints share one budget

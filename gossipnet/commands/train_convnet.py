@@ -28,9 +28,6 @@ DEFAULT_NET = {"embedded": "fashion", "fashion-mnist": "fashion", "mnist": "fash
 DEFAULT_EPOCHS = {"embedded": 3.0, "fashion-mnist": 5.0, "mnist": 3.0, "cifar10": 10.0, "folder": 10.0}
 DEFAULT_LR = {"adam": 1e-3, "sgd": 0.01}
 EVALS_PER_EPOCH = 1
-# One BLAS thread unless OPENBLAS_NUM_THREADS/OMP_NUM_THREADS say otherwise: on a busy
-# machine two OpenBLAS threads on two cores run 5-8x slower than one (gossipnet/nn/blas.py).
-BLAS_THREADS = 1
 
 
 def list_nets() -> str:
@@ -107,8 +104,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from gossipnet.nn import blas
 
-    if not blas.user_chose_threads():
-        blas.set_threads(BLAS_THREADS)
+    blas.use_one_thread()
 
     dataset = args.dataset or "embedded"
     epochs = _positive("epochs", args.epochs) or DEFAULT_EPOCHS[dataset]
@@ -169,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
               f"{len(x_train):,} train / {len(ds.x_test):,} test images, {epochs:g} epochs, "
               f"{opt_kind} lr {lr:g}, batch {batch}, {cores} core{'s' if cores > 1 else ''}",
               file=sys.stderr)
+        print(f"  BLAS: {blas.describe()}", file=sys.stderr)
     progress = Progress(not quiet, total)
     eval_every = max(1, steps_per_epoch // EVALS_PER_EPOCH)
     chunk = max(1, min(eval_every, 2048 // batch))  # ~a second between progress updates
