@@ -95,9 +95,11 @@ def describe(flags: frozenset[str] | None = None) -> str:
         return "numpy's BLAS is not OpenBLAS: its thread count is left as it is"
     info = lib.info()
     arch, threads = info.get("architecture"), info.get("num_threads")
-    text = f"OpenBLAS {info.get('version')}, {arch} kernels, {threads} thread{'s' if threads != 1 else ''}"
+    kernels = f"{arch} kernels, " if arch else ""  # some OpenBLAS builds do not say
+    text = f"OpenBLAS {info.get('version')}, {kernels}{threads} thread{'s' if threads != 1 else ''}"
     forced = os.environ.get("OPENBLAS_CORETYPE")
-    if forced and arch not in AVX512_KERNELS and AVX512_FLAGS <= (cpu_flags() if flags is None else flags):
+    held_back = arch and arch not in AVX512_KERNELS
+    if forced and held_back and AVX512_FLAGS <= (cpu_flags() if flags is None else flags):
         text += (f"; OPENBLAS_CORETYPE={forced} keeps OpenBLAS from this CPU's AVX-512 kernels: "
                  "unset it to train faster (1.28x the images/s on one such machine)")
     return text
