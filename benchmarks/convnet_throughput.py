@@ -342,7 +342,7 @@ def main() -> int:
         if torch is not None:
             data[b]["torch"] = (torch.from_numpy(x.copy()), torch.from_numpy(y.copy()))
     results = {name: {b: [] for b in batch_sizes} for name in impls}
-    print(f"{preset.name}: threads {ARGS.threads}, blas threads {blas.get_threads()}, "
+    print(f"{preset.name}: threads {ARGS.threads}, BLAS: {blas.describe()}; "
           f"load average {os.getloadavg()[0]:.1f}; {ARGS.repeats} interleaved rounds", flush=True)
     for r in range(ARGS.repeats):
         for b in batch_sizes:
@@ -368,6 +368,7 @@ def main() -> int:
                                          "cpu_efficiency")},
             "batch32_machine": whole,
             "net": preset.name, "threads": ARGS.threads, "repeats": ARGS.repeats,
+            "blas": blas.describe(),  # which kernels were measured: OPENBLAS_CORETYPE changes them
             "load_average": round(os.getloadavg()[0], 2),
             "images_per_s": {name: {str(b): round(v, 1) for b, v in per.items()}
                              for name, per in med.items()},
