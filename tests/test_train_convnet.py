@@ -57,6 +57,7 @@ def test_default_command_runs_as_a_real_process():
     assert result["net"] == "fashion" and result["steps"] == 4 and result["batch_size"] == 32
     assert 0.0 <= result["test_accuracy"] <= 1.0
     assert "fashion" in proc.stderr and "img/s" in proc.stderr
+    assert result["blas"] in proc.stderr  # the kernels the images/s were measured with, both places
 
 
 @pytest.mark.parametrize(

@@ -224,6 +224,7 @@ def run(args: argparse.Namespace) -> int:
         "lr": lr,
         "batch_size": batch,
         "cores": cores,
+        "blas": blas.describe(),  # images_per_s depends on OpenBLAS's kernels as much as on cores
         "seed": args.seed,
         "history": history,
         "checkpoint": args.checkpoint,
