@@ -105,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     from gossipnet.nn import blas
 
     blas.use_one_thread()
+    blas_line = blas.describe()  # printed below and kept in the JSON result
 
     dataset = args.dataset or "embedded"
     epochs = _positive("epochs", args.epochs) or DEFAULT_EPOCHS[dataset]
@@ -165,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
               f"{len(x_train):,} train / {len(ds.x_test):,} test images, {epochs:g} epochs, "
               f"{opt_kind} lr {lr:g}, batch {batch}, {cores} core{'s' if cores > 1 else ''}",
               file=sys.stderr)
-        print(f"  BLAS: {blas.describe()}", file=sys.stderr)
+        print(f"  BLAS: {blas_line}", file=sys.stderr)
     progress = Progress(not quiet, total)
     eval_every = max(1, steps_per_epoch // EVALS_PER_EPOCH)
     chunk = max(1, min(eval_every, 2048 // batch))  # ~a second between progress updates
@@ -224,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
         "lr": lr,
         "batch_size": batch,
         "cores": cores,
-        "blas": blas.describe(),  # images_per_s depends on OpenBLAS's kernels as much as on cores
+        "blas": blas_line,  # images_per_s depends on OpenBLAS's kernels as much as on cores
         "seed": args.seed,
         "history": history,
         "checkpoint": args.checkpoint,
